@@ -1,0 +1,5 @@
+//! (in progress)
+/// placeholder
+pub struct AutoDiff;
+/// placeholder
+pub trait DualEnergy {}

@@ -1,0 +1,349 @@
+//! [`ArgminLayer`]: the differentiable argmin. `forward` finds `y*(w)`, `backward` turns
+//! `dl/dy*` into `dl/dw` with the damped derivative, reusing the forward factorisation.
+
+use crate::derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
+use crate::energy::Energy;
+use crate::error::{check_finite, check_len, WibergError};
+use crate::minimize::{norm, seeds, Minimizer, Report};
+use crate::Result;
+use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+/// Where the forward pass starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// At this point (length `n`).
+    Point(&'a [f64]),
+    /// At the lowest-energy point of these seeds, stored consecutively (`m * n` numbers).
+    Seeds(&'a [f64]),
+}
+
+/// How the damped linear systems are solved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LinearSolve {
+    /// Dense Hessian, Cholesky (LU fallback); exact diagnostics for n <= 64.
+    #[default]
+    Dense,
+    /// Matrix-free conjugate gradients on Hessian-vector products, for large `n`.
+    /// If CG meets curvature at or below zero (the damped matrix is not positive definite
+    /// along a Krylov direction) the layer falls back to the dense path, built from `n`
+    /// Hessian-vector products. Negative curvature outside the Krylov space is not seen.
+    ConjugateGradient {
+        /// Relative residual tolerance.
+        tol: f64,
+        /// Iteration limit.
+        max_iters: usize,
+    },
+}
+
+/// The differentiable argmin layer: configuration of the forward and backward passes.
+///
+/// ```
+/// use wiberg::{ArgminLayer, Damping, RbfMixture, Start};
+/// // RANSAC in miniature: inliers near 0, one outlier at 10; sigma = 1.
+/// let points = vec![-0.2, 0.1, 0.3, 10.0];
+/// let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+/// let layer = ArgminLayer { damping: Damping::Implicit, ..Default::default() };
+/// let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
+/// assert!(sol.y[0].abs() < 0.2 && sol.report.final_grad_norm < 1e-12);
+/// // dl/dsigma for l = t*: one backward pass.
+/// let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
+/// assert!(back.grad_w[0].is_finite());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ArgminLayer {
+    /// The inner minimiser.
+    pub minimizer: Minimizer,
+    /// Finish with one damped Newton step `y <- y - (H + s I)^-1 g` (shift from `damping`).
+    pub polish: bool,
+    /// The derivative's damping (also used by the polish step).
+    pub damping: Damping,
+    /// Dense or matrix-free linear algebra.
+    pub linear_solve: LinearSolve,
+}
+
+impl Default for ArgminLayer {
+    fn default() -> Self {
+        ArgminLayer {
+            minimizer: Minimizer::default(),
+            polish: true,
+            damping: Damping::default(),
+            linear_solve: LinearSolve::Dense,
+        }
+    }
+}
+
+/// The output of the forward pass: `y*`, its [`Report`], and what the backward pass reuses.
+#[derive(Debug, Clone)]
+pub struct Solution {
+    /// The minimiser `y*`.
+    pub y: Vec<f64>,
+    /// What happened on the way.
+    pub report: Report,
+    /// The point where `H` and `M` are taken: where the polish step started, or `y*`.
+    linearization: Vec<f64>,
+    system: Linearized,
+}
+
+#[derive(Debug, Clone)]
+enum Linearized {
+    Dense(std::result::Result<DampedSystem, WibergError>),
+    Cg { shift: f64 },
+}
+
+impl Solution {
+    /// The point at which the Hessian and the mixed derivatives are evaluated: where the
+    /// polish step started (it makes the derivative that of the polish step), or `y*`.
+    pub fn linearization_point(&self) -> &[f64] {
+        &self.linearization
+    }
+}
+
+/// The output of the backward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backward {
+    /// `dl/dw = M^T u` (length `p`).
+    pub grad_w: Vec<f64>,
+    /// `u = -(H + s I)^-1 dl/dy*` (length `n`).
+    pub u: Vec<f64>,
+    /// Diagnostics of the damped system that was solved.
+    pub diagnostics: Diagnostics,
+}
+
+impl ArgminLayer {
+    /// A layer with the given damping and defaults otherwise (L-BFGS, polish, dense).
+    pub fn with_damping(damping: Damping) -> Self {
+        ArgminLayer { damping, ..Default::default() }
+    }
+
+    /// Forward pass: start, minimise, optionally polish, factorise the damped Hessian.
+    ///
+    /// Errors: wrong lengths or non-finite `w`/start; a non-finite energy or gradient;
+    /// [`WibergError::SingularHessian`] when the polish step needs a singular solve.
+    pub fn forward<E: Energy + ?Sized>(&self, e: &E, w: &[f64], start: Start<'_>) -> Result<Solution> {
+        self.damping.validate()?;
+        let n = e.dim();
+        check_len(w.len(), e.num_params(), "energy parameters w")?;
+        check_finite(w, "energy parameters w")?;
+        let (mut y, seed_index) = match start {
+            Start::Point(p) => {
+                check_len(p.len(), n, "start point")?;
+                check_finite(p, "start point")?;
+                (p.to_vec(), None)
+            }
+            Start::Seeds(s) => {
+                check_finite(s, "seeds")?;
+                let (i, _) = seeds::best_seed(e, w, s)?;
+                (s[i * n..(i + 1) * n].to_vec(), Some(i))
+            }
+        };
+        let outcome = self.minimizer.minimize(e, w, &mut y)?;
+        check_finite(&y, "inner minimiser result")?;
+        let linearization = y.clone();
+        let mut g = vec![0.0; n];
+        let (system, diagnostics) = match self.linear_solve {
+            LinearSolve::Dense => {
+                let mut h = DMatrix::zeros(n, n);
+                e.hessian(&y, w, &mut h);
+                let sys = DampedSystem::factorize(h, self.damping);
+                let diag = sys.as_ref().ok().map(|s| *s.diagnostics());
+                (Linearized::Dense(sys), diag)
+            }
+            LinearSolve::ConjugateGradient { tol, max_iters } => {
+                if !(tol > 0.0) || max_iters == 0 {
+                    return Err(WibergError::InvalidArgument(format!(
+                        "conjugate gradients need tol > 0 and max_iters >= 1, got {tol} and {max_iters}"
+                    )));
+                }
+                (Linearized::Cg { shift: self.damping.shift(0.0) }, None)
+            }
+        };
+        let mut sol = Solution {
+            y,
+            report: Report {
+                seed_index,
+                iterations: outcome.iterations,
+                evaluations: outcome.evaluations,
+                grad_norm: outcome.grad_norm,
+                final_grad_norm: outcome.grad_norm,
+                energy: outcome.energy,
+                converged: outcome.stop.is_converged(),
+                stop: outcome.stop,
+                polished: false,
+                diagnostics: diagnostics.unwrap_or(Diagnostics {
+                    min_eigenvalue: f64::NAN,
+                    max_eigenvalue: f64::NAN,
+                    eigen_exact: false,
+                    condition: f64::NAN,
+                    shift: self.damping.lambda(),
+                    solver: LinearSolver::ConjugateGradient,
+                }),
+            },
+            linearization,
+            system,
+        };
+        if self.polish {
+            e.gradient(&sol.y, w, &mut g);
+            let (step, diag) = self.solve(e, w, &mut sol, &g)?;
+            sol.report.diagnostics = diag;
+            for (yi, si) in sol.y.iter_mut().zip(&step) {
+                *yi -= si;
+            }
+            check_finite(&sol.y, "polished solution")?;
+            sol.report.polished = true;
+            sol.report.energy = e.gradient(&sol.y, w, &mut g);
+            sol.report.final_grad_norm = norm(&g);
+        }
+        if !sol.report.energy.is_finite() {
+            return Err(WibergError::NonFinite { what: "energy at the solution".into() });
+        }
+        Ok(sol)
+    }
+
+    /// Solves `(H + s I) x = v` at the solution's linearisation point.
+    fn solve<E: Energy + ?Sized>(
+        &self,
+        e: &E,
+        w: &[f64],
+        sol: &mut Solution,
+        v: &[f64],
+    ) -> Result<(Vec<f64>, Diagnostics)> {
+        match &sol.system {
+            Linearized::Dense(Ok(sys)) => Ok((sys.solve(v)?, *sys.diagnostics())),
+            Linearized::Dense(Err(err)) => Err(err.clone()),
+            Linearized::Cg { shift } => {
+                let LinearSolve::ConjugateGradient { tol, max_iters } = self.linear_solve else {
+                    return Err(WibergError::InvalidArgument(
+                        "solution was made by a matrix-free layer; use the same layer".into(),
+                    ));
+                };
+                let y = sol.linearization.clone();
+                match cg(e, &y, w, *shift, v, tol, max_iters)? {
+                    CgOutcome::Solved { x, min_rayleigh, max_rayleigh } => {
+                        let diag = Diagnostics {
+                            min_eigenvalue: min_rayleigh,
+                            max_eigenvalue: max_rayleigh,
+                            eigen_exact: false,
+                            condition: (max_rayleigh + shift) / (min_rayleigh + shift),
+                            shift: *shift,
+                            solver: LinearSolver::ConjugateGradient,
+                        };
+                        Ok((x, diag))
+                    }
+                    CgOutcome::NegativeCurvature => {
+                        // Fall back to the dense path, Hessian built from n products.
+                        let n = y.len();
+                        let mut h = DMatrix::zeros(n, n);
+                        let mut unit = vec![0.0; n];
+                        let mut col = vec![0.0; n];
+                        for j in 0..n {
+                            unit[j] = 1.0;
+                            e.hvp(&y, w, &unit, &mut col);
+                            unit[j] = 0.0;
+                            for i in 0..n {
+                                h[(i, j)] = col[i];
+                            }
+                        }
+                        let sys = DampedSystem::factorize(h, self.damping)?;
+                        let out = (sys.solve(v)?, *sys.diagnostics());
+                        sol.system = Linearized::Dense(Ok(sys));
+                        Ok(out)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward pass: `dl/dw = -M^T (H + s I)^-1 dl/dy*` for one sample, with `v = dl/dy*`.
+    pub fn backward<E: Energy + ?Sized>(&self, e: &E, w: &[f64], sol: &Solution, v: &[f64]) -> Result<Backward> {
+        check_len(v.len(), e.dim(), "dl/dy*")?;
+        check_finite(v, "dl/dy*")?;
+        check_len(w.len(), e.num_params(), "energy parameters w")?;
+        let mut sol = sol.clone();
+        let (x, diagnostics) = self.solve(e, w, &mut sol, v)?;
+        let u: Vec<f64> = x.iter().map(|x| -x).collect();
+        let mut grad_w = vec![0.0; e.num_params()];
+        e.mixed_vjp(&sol.linearization, w, &u, &mut grad_w);
+        check_finite(&grad_w, "gradient dl/dw")?;
+        Ok(Backward { grad_w, u, diagnostics })
+    }
+
+    /// The full Jacobian `dy*/dw = -(H + s I)^-1 M` (n x p). Forms `M`: for small `p`.
+    pub fn jacobian<E: Energy + ?Sized>(&self, e: &E, w: &[f64], sol: &Solution) -> Result<DMatrix<f64>> {
+        let n = e.dim();
+        let p = e.num_params();
+        check_len(w.len(), p, "energy parameters w")?;
+        let m = e.mixed_matrix(&sol.linearization, w);
+        let mut sol = sol.clone();
+        let mut jac = DMatrix::zeros(n, p);
+        for j in 0..p {
+            let col: Vec<f64> = m.column(j).iter().copied().collect();
+            let (x, _) = self.solve(e, w, &mut sol, &col)?;
+            for i in 0..n {
+                jac[(i, j)] = -x[i];
+            }
+        }
+        check_finite(jac.as_slice(), "Jacobian dy*/dw")?;
+        Ok(jac)
+    }
+}
+
+enum CgOutcome {
+    Solved { x: Vec<f64>, min_rayleigh: f64, max_rayleigh: f64 },
+    NegativeCurvature,
+}
+
+/// Conjugate gradients on `(H + shift I) x = b` with `H v` from the energy. Also returns the
+/// extreme Rayleigh quotients of `H` met along the search directions (eigenvalue estimates).
+fn cg<E: Energy + ?Sized>(
+    e: &E,
+    y: &[f64],
+    w: &[f64],
+    shift: f64,
+    b: &[f64],
+    tol: f64,
+    max_iters: usize,
+) -> Result<CgOutcome> {
+    let n = b.len();
+    let bnorm = norm(b);
+    let mut x = vec![0.0; n];
+    if bnorm == 0.0 {
+        return Ok(CgOutcome::Solved { x, min_rayleigh: f64::NAN, max_rayleigh: f64::NAN });
+    }
+    let mut r = b.to_vec();
+    let mut p = r.clone();
+    let mut ap = vec![0.0; n];
+    let mut rr: f64 = r.iter().map(|v| v * v).sum();
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for it in 0..max_iters {
+        e.hvp(y, w, &p, &mut ap);
+        let pp: f64 = p.iter().map(|v| v * v).sum();
+        let php: f64 = p.iter().zip(&ap).map(|(a, b)| a * b).sum();
+        let rayleigh = php / pp;
+        lo = lo.min(rayleigh);
+        hi = hi.max(rayleigh);
+        let pap = php + shift * pp;
+        if !(pap > 0.0) || rayleigh < 0.0 {
+            return Ok(CgOutcome::NegativeCurvature);
+        }
+        let alpha = rr / pap;
+        for i in 0..n {
+            x[i] += alpha * p[i];
+            r[i] -= alpha * (ap[i] + shift * p[i]);
+        }
+        let rr_new: f64 = r.iter().map(|v| v * v).sum();
+        if rr_new.sqrt() <= tol * bnorm {
+            return Ok(CgOutcome::Solved { x, min_rayleigh: lo, max_rayleigh: hi });
+        }
+        let beta = rr_new / rr;
+        rr = rr_new;
+        for i in 0..n {
+            p[i] = r[i] + beta * p[i];
+        }
+        if it + 1 == max_iters {
+            break;
+        }
+    }
+    Err(WibergError::NotConverged { iterations: max_iters, residual: rr.sqrt() / bnorm })
+}

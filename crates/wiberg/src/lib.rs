@@ -1,0 +1,50 @@
+//! # wiberg
+//!
+//! Learning continuous energy functions by differentiating through their minimisers with the
+//! trust-region ("Wibergian") derivative of Toso, Campbell and Russell (NeurIPS 2019).
+//!
+//! A prediction is `y*(w) = argmin_y E(y; w)`. Its derivative with respect to the energy's
+//! parameters `w` is
+//!
+//! * implicit (Samuel & Tappen 2009): `dy*/dw = -H^-1 M`,
+//! * trust-region (Toso et al. 2019, eq. 7): `dy*/dw = -(H + lambda I)^-1 M`,
+//! * guarded (ours): `-(H + s I)^-1 M` with `s` chosen so that `H + s I >= lambda I` even when
+//!   `H` is indefinite,
+//!
+//! where `H = d^2E/dy^2` and `M = d(grad_y E)/dw`, both at `y*`. See [`Damping`].
+//!
+//! The main pieces:
+//! * [`Energy`]: one sample's energy with its derivatives; [`AutoDiff`] derives them
+//!   exactly from an energy written once over `num_dual::DualNum`; [`RbfMixture`] is the
+//!   paper's family with analytic derivatives.
+//! * [`ArgminLayer`]: forward (seeds, L-BFGS or trust-region Newton, damped Newton polish)
+//!   and backward (vector-Jacobian product reusing the forward factorisation), each with a
+//!   [`Report`] of diagnostics.
+//! * [`least_squares`]: closed-form damped least squares and IRLS with exact derivatives.
+//! * [`optim`]: SGD, ASGD and Adam; [`batch`]: deterministic parallel batches;
+//!   [`gradcheck`]: finite-difference checks.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod autodiff;
+pub mod batch;
+pub mod derivative;
+pub mod energy;
+pub mod error;
+pub mod gradcheck;
+pub mod layer;
+pub mod least_squares;
+pub mod minimize;
+pub mod optim;
+pub mod rbf;
+
+pub use autodiff::{AutoDiff, DualEnergy};
+pub use derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
+pub use energy::Energy;
+pub use error::WibergError;
+pub use layer::{ArgminLayer, Backward, LinearSolve, Solution, Start};
+pub use minimize::{LbfgsConfig, Minimizer, NewtonConfig, Report, StopReason};
+pub use rbf::RbfMixture;
+
+/// Result type of the library.
+pub type Result<T> = std::result::Result<T, WibergError>;

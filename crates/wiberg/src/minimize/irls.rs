@@ -1,0 +1,2 @@
+//! Iteratively reweighted least squares for pseudo-Huber residuals (see
+//! [`crate::least_squares`]).

@@ -1,0 +1,142 @@
+//! The argmin back-end of L-BFGS (`LBFGS` + `MoreThuenteLineSearch`), guarded.
+//!
+//! Guards (see `../shared/DEPENDENCIES.md`): argmin's line search has no iteration limit, so
+//! cost and gradient return an error once the evaluation budget is spent and the best point
+//! so far is kept; `Executor::run` returns `Ok` on failure, so the termination status is read.
+
+use super::{norm, MinimizeOutcome, StopReason};
+use crate::energy::Energy;
+use crate::error::WibergError;
+use crate::minimize::LbfgsConfig;
+use crate::Result;
+use argmin::core::{
+    CostFunction, Error as ArgminError, Executor, Gradient, State, TerminationReason, TerminationStatus,
+};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use std::cell::{Cell, RefCell};
+
+struct Problem<'a, E: Energy + ?Sized> {
+    e: &'a E,
+    w: &'a [f64],
+    evals: Cell<usize>,
+    budget: usize,
+    /// Best (energy, point) evaluated so far: the answer when the budget stops the solve.
+    best: RefCell<(f64, Vec<f64>)>,
+}
+
+#[derive(Debug)]
+struct BudgetSpent;
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "evaluation budget spent")
+    }
+}
+impl std::error::Error for BudgetSpent {}
+
+impl<E: Energy + ?Sized> Problem<'_, E> {
+    fn spend(&self) -> std::result::Result<(), ArgminError> {
+        if self.evals.get() >= self.budget {
+            return Err(BudgetSpent.into());
+        }
+        self.evals.set(self.evals.get() + 1);
+        Ok(())
+    }
+    fn record(&self, p: &[f64], f: f64) {
+        let mut best = self.best.borrow_mut();
+        if f.is_finite() && f < best.0 {
+            best.0 = f;
+            best.1.clear();
+            best.1.extend_from_slice(p);
+        }
+    }
+}
+
+impl<E: Energy + ?Sized> CostFunction for Problem<'_, E> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, p: &Self::Param) -> std::result::Result<f64, ArgminError> {
+        self.spend()?;
+        let f = self.e.value(p, self.w);
+        self.record(p, f);
+        Ok(f)
+    }
+}
+
+impl<E: Energy + ?Sized> Gradient for Problem<'_, E> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, p: &Self::Param) -> std::result::Result<Vec<f64>, ArgminError> {
+        self.spend()?;
+        let mut g = vec![0.0; p.len()];
+        let f = self.e.gradient(p, self.w, &mut g);
+        self.record(p, f);
+        Ok(g)
+    }
+}
+
+pub(super) fn minimize<E: Energy + ?Sized>(
+    cfg: &LbfgsConfig,
+    e: &E,
+    w: &[f64],
+    y: &mut [f64],
+) -> Result<MinimizeOutcome> {
+    let mut g = vec![0.0; y.len()];
+    let f0 = e.gradient(y, w, &mut g);
+    if !f0.is_finite() || !g.iter().all(|v| v.is_finite()) {
+        return Err(WibergError::NonFinite { what: "energy or gradient at the start point".into() });
+    }
+    if norm(&g) <= cfg.grad_tol {
+        return Ok(MinimizeOutcome {
+            iterations: 0,
+            evaluations: 1,
+            energy: f0,
+            grad_norm: norm(&g),
+            stop: StopReason::GradientTolerance,
+        });
+    }
+    let problem = Problem { e, w, evals: Cell::new(1), budget: cfg.max_evals, best: RefCell::new((f0, y.to_vec())) };
+    let invalid = |err: ArgminError| WibergError::InvalidArgument(format!("argmin L-BFGS set-up: {err}"));
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), cfg.memory)
+        .with_tolerance_grad(cfg.grad_tol)
+        .map_err(invalid)?
+        .with_tolerance_cost(0.0)
+        .map_err(invalid)?;
+    let start = y.to_vec();
+    let max_iters = cfg.max_iters as u64;
+    let run = Executor::new(problem, solver).configure(|s| s.param(start).max_iters(max_iters)).run();
+    let (iterations, status, problem) = match run {
+        Ok(mut res) => {
+            let iters = res.state().get_iter() as usize;
+            let status = res.state().get_termination_status().clone();
+            let problem = res.problem.take_problem();
+            (iters, Some(status), problem)
+        }
+        // The budget guard (or a line-search failure) aborts the run: the problem is gone
+        // with the executor, so the best point is not recoverable here. Report from `y`.
+        Err(_) => (0, None, None),
+    };
+    let Some(problem) = problem else {
+        let f = e.gradient(y, w, &mut g);
+        return Ok(MinimizeOutcome {
+            iterations,
+            evaluations: cfg.max_evals,
+            energy: f,
+            grad_norm: norm(&g),
+            stop: StopReason::EvaluationBudget,
+        });
+    };
+    let evaluations = problem.evals.get();
+    let (_, best) = problem.best.into_inner();
+    y.copy_from_slice(&best);
+    let energy = e.gradient(y, w, &mut g);
+    let gnorm = norm(&g);
+    let stop = match status {
+        _ if gnorm <= cfg.grad_tol => StopReason::GradientTolerance,
+        Some(TerminationStatus::Terminated(TerminationReason::MaxItersReached)) => StopReason::MaxIterations,
+        Some(TerminationStatus::Terminated(TerminationReason::SolverConverged)) => StopReason::NoProgress,
+        _ if evaluations >= cfg.max_evals => StopReason::EvaluationBudget,
+        _ => StopReason::LineSearchFailed,
+    };
+    Ok(MinimizeOutcome { iterations, evaluations: evaluations + 1, energy, grad_norm: gnorm, stop })
+}

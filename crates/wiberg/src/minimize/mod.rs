@@ -1,0 +1,132 @@
+//! Inner minimisers: seed selection, L-BFGS, trust-region Newton, and (for least squares) IRLS.
+//!
+//! All share [`Minimizer`] as configuration and return a [`Report`].
+
+pub mod irls;
+pub mod lbfgs;
+mod lbfgs_argmin;
+pub mod newton;
+pub mod seeds;
+
+use crate::derivative::Diagnostics;
+use crate::energy::Energy;
+use crate::Result;
+use serde::{Deserialize, Serialize};
+
+pub use lbfgs::{LbfgsBackend, LbfgsConfig};
+pub use newton::NewtonConfig;
+
+/// Why an inner minimiser stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// `|grad E| <= grad_tol`.
+    GradientTolerance,
+    /// The step or the decrease in energy became negligible (converged to machine precision).
+    NoProgress,
+    /// The iteration limit was reached.
+    MaxIterations,
+    /// The evaluation budget ran out (the guard against endless line searches).
+    EvaluationBudget,
+    /// The line search could not find an acceptable step; the best point so far is kept.
+    LineSearchFailed,
+    /// No minimiser ran (seeds or the given start only).
+    NotRun,
+}
+
+impl StopReason {
+    /// Whether this reason means convergence.
+    pub fn is_converged(&self) -> bool {
+        matches!(self, StopReason::GradientTolerance | StopReason::NoProgress)
+    }
+}
+
+/// What the forward pass did, and what the backward pass found at the solution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Index of the seed chosen as start (when seeds were given).
+    pub seed_index: Option<usize>,
+    /// Iterations of the inner minimiser.
+    pub iterations: usize,
+    /// Energy (and gradient) evaluations, seed scan excluded.
+    pub evaluations: usize,
+    /// `|grad E|` where the inner minimiser stopped (before any polish).
+    pub grad_norm: f64,
+    /// `|grad E|` at the returned point (after the polish, when one was made).
+    pub final_grad_norm: f64,
+    /// Energy at the returned point.
+    pub energy: f64,
+    /// Whether the inner minimiser converged to its tolerance.
+    pub converged: bool,
+    /// Why the inner minimiser stopped.
+    pub stop: StopReason,
+    /// Whether a damped Newton polish step was made.
+    pub polished: bool,
+    /// Hessian diagnostics at the linearisation point (the point the polish started from,
+    /// or the solution when there is no polish): smallest eigenvalue, condition, shift, solver.
+    pub diagnostics: Diagnostics,
+}
+
+/// Outcome of an inner minimisation (before polish and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinimizeOutcome {
+    /// Iterations made.
+    pub iterations: usize,
+    /// Function evaluations made.
+    pub evaluations: usize,
+    /// Energy at the returned point.
+    pub energy: f64,
+    /// `|grad E|` at the returned point.
+    pub grad_norm: f64,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// The inner minimiser of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Minimizer {
+    /// No minimisation: the start point (or best seed) is used as is (then usually polished).
+    None,
+    /// L-BFGS with a strong-Wolfe line search.
+    Lbfgs(LbfgsConfig),
+    /// Trust-region Newton with the exact Hessian.
+    TrustRegionNewton(NewtonConfig),
+}
+
+impl Default for Minimizer {
+    fn default() -> Self {
+        Minimizer::Lbfgs(LbfgsConfig::default())
+    }
+}
+
+impl Minimizer {
+    /// Minimises `e(., w)` starting at `y`, which is overwritten with the result.
+    pub fn minimize<E: Energy + ?Sized>(&self, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+        match self {
+            Minimizer::None => {
+                let mut g = vec![0.0; y.len()];
+                let energy = e.gradient(y, w, &mut g);
+                Ok(MinimizeOutcome {
+                    iterations: 0,
+                    evaluations: 1,
+                    energy,
+                    grad_norm: norm(&g),
+                    stop: StopReason::NotRun,
+                })
+            }
+            Minimizer::Lbfgs(cfg) => lbfgs::minimize(cfg, e, w, y),
+            Minimizer::TrustRegionNewton(cfg) => newton::minimize(cfg, e, w, y),
+        }
+    }
+}
+
+/// Euclidean norm.
+pub(crate) fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Dot product.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,36 @@
+//! Starting points: the lowest-energy point of a set of seeds.
+
+use crate::energy::Energy;
+use crate::error::WibergError;
+use crate::Result;
+
+/// Index and energy of the lowest-energy seed among the points stored consecutively in
+/// `points` (each of length `e.dim()`). Seeds with a non-finite energy are skipped; ties go
+/// to the first.
+///
+/// ```
+/// use wiberg::{minimize::seeds::best_seed, RbfMixture};
+/// // Three unit kernels at 0, 0.5 and 10: the middle of the pair is lowest.
+/// let e = RbfMixture::shared_width(1, vec![0.0, 0.5, 10.0]).unwrap();
+/// let (i, _) = best_seed(&e, &[1.0], &[0.0, 0.5, 10.0]).unwrap();
+/// assert!(i < 2);
+/// ```
+pub fn best_seed<E: Energy + ?Sized>(e: &E, w: &[f64], points: &[f64]) -> Result<(usize, f64)> {
+    let n = e.dim();
+    if n == 0 || points.is_empty() || points.len() % n != 0 {
+        return Err(WibergError::InvalidArgument(format!(
+            "seeds must be a non-empty list of {n}-dimensional points, got {} numbers",
+            points.len()
+        )));
+    }
+    let m = points.len() / n;
+    let mut values = vec![0.0; m];
+    e.values_at(points, w, &mut values);
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in values.iter().enumerate() {
+        if v.is_finite() && best.is_none_or(|(_, b)| *v < b) {
+            best = Some((i, *v));
+        }
+    }
+    best.ok_or_else(|| WibergError::NonFinite { what: "energy at every seed".into() })
+}
