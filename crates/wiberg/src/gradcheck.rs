@@ -22,6 +22,9 @@ pub struct GradCheck {
     /// `max_j |analytic_j - numeric_j| / max(|analytic_j|, |numeric_j|)` (entries where both
     /// are exactly 0 count as 0).
     pub max_rel_error: f64,
+    /// `max_abs_error / max_j max(|analytic_j|, |numeric_j|)`: the error relative to the
+    /// gradient's size, robust to entries that are near 0 (0 when both gradients are 0).
+    pub scaled_error: f64,
     /// The loss at `w`.
     pub loss: f64,
 }
@@ -75,13 +78,16 @@ where
     check_finite(&numeric, "finite-difference gradient")?;
     let mut max_abs_error: f64 = 0.0;
     let mut max_rel_error: f64 = 0.0;
+    let mut max_scale: f64 = 0.0;
     for (a, n) in analytic.iter().zip(&numeric) {
         let err = (a - n).abs();
         let scale = a.abs().max(n.abs());
         max_abs_error = max_abs_error.max(err);
+        max_scale = max_scale.max(scale);
         if scale > 0.0 {
             max_rel_error = max_rel_error.max(err / scale);
         }
     }
-    Ok(GradCheck { analytic, numeric, max_abs_error, max_rel_error, loss: l0 })
+    let scaled_error = if max_scale > 0.0 { max_abs_error / max_scale } else { 0.0 };
+    Ok(GradCheck { analytic, numeric, max_abs_error, max_rel_error, scaled_error, loss: l0 })
 }
