@@ -14,10 +14,10 @@
 //! where `H = d^2E/dy^2` and `M = d(grad_y E)/dw`, both at `y*`. See [`Damping`].
 //!
 //! The main pieces:
-//! * [`Energy`]: one sample's energy with its derivatives; [`AutoDiff`] derives them
+//! * The energy, [`Energy`]: one sample's energy with its derivatives; [`AutoDiff`] derives them
 //!   exactly from an energy written once over `num_dual::DualNum`; [`RbfMixture`] is the
 //!   paper's family with analytic derivatives.
-//! * [`ArgminLayer`]: forward (seeds, L-BFGS or trust-region Newton, damped Newton polish)
+//! * The layer, [`ArgminLayer`]: forward (seeds, L-BFGS or trust-region Newton, damped Newton polish)
 //!   and backward (vector-Jacobian product reusing the forward factorisation), each with a
 //!   [`Report`] of diagnostics.
 //! * [`least_squares`]: closed-form damped least squares and IRLS with exact derivatives.

@@ -76,7 +76,7 @@ impl RbfMixture {
 
     /// All kernels share one width `w[0]` and have weight 1 (the RANSAC energy).
     pub fn shared_width(dim: usize, centers: Vec<f64>) -> Result<Self> {
-        let k = if dim == 0 { 0 } else { centers.len() / dim };
+        let k = centers.len().checked_div(dim).unwrap_or(0);
         RbfMixture::new(dim, centers, vec![0; k], None, 1)
     }
 
