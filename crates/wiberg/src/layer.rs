@@ -151,7 +151,7 @@ impl ArgminLayer {
                 (Linearized::Dense(sys), diag)
             }
             LinearSolve::ConjugateGradient { tol, max_iters } => {
-                if !(tol > 0.0) || max_iters == 0 {
+                if tol.is_nan() || tol <= 0.0 || max_iters == 0 {
                     return Err(WibergError::InvalidArgument(format!(
                         "conjugate gradients need tol > 0 and max_iters >= 1, got {tol} and {max_iters}"
                     )));
@@ -201,7 +201,8 @@ impl ArgminLayer {
         Ok(sol)
     }
 
-    /// Solves `(H + s I) x = v` at the solution's linearisation point.
+    /// Solves `(H + s I) x = v` at the solution's linearisation point, caching the dense
+    /// fallback of the matrix-free path in `sol`.
     fn solve<E: Energy + ?Sized>(
         &self,
         e: &E,
@@ -209,8 +210,24 @@ impl ArgminLayer {
         sol: &mut Solution,
         v: &[f64],
     ) -> Result<(Vec<f64>, Diagnostics)> {
+        let (x, diag, fallback) = self.solve_shared(e, w, sol, v)?;
+        if let Some(sys) = fallback {
+            sol.system = Linearized::Dense(Ok(sys));
+        }
+        Ok((x, diag))
+    }
+
+    /// Solves `(H + s I) x = v` without touching `sol`; returns the dense system the
+    /// matrix-free path fell back to, if it did.
+    fn solve_shared<E: Energy + ?Sized>(
+        &self,
+        e: &E,
+        w: &[f64],
+        sol: &Solution,
+        v: &[f64],
+    ) -> Result<(Vec<f64>, Diagnostics, Option<DampedSystem>)> {
         match &sol.system {
-            Linearized::Dense(Ok(sys)) => Ok((sys.solve(v)?, *sys.diagnostics())),
+            Linearized::Dense(Ok(sys)) => Ok((sys.solve(v)?, *sys.diagnostics(), None)),
             Linearized::Dense(Err(err)) => Err(err.clone()),
             Linearized::Cg { shift } => {
                 let LinearSolve::ConjugateGradient { tol, max_iters } = self.linear_solve else {
@@ -218,8 +235,8 @@ impl ArgminLayer {
                         "solution was made by a matrix-free layer; use the same layer".into(),
                     ));
                 };
-                let y = sol.linearization.clone();
-                match cg(e, &y, w, *shift, v, tol, max_iters)? {
+                let y = &sol.linearization;
+                match cg(e, y, w, *shift, v, tol, max_iters)? {
                     CgOutcome::Solved { x, min_rayleigh, max_rayleigh } => {
                         let diag = Diagnostics {
                             min_eigenvalue: min_rayleigh,
@@ -229,7 +246,7 @@ impl ArgminLayer {
                             shift: *shift,
                             solver: LinearSolver::ConjugateGradient,
                         };
-                        Ok((x, diag))
+                        Ok((x, diag, None))
                     }
                     CgOutcome::NegativeCurvature => {
                         // Fall back to the dense path, Hessian built from n products.
@@ -239,16 +256,15 @@ impl ArgminLayer {
                         let mut col = vec![0.0; n];
                         for j in 0..n {
                             unit[j] = 1.0;
-                            e.hvp(&y, w, &unit, &mut col);
+                            e.hvp(y, w, &unit, &mut col);
                             unit[j] = 0.0;
                             for i in 0..n {
                                 h[(i, j)] = col[i];
                             }
                         }
                         let sys = DampedSystem::factorize(h, self.damping)?;
-                        let out = (sys.solve(v)?, *sys.diagnostics());
-                        sol.system = Linearized::Dense(Ok(sys));
-                        Ok(out)
+                        let (x, diag) = (sys.solve(v)?, *sys.diagnostics());
+                        Ok((x, diag, Some(sys)))
                     }
                 }
             }
@@ -260,8 +276,7 @@ impl ArgminLayer {
         check_len(v.len(), e.dim(), "dl/dy*")?;
         check_finite(v, "dl/dy*")?;
         check_len(w.len(), e.num_params(), "energy parameters w")?;
-        let mut sol = sol.clone();
-        let (x, diagnostics) = self.solve(e, w, &mut sol, v)?;
+        let (x, diagnostics, _) = self.solve_shared(e, w, sol, v)?;
         let u: Vec<f64> = x.iter().map(|x| -x).collect();
         let mut grad_w = vec![0.0; e.num_params()];
         e.mixed_vjp(&sol.linearization, w, &u, &mut grad_w);
@@ -324,7 +339,7 @@ fn cg<E: Energy + ?Sized>(
         lo = lo.min(rayleigh);
         hi = hi.max(rayleigh);
         let pap = php + shift * pp;
-        if !(pap > 0.0) || rayleigh < 0.0 {
+        if pap.is_nan() || pap <= 0.0 || rayleigh < 0.0 {
             return Ok(CgOutcome::NegativeCurvature);
         }
         let alpha = rr / pap;

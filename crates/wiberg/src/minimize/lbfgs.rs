@@ -140,7 +140,7 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
             }
         }
         let mut dphi0 = dot(&g, &d);
-        if !(dphi0 < 0.0) {
+        if dphi0.is_nan() || dphi0 >= 0.0 {
             // Not a descent direction (bad curvature pairs): restart from steepest descent.
             s_hist.clear();
             y_hist.clear();
@@ -154,7 +154,17 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
         let alpha0 = if s_hist.is_empty() { (1.0 / norm(&d)).min(1.0) } else { 1.0 };
         let ls = line_search(&mut ev, y, f, dphi0, &d, alpha0, &mut x_new, &mut g_new);
         let Some((alpha, f_new)) = ls else {
-            break if ev.evals >= ev.budget { StopReason::EvaluationBudget } else { StopReason::LineSearchFailed };
+            if ev.evals >= ev.budget {
+                break StopReason::EvaluationBudget;
+            }
+            // No decrease found along a descent direction whose predicted decrease is below
+            // the rounding of E itself: converged to machine precision, not a failure.
+            let predicted = -dphi0 * alpha0;
+            break if predicted <= 64.0 * f64::EPSILON * f.abs().max(f64::MIN_POSITIVE) {
+                StopReason::NoProgress
+            } else {
+                StopReason::LineSearchFailed
+            };
         };
         iterations += 1;
         // Curvature pair.
@@ -225,7 +235,7 @@ fn line_search<E: Energy + ?Sized>(
                 best: &mut Option<(f64, f64)>,
                 x_out: &mut [f64],
                 g_out: &mut [f64]| {
-        if f < f0 && best.is_none_or(|(_, fb)| f < fb) {
+        if f < f0 && best.map_or(true, |(_, fb)| f < fb) {
             *best = Some((alpha, f));
             x_out.copy_from_slice(xb);
             g_out.copy_from_slice(g);

@@ -16,13 +16,16 @@ use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use std::cell::{Cell, RefCell};
 
+/// The problem handed to argmin. The counters live outside it (borrowed): when the budget
+/// guard aborts the run, argmin drops the problem with the executor, and the best point must
+/// survive that.
 struct Problem<'a, E: Energy + ?Sized> {
     e: &'a E,
     w: &'a [f64],
-    evals: Cell<usize>,
+    evals: &'a Cell<usize>,
     budget: usize,
     /// Best (energy, point) evaluated so far: the answer when the budget stops the solve.
-    best: RefCell<(f64, Vec<f64>)>,
+    best: &'a RefCell<(f64, Vec<f64>)>,
 }
 
 #[derive(Debug)]
@@ -95,7 +98,9 @@ pub(super) fn minimize<E: Energy + ?Sized>(
             stop: StopReason::GradientTolerance,
         });
     }
-    let problem = Problem { e, w, evals: Cell::new(1), budget: cfg.max_evals, best: RefCell::new((f0, y.to_vec())) };
+    let evals = Cell::new(1);
+    let best = RefCell::new((f0, y.to_vec()));
+    let problem = Problem { e, w, evals: &evals, budget: cfg.max_evals, best: &best };
     let invalid = |err: ArgminError| WibergError::InvalidArgument(format!("argmin L-BFGS set-up: {err}"));
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), cfg.memory)
         .with_tolerance_grad(cfg.grad_tol)
@@ -105,30 +110,15 @@ pub(super) fn minimize<E: Energy + ?Sized>(
     let start = y.to_vec();
     let max_iters = cfg.max_iters as u64;
     let run = Executor::new(problem, solver).configure(|s| s.param(start).max_iters(max_iters)).run();
-    let (iterations, status, problem) = match run {
-        Ok(mut res) => {
-            let iters = res.state().get_iter() as usize;
-            let status = res.state().get_termination_status().clone();
-            let problem = res.problem.take_problem();
-            (iters, Some(status), problem)
-        }
-        // The budget guard (or a line-search failure) aborts the run: the problem is gone
-        // with the executor, so the best point is not recoverable here. Report from `y`.
-        Err(_) => (0, None, None),
+    // On `Err` (the budget guard, or a line-search failure) argmin's state is gone with the
+    // executor: the iteration count is unknown (reported as 0), the best point is kept.
+    let (iterations, status) = match run {
+        Ok(res) => (res.state().get_iter() as usize, Some(res.state().get_termination_status().clone())),
+        Err(_) => (0, None),
     };
-    let Some(problem) = problem else {
-        let f = e.gradient(y, w, &mut g);
-        return Ok(MinimizeOutcome {
-            iterations,
-            evaluations: cfg.max_evals,
-            energy: f,
-            grad_norm: norm(&g),
-            stop: StopReason::EvaluationBudget,
-        });
-    };
-    let evaluations = problem.evals.get();
-    let (_, best) = problem.best.into_inner();
-    y.copy_from_slice(&best);
+    let evaluations = evals.get();
+    let (_, best_point) = best.into_inner();
+    y.copy_from_slice(&best_point);
     let energy = e.gradient(y, w, &mut g);
     let gnorm = norm(&g);
     let stop = match status {

@@ -33,7 +33,12 @@ impl Default for NewtonConfig {
 
 /// Runs trust-region Newton from `y` (overwritten with the result).
 pub fn minimize<E: Energy + ?Sized>(cfg: &NewtonConfig, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
-    if cfg.grad_tol.is_nan() || cfg.grad_tol < 0.0 || !(cfg.initial_mu > 0.0) || !cfg.initial_mu.is_finite() {
+    if cfg.grad_tol.is_nan()
+        || cfg.grad_tol < 0.0
+        || cfg.initial_mu.is_nan()
+        || cfg.initial_mu <= 0.0
+        || !cfg.initial_mu.is_finite()
+    {
         return Err(WibergError::InvalidArgument(format!(
             "trust-region Newton needs grad_tol >= 0 and initial_mu > 0, got {cfg:?}"
         )));

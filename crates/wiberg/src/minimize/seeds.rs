@@ -28,7 +28,7 @@ pub fn best_seed<E: Energy + ?Sized>(e: &E, w: &[f64], points: &[f64]) -> Result
     e.values_at(points, w, &mut values);
     let mut best: Option<(usize, f64)> = None;
     for (i, v) in values.iter().enumerate() {
-        if v.is_finite() && best.is_none_or(|(_, b)| *v < b) {
+        if v.is_finite() && best.map_or(true, |(_, b)| *v < b) {
             best = Some((i, *v));
         }
     }
