@@ -7,22 +7,28 @@
 //! | quantity | dual type | passes over `E` | cost per operation of `E` (all passes) |
 //! |---|---|---|---|
 //! | value | `f64` | 1 | 1 |
-//! | gradient | `DualSVec64<C>`, chunks of `C <= 8` unknowns | `n / C` | `O(n)` |
-//! | Hessian | `HyperDualSVec64<C, C>`, blocks of the upper triangle | `(n / C)^2 / 2` | `O(n^2)` |
-//! | `H v` | `HyperDualSVec64<1, C>`: `eps1` along `v`, `eps2` a chunk of `y` | `n / C` | `O(n)` |
-//! | `mixed_vjp` | `HyperDualSVec64<1, C>`: `eps1` along `u`, `eps2` a chunk of `w` (`C <= 16`) | `p / C` | `O(p)` |
+//! | gradient | `DualSVec64<C>`: a chunk of `C <= 4` unknowns | `n / C` | `O(n)` |
+//! | Hessian | `HyperDualSVec64<C, C>`: blocks of the upper triangle | `(n / C)^2 / 2` | `O(n^2)` |
+//! | `H v` | `DualSVec<Dual64, C>`: inner epsilon along `v`, outer a chunk of `y` | `n / C` | `O(n)` |
+//! | `mixed_vjp` | `DualSVec<Dual64, C>`: inner epsilon along `u`, outer a chunk of `w` | `p / C` | `O(p)` |
+//!
+//! Chunks are at most 4 wide: measured on a 4-D mixture with p = 1,000 (`examples` aside,
+//! `cargo bench -p wiberg -- mixed_vjp`), the nested `DualSVec<Dual64, 4>` ran the mixed
+//! product in about 3-5 ms where chunks of 5 to 64 (nested or `HyperDualSVec64<1, C>`) took
+//! 10-35 ms: past 4 entries nalgebra's small-vector arithmetic stops being unrolled, and the
+//! larger numbers are copied on every operation.
 //!
 //! The mixed product `d/dw <grad_y E, u>` therefore never forms the `n x p` matrix and costs
 //! `O(p)` per operation of `E`, independent of `n`. It is still `p` times the cost of `E`
 //! (forward mode): energies with thousands of parameters should implement [`Energy`] with an
 //! analytic `mixed_vjp` when it is on a hot path (`cargo bench -p wiberg` compares both).
 //! The buffers of dual numbers are allocated once per call and only the active chunk is
-//! rewritten between passes; entries outside the chunk carry no derivative part (`None`),
-//! which num-dual skips cheaply.
+//! rewritten between passes; entries outside the chunk carry no outer derivative part
+//! (`None`), which num-dual skips cheaply.
 
 use crate::energy::Energy;
-use nalgebra::{DMatrix, SMatrix};
-use num_dual::{Derivative, DualNum, DualSVec64, HyperDualSVec64};
+use nalgebra::DMatrix;
+use num_dual::{Dual64, DualNum, DualSVec, DualSVec64, HyperDualSVec64};
 
 /// The scalar types an energy is written for: any num-dual number over `f64` that is `Copy`
 /// (plain `f64` included). A shorthand for `num_dual::DualNum<Primitive = f64> + Copy`.
@@ -110,14 +116,22 @@ impl<E> AutoDiff<E> {
     }
 }
 
+impl<E: DualEnergy> AutoDiff<E> {
+    /// [`Energy::mixed_vjp`] with an explicit chunk width `C` (parameters differentiated per
+    /// pass over `E`): `p / C` passes with dual numbers of about `16 C` bytes. The trait
+    /// method picks `C` from `p`; this is for tuning a particular energy.
+    pub fn mixed_vjp_chunked<const C: usize>(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
+        mixed_chunked::<E, C>(&self.0, y, w, u, out)
+    }
+}
+
 /// Chunk width for `n` unknowns (gradient, Hessian, hvp).
 macro_rules! by_dim_chunk {
     ($n:expr, $f:ident :: <$e:ty>, $($arg:expr),*) => {
         match $n {
             0 | 1 => $f::<$e, 1>($($arg),*),
             2 => $f::<$e, 2>($($arg),*),
-            3 | 4 => $f::<$e, 4>($($arg),*),
-            _ => $f::<$e, 8>($($arg),*),
+            _ => $f::<$e, 4>($($arg),*),
         }
     };
 }
@@ -155,9 +169,7 @@ impl<E: DualEnergy> Energy for AutoDiff<E> {
             0 => {}
             1 => mixed_chunked::<E, 1>(&self.0, y, w, u, out),
             2 => mixed_chunked::<E, 2>(&self.0, y, w, u, out),
-            3 | 4 => mixed_chunked::<E, 4>(&self.0, y, w, u, out),
-            5..=8 => mixed_chunked::<E, 8>(&self.0, y, w, u, out),
-            _ => mixed_chunked::<E, 16>(&self.0, y, w, u, out),
+            _ => mixed_chunked::<E, 4>(&self.0, y, w, u, out),
         }
     }
 }
@@ -217,44 +229,40 @@ fn hessian_chunked<E: DualEnergy, const C: usize>(e: &E, y: &[f64], w: &[f64], h
     }
 }
 
-/// A hyper-dual number whose first epsilon is the scalar `direction` (none when 0).
-#[inline]
-fn along<const C: usize>(re: f64, direction: f64) -> HyperDualSVec64<1, C> {
-    let eps1 =
-        if direction == 0.0 { Derivative::none() } else { Derivative::some(SMatrix::<f64, 1, 1>::new(direction)) };
-    HyperDualSVec64::new(re, eps1, Derivative::none(), Derivative::none())
-}
+/// A dual number over `Dual64`: the inner epsilon carries the scalar direction (`d/dt` along
+/// `u` or `v`), the outer `C` epsilons a chunk of variables.
+type Nested<const C: usize> = DualSVec<Dual64, C>;
 
 fn hvp_chunked<E: DualEnergy, const C: usize>(e: &E, y: &[f64], w: &[f64], v: &[f64], out: &mut [f64]) {
     let n = y.len();
-    let wd: Vec<HyperDualSVec64<1, C>> = w.iter().map(|&x| HyperDualSVec64::from_re(x)).collect();
-    let mut yd: Vec<HyperDualSVec64<1, C>> = y.iter().zip(v).map(|(&x, &d)| along(x, d)).collect();
+    let wd: Vec<Nested<C>> = w.iter().map(|&x| Nested::from_re(Dual64::from(x))).collect();
+    let mut yd: Vec<Nested<C>> = y.iter().zip(v).map(|(&x, &d)| Nested::from_re(Dual64::new(x, d))).collect();
     for start in (0..n).step_by(C) {
         let end = (start + C).min(n);
         for (b, yi) in yd[start..end].iter_mut().enumerate() {
-            *yi = yi.derivative2(b);
+            *yi = yi.derivative(b);
         }
         let r = e.energy(&yd, &wd);
         for i in start..end {
-            out[i] = r.eps1eps2.0.as_ref().map_or(0.0, |m| m[(0, i - start)]);
-            yd[i] = along(y[i], v[i]);
+            out[i] = r.eps.0.as_ref().map_or(0.0, |m| m[i - start].eps);
+            yd[i] = Nested::from_re(Dual64::new(y[i], v[i]));
         }
     }
 }
 
 fn mixed_chunked<E: DualEnergy, const C: usize>(e: &E, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
     let p = w.len();
-    let yd: Vec<HyperDualSVec64<1, C>> = y.iter().zip(u).map(|(&x, &d)| along(x, d)).collect();
-    let mut wd: Vec<HyperDualSVec64<1, C>> = w.iter().map(|&x| HyperDualSVec64::from_re(x)).collect();
+    let yd: Vec<Nested<C>> = y.iter().zip(u).map(|(&x, &d)| Nested::from_re(Dual64::new(x, d))).collect();
+    let mut wd: Vec<Nested<C>> = w.iter().map(|&x| Nested::from_re(Dual64::from(x))).collect();
     for start in (0..p).step_by(C) {
         let end = (start + C).min(p);
         for (b, wj) in wd[start..end].iter_mut().enumerate() {
-            *wj = wj.derivative2(b);
+            *wj = wj.derivative(b);
         }
         let r = e.energy(&yd, &wd);
         for j in start..end {
-            out[j] = r.eps1eps2.0.as_ref().map_or(0.0, |m| m[(0, j - start)]);
-            wd[j] = HyperDualSVec64::from_re(w[j]);
+            out[j] = r.eps.0.as_ref().map_or(0.0, |m| m[j - start].eps);
+            wd[j] = Nested::from_re(Dual64::from(w[j]));
         }
     }
 }

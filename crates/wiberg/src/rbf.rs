@@ -108,6 +108,51 @@ impl RbfMixture {
         self.center(k).iter().zip(y).map(|(c, yy)| (yy - c) * (yy - c)).sum()
     }
 
+    /// The seed scan when the seeds are the centres themselves (RANSAC): the kernel matrix
+    /// `exp(-|c_i - c_j|^2 / s^2)` is symmetric when both kernels share a width, so each pair
+    /// within the window is evaluated once and added to both ends (half the `exp` calls).
+    /// Same cutoff as the general scan; only the summation order differs.
+    fn values_at_centers(&self, w: &[f64], radius: f64, firsts: &[f64], out: &mut [f64]) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        let n = self.order.len();
+        for a in 0..n {
+            let i = self.order[a];
+            let si = w[self.width_index[i]];
+            let inv_si2 = 1.0 / (si * si);
+            let ai = self.weight(i, w);
+            // The kernel's own centre: exponent 0 (NaN for a zero width, skipped as below).
+            if 0.0 * inv_si2 <= SEED_SCAN_CUTOFF {
+                out[i] -= ai;
+            }
+            for b in a + 1..n {
+                if firsts[b] - firsts[a] > radius {
+                    break;
+                }
+                let j = self.order[b];
+                let r = self.sq_dist(self.center(i), j);
+                let aj = self.weight(j, w);
+                let xi = r * inv_si2;
+                if self.width_index[i] == self.width_index[j] {
+                    if xi <= SEED_SCAN_CUTOFF {
+                        let ex = (-xi).exp();
+                        out[i] -= aj * ex;
+                        out[j] -= ai * ex;
+                    }
+                } else {
+                    let sj = w[self.width_index[j]];
+                    let xj = r / (sj * sj);
+                    // Point i sees kernel j (width sj), point j sees kernel i (width si).
+                    if xj <= SEED_SCAN_CUTOFF {
+                        out[i] -= aj * (-xj).exp();
+                    }
+                    if xi <= SEED_SCAN_CUTOFF {
+                        out[j] -= ai * (-xi).exp();
+                    }
+                }
+            }
+        }
+    }
+
     /// Checks that `w` has the right length and that every width used is finite and non-zero.
     pub fn validate_params(&self, w: &[f64]) -> Result<()> {
         crate::error::check_len(w.len(), self.num_params, "RBF parameters")?;
@@ -236,6 +281,10 @@ impl Energy for RbfMixture {
             return;
         }
         let firsts: Vec<f64> = self.order.iter().map(|&k| self.centers[k * d]).collect();
+        if points == self.centers.as_slice() {
+            self.values_at_centers(w, radius, &firsts, out);
+            return;
+        }
         for (o, y) in out.iter_mut().zip(points.chunks_exact(d)) {
             let lo = firsts.partition_point(|&c| c < y[0] - radius);
             let hi = firsts.partition_point(|&c| c <= y[0] + radius);
@@ -318,6 +367,30 @@ mod tests {
         e.values_at(&centers, &[1.3], &mut fast);
         for (i, c) in centers.iter().enumerate() {
             assert!((fast[i] - e.value(&[*c], &[1.3])).abs() < 1e-14);
+        }
+    }
+
+    #[test]
+    fn symmetric_seed_scan_agrees_with_value_mixed_widths_and_weights() {
+        // 2-D, two widths, weights: the pairwise scan over the centres themselves must match
+        // the direct sum (pairs with different widths take the two-exp path).
+        let k = 40;
+        let centers: Vec<f64> = (0..2 * k).map(|i| ((i * 29) % 41) as f64 * 0.3 - 6.0).collect();
+        let widths: Vec<usize> = (0..k).map(|i| i % 2).collect();
+        let weights: Vec<usize> = (0..k).map(|i| 2 + i % 3).collect();
+        let e = RbfMixture::new(2, centers.clone(), widths, Some(weights), 5).unwrap();
+        let w = [0.8, 1.7, 0.5, 1.0, 2.0];
+        let mut fast = vec![0.0; k];
+        e.values_at(&centers, &w, &mut fast);
+        for (i, y) in centers.chunks_exact(2).enumerate() {
+            let direct = e.value(y, &w);
+            assert!((fast[i] - direct).abs() < 1e-13, "{i}: {} vs {direct}", fast[i]);
+        }
+        // Seeds that are not the centres take the general path and agree too.
+        let other: Vec<f64> = centers.iter().map(|c| c + 0.1).collect();
+        e.values_at(&other, &w, &mut fast);
+        for (i, y) in other.chunks_exact(2).enumerate() {
+            assert!((fast[i] - e.value(y, &w)).abs() < 1e-13);
         }
     }
 

@@ -123,3 +123,22 @@ fn trust_region_newton_converges_from_negative_curvature() {
     let out = m.minimize(&rbf, &[1.0], &mut y).unwrap();
     assert!(out.stop.is_converged() && y[0].abs() < 1e-9, "{out:?} {y:?}");
 }
+
+#[test]
+fn ransac_solves_stop_at_machine_precision_without_burning_the_budget() {
+    use wiberg::{ArgminLayer, Start};
+    for seed in 0..16 {
+        let (points, _) = common::ransac_points(seed);
+        let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+        for backend in [LbfgsBackend::Native, LbfgsBackend::Argmin] {
+            let minimizer = Minimizer::Lbfgs(LbfgsConfig { max_iters: 10, backend, ..Default::default() });
+            let layer = ArgminLayer { minimizer, ..Default::default() };
+            let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
+            let r = &sol.report;
+            assert!(r.converged, "seed {seed} {backend:?}: {r:?}");
+            assert!(r.final_grad_norm < 1e-8, "seed {seed} {backend:?}: {r:?}");
+            let limit = if backend == LbfgsBackend::Native { 15 } else { 60 };
+            assert!(r.evaluations <= limit, "seed {seed} {backend:?}: {r:?}");
+        }
+    }
+}

@@ -1,10 +1,533 @@
-//! Experiment module (in progress).
+//! Experiment 2: learned fusion of tracker boxes on VOT-format data (the paper's Table 1 and
+//! Figure 2).
+//!
+//! * [`vot`]: reader and writer of the VOT / pysot layout.
+//! * [`generate`]: a synthetic stand-in for the VOT2018 results (the real ones cannot be
+//!   downloaded here).
+//! * [`model`]: the per-corner RBF energy with per-tracker widths and age-binned weights.
+//! * [`train`]: splits and the training loop; [`report`]: Table 1 and Figure 2;
+//!   [`iou`]: VOT's overlap bounded by the image.
+//!
+//! `wiberg fusion` alone generates a small synthetic set and runs everything on it;
+//! `wiberg fusion generate` and `wiberg fusion train` are the two steps for real use.
+
+pub mod generate;
+pub mod iou;
+pub mod model;
+pub mod report;
+pub mod train;
+pub mod vot;
+
+use crate::common::{atomic_write, progress_bar, with_threads, write_json};
+use anyhow::{bail, Context, Result};
+use model::{build_frames, predict, LossKind, ParamLayout};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use train::{OptimizerKind, SplitKind, TrainConfig};
+use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 
 /// Arguments of `wiberg fusion`.
 #[derive(Debug, clap::Args)]
-pub struct FusionArgs {}
+pub struct FusionArgs {
+    /// `generate` or `train`; without one, a small synthetic set is generated into
+    /// `<out>/data` and trained and evaluated into `<out>/run`.
+    #[command(subcommand)]
+    pub command: Option<FusionCommand>,
+    /// Output folder of the quick demonstration (no subcommand).
+    #[arg(long, default_value = "fusion-demo")]
+    pub out: PathBuf,
+    /// Seed of the demonstration.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads of the demonstration (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// The steps of `wiberg fusion`.
+#[derive(Debug, clap::Subcommand)]
+pub enum FusionCommand {
+    /// Write a synthetic VOT2018-like data set (ground truth + tracker results) in VOT layout.
+    Generate(GenerateArgs),
+    /// Train the fusion energy on a VOT-layout data set and print Table 1.
+    Train(TrainArgs),
+}
+
+/// Arguments of `wiberg fusion generate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// Output folder (VOT layout).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of sequences.
+    #[arg(long, default_value_t = 60)]
+    pub sequences: usize,
+    /// Number of trackers.
+    #[arg(long, default_value_t = 72)]
+    pub trackers: usize,
+    /// Mean sequence length (log-normal lengths cut to 40..=1500; 356 x 60 = VOT2018's 21,356).
+    #[arg(long, default_value_t = 356.0)]
+    pub mean_frames: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (0 = all cores); the output does not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// The derivative used by our model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DampingKind {
+    /// `-(H + lambda I)^-1 M` (the paper's trust-region derivative).
+    TrustRegion,
+    /// `-(H + s I)^-1 M` with `H + s I >= lambda I` (ours, beyond the paper).
+    Guarded,
+}
+
+/// Arguments of `wiberg fusion train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Data set folder (VOT layout).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder: table.{txt,csv,json}, training.json, params_*.json, split, figure2.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Split protocol.
+    #[arg(long, value_enum, default_value_t = SplitKind::Frames)]
+    pub split: SplitKind,
+    /// Fraction of frames (or sequences) used for training.
+    #[arg(long, default_value_t = 0.5)]
+    pub train_fraction: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Frames per mini-batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f64,
+    /// Outer optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Training loss.
+    #[arg(long, value_enum, default_value_t = LossKind::Corner)]
+    pub loss: LossKind,
+    /// Our derivative's damping mode.
+    #[arg(long, value_enum, default_value_t = DampingKind::TrustRegion)]
+    pub damping: DampingKind,
+    /// Damping lambda (in the normalised units of the energy).
+    #[arg(long, default_value_t = 0.1)]
+    pub lambda: f64,
+    /// Number of log-spaced age bins per tracker.
+    #[arg(long, default_value_t = 8)]
+    pub bins: usize,
+    /// Initial shared width, as a fraction of the frame's median tracker box size.
+    #[arg(long, default_value_t = 0.25)]
+    pub width0: f64,
+    /// Skip the implicit-derivative baseline (halves the run time).
+    #[arg(long)]
+    pub no_implicit: bool,
+    /// Frame of Figure 2 as `SEQUENCE:FRAME` (frame from 1); default: chosen by a fixed rule.
+    #[arg(long)]
+    pub figure_frame: Option<String>,
+    /// Seed of the split and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (0 = all cores); results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl TrainArgs {
+    /// Settings with the defaults of the command line.
+    pub fn new(data: PathBuf, out: PathBuf) -> Self {
+        TrainArgs {
+            data,
+            out,
+            split: SplitKind::Frames,
+            train_fraction: 0.5,
+            epochs: 10,
+            batch: 256,
+            lr: 0.02,
+            optimizer: OptimizerKind::Adam,
+            loss: LossKind::Corner,
+            damping: DampingKind::TrustRegion,
+            lambda: 0.1,
+            bins: 8,
+            width0: 0.25,
+            no_implicit: false,
+            figure_frame: None,
+            seed: 0,
+            threads: 0,
+        }
+    }
+}
 
 /// Runs `wiberg fusion`.
-pub fn run(_args: FusionArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`wiberg fusion` is not implemented yet")
+pub fn run(args: FusionArgs) -> Result<()> {
+    match args.command {
+        Some(FusionCommand::Generate(g)) => run_generate(&g),
+        Some(FusionCommand::Train(t)) => run_train(&t).map(|_| ()),
+        None => {
+            let data = args.out.join("data");
+            let g = GenerateArgs {
+                out: data.clone(),
+                sequences: 12,
+                trackers: 72,
+                mean_frames: 150.0,
+                seed: args.seed,
+                threads: args.threads,
+            };
+            println!("No subcommand: a quick demonstration on a small synthetic set (12 sequences, 72 trackers).");
+            println!("For the VOT2018-size set: `wiberg fusion generate --out DIR` then `wiberg fusion train --data DIR --out RUN`.\n");
+            run_generate(&g)?;
+            let mut t = TrainArgs::new(data, args.out.join("run"));
+            t.epochs = 5;
+            t.seed = args.seed;
+            t.threads = args.threads;
+            run_train(&t).map(|_| ())
+        }
+    }
+}
+
+/// `wiberg fusion generate`.
+pub fn run_generate(args: &GenerateArgs) -> Result<()> {
+    if args.sequences == 0 || args.trackers == 0 {
+        bail!("--sequences and --trackers must be at least 1");
+    }
+    if !(args.mean_frames.is_finite() && args.mean_frames > 0.0) {
+        bail!("--mean-frames must be a positive number, got {}", args.mean_frames);
+    }
+    let cfg = generate::GenerateConfig {
+        sequences: args.sequences,
+        trackers: args.trackers,
+        seed: args.seed,
+        mean_frames: args.mean_frames,
+    };
+    let start = Instant::now();
+    let pb = progress_bar(args.sequences as u64, "generate");
+    let (data, profiles) = with_threads(args.threads, || generate::generate(&cfg, || pb.inc(1)))?;
+    pb.finish_and_clear();
+    vot::write_dataset(&args.out, &data)?;
+    #[derive(Serialize)]
+    struct GeneratorInfo<'a> {
+        note: &'static str,
+        config: &'a generate::GenerateConfig,
+        frames: usize,
+        profiles: &'a [generate::TrackerProfile],
+    }
+    let info = GeneratorInfo {
+        note: "synthetic stand-in for the VOT2018 baseline results, written by `wiberg fusion generate`",
+        config: &cfg,
+        frames: data.num_frames(),
+        profiles: &profiles,
+    };
+    write_json(&args.out.join("generator.json"), &info)?;
+    for kind in [SplitKind::Frames, SplitKind::Sequences] {
+        let split = train::make_split(&data, kind, 0.5, args.seed);
+        let path = args.out.join("splits").join(format!("{}_seed{}.txt", kind.name(), args.seed));
+        atomic_write(&path, train::split_text(&data, &split).as_bytes())?;
+    }
+    println!(
+        "wrote {} sequences, {} frames, {} trackers to {} in {:.1} s (synthetic data)",
+        data.sequences.len(),
+        data.num_frames(),
+        data.trackers.len(),
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn layer_with(damping: Damping) -> ArgminLayer {
+    ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig {
+            max_iters: 50,
+            memory: 5,
+            grad_tol: 1e-7,
+            max_evals: 200,
+            ..Default::default()
+        }),
+        polish: true,
+        damping,
+        ..Default::default()
+    }
+}
+
+/// What `run_train` produced (for tests and the demo).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Table 1.
+    pub table: report::Table,
+    /// Our model's training record.
+    pub trust_region: train::TrainOutcome,
+    /// The implicit baseline's record (unless skipped).
+    pub implicit: Option<train::TrainOutcome>,
+    /// Training frames (with at least one tracker box).
+    pub train_frames: usize,
+}
+
+fn pick_figure_frame(frames: &[model::Frame], test: &[usize], trackers: usize) -> Option<usize> {
+    // The test frame (with at least 3/4 of the trackers reporting) whose top-left corners have
+    // the most outliers (farther than 0.3 box sizes from the median corner): the frame where
+    // the choice of energy matters most.
+    let mut best: Option<(usize, usize)> = None;
+    for &i in test {
+        let f = &frames[i];
+        if f.len() * 4 < trackers * 3 {
+            continue;
+        }
+        let Some(m) = f.median_box() else { continue };
+        let mt = [(m[0] - f.origin[0]) / f.scale, (m[1] - f.origin[1]) / f.scale];
+        let outliers = f.tl.chunks_exact(2).filter(|c| (c[0] - mt[0]).hypot(c[1] - mt[1]) > 0.3).count();
+        if best.map_or(true, |(_, b)| outliers > b) {
+            best = Some((i, outliers));
+        }
+    }
+    best.map(|(i, _)| i).or_else(|| test.iter().copied().find(|&i| !frames[i].is_empty()))
+}
+
+/// `wiberg fusion train`: reads the data, trains both derivatives, evaluates and writes the
+/// table, the split, the parameters, the timing and Figure 2.
+pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
+    if !(args.train_fraction > 0.0 && args.train_fraction < 1.0) {
+        bail!("--train-fraction must be in (0, 1), got {}", args.train_fraction);
+    }
+    if !(args.width0.is_finite() && args.width0 > 0.0) || args.bins == 0 {
+        bail!("--width0 must be > 0 and --bins >= 1");
+    }
+    let ours_damping = match args.damping {
+        DampingKind::TrustRegion => Damping::TrustRegion { lambda: args.lambda },
+        DampingKind::Guarded => Damping::Guarded { lambda: args.lambda },
+    };
+    ours_damping.validate().context("--lambda")?;
+    with_threads(args.threads, || run_train_inner(args, ours_damping))?
+}
+
+fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainReport> {
+    let t0 = Instant::now();
+    let (data, read_report) = vot::read_dataset(&args.data)?;
+    for (t, why) in &read_report.skipped_trackers {
+        eprintln!("warning: tracker `{t}` skipped: {why}");
+    }
+    if !read_report.sequences_without_size.is_empty() {
+        eprintln!(
+            "warning: {} sequences have no meta.txt; their overlaps are not bounded by the image",
+            read_report.sequences_without_size.len()
+        );
+    }
+    let layout = ParamLayout { trackers: data.trackers.len(), bins: args.bins };
+    let frames = build_frames(&data, &layout)?;
+    let read_seconds = t0.elapsed().as_secs_f64();
+    let split = train::make_split(&data, args.split, args.train_fraction, args.seed);
+    atomic_write(
+        &args.out.join(format!("split_{}_seed{}.txt", args.split.name(), args.seed)),
+        train::split_text(&data, &split).as_bytes(),
+    )?;
+    let train_idx: Vec<usize> = (0..frames.len()).filter(|&i| split[i] && !frames[i].is_empty()).collect();
+    let test_idx: Vec<usize> = (0..frames.len()).filter(|&i| !split[i]).collect();
+    if test_idx.is_empty() {
+        bail!("the split left no test frames");
+    }
+    println!(
+        "{}: {} sequences, {} frames, {} trackers; split `{}`: {} training frames (with a box), {} test frames (read in {:.1} s)",
+        args.data.display(),
+        data.sequences.len(),
+        frames.len(),
+        layout.trackers,
+        args.split.name(),
+        train_idx.len(),
+        test_idx.len(),
+        read_seconds
+    );
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        optimizer: args.optimizer,
+        loss: args.loss,
+        seed: args.seed,
+    };
+    let init = layout.initial(args.width0);
+    let ours_layer = layer_with(ours_damping);
+    let implicit_layer = layer_with(Damping::Implicit);
+    let total = (train_idx.len() * args.epochs) as u64;
+    let pb = progress_bar(total, ours_damping.name());
+    let ours = train::train(&frames, &train_idx, &layout, init.clone(), &ours_layer, &cfg, &pb)?;
+    pb.finish_and_clear();
+    let implicit = if args.no_implicit {
+        None
+    } else {
+        let pb = progress_bar(total, "implicit");
+        let out = train::train(&frames, &train_idx, &layout, init.clone(), &implicit_layer, &cfg, &pb)?;
+        pb.finish_and_clear();
+        Some(out)
+    };
+    let status = |o: &train::TrainOutcome| {
+        if o.converged() {
+            String::new()
+        } else {
+            format!(
+                "FAILED TO CONVERGE: {} singular Hessians, {} non-finite, {} other errors{}",
+                o.singular_hessian,
+                o.non_finite,
+                o.other_errors,
+                if o.diverged { ", loss diverged" } else { "" }
+            )
+        }
+    };
+    let mut models = Vec::new();
+    if let Some(imp) = &implicit {
+        models.push(report::Model {
+            name: "implicit-derivative fusion".into(),
+            params: &imp.params,
+            layer: implicit_layer,
+            note: status(imp),
+        });
+    }
+    models.push(report::Model {
+        name: format!("{} fusion (lambda {})", ours_damping.name(), args.lambda),
+        params: &ours.params,
+        layer: ours_layer,
+        note: status(&ours),
+    });
+    let eval_start = Instant::now();
+    let table = report::evaluate(&frames, &test_idx, &data.trackers, &models, args.split.name());
+    let eval_seconds = eval_start.elapsed().as_secs_f64();
+    print!("\n{}", table.to_text());
+    println!(
+        "\ntiming: {:.2} s per training epoch ({} frames, {:.0} us per frame, {} threads); evaluation {:.1} s",
+        ours.seconds_per_epoch(),
+        train_idx.len(),
+        1e6 * ours.seconds_per_epoch() / train_idx.len() as f64,
+        rayon::current_num_threads(),
+        eval_seconds
+    );
+    atomic_write(&args.out.join("table.txt"), table.to_text().as_bytes())?;
+    atomic_write(&args.out.join("table.csv"), table.to_csv()?.as_bytes())?;
+    write_json(&args.out.join("table.json"), &table)?;
+    write_json(&args.out.join("params_ours.json"), &ParamsFile::new(&layout, &data.trackers, &ours.params))?;
+    if let Some(imp) = &implicit {
+        write_json(&args.out.join("params_implicit.json"), &ParamsFile::new(&layout, &data.trackers, &imp.params))?;
+    }
+    #[derive(Serialize)]
+    struct Timing {
+        threads: usize,
+        read_seconds: f64,
+        train_frames: usize,
+        seconds_per_epoch: f64,
+        microseconds_per_frame: f64,
+        evaluation_seconds: f64,
+    }
+    #[derive(Serialize)]
+    struct TrainingFile<'a> {
+        data: String,
+        config: &'a TrainConfig,
+        damping: String,
+        lambda: f64,
+        bins: usize,
+        width0: f64,
+        timing: Timing,
+        ours: &'a train::TrainOutcome,
+        implicit: Option<&'a train::TrainOutcome>,
+    }
+    write_json(
+        &args.out.join("training.json"),
+        &TrainingFile {
+            data: args.data.display().to_string(),
+            config: &cfg,
+            damping: ours_damping.name().into(),
+            lambda: args.lambda,
+            bins: args.bins,
+            width0: args.width0,
+            timing: Timing {
+                threads: rayon::current_num_threads(),
+                read_seconds,
+                train_frames: train_idx.len(),
+                seconds_per_epoch: ours.seconds_per_epoch(),
+                microseconds_per_frame: 1e6 * ours.seconds_per_epoch() / train_idx.len() as f64,
+                evaluation_seconds: eval_seconds,
+            },
+            ours: &ours,
+            implicit: implicit.as_ref(),
+        },
+    )?;
+    let fig_frame = match &args.figure_frame {
+        Some(spec) => Some(find_frame(&data, &frames, spec)?),
+        None => pick_figure_frame(&frames, &test_idx, layout.trackers),
+    };
+    if let Some(i) = fig_frame {
+        let f = &frames[i];
+        let before = predict(f, &init, &ours_layer).ok();
+        let after = predict(f, &ours.params, &ours_layer).ok();
+        let path = args.out.join("figure2.png");
+        report::draw_figure2(
+            &path,
+            f,
+            &data.sequences[f.seq].name,
+            &[
+                report::Panel { title: "before training".into(), params: &init, prediction: before },
+                report::Panel {
+                    title: format!("after training ({})", ours_damping.name()),
+                    params: &ours.params,
+                    prediction: after,
+                },
+            ],
+        )?;
+    }
+    println!("results in {}", args.out.display());
+    Ok(TrainReport { table, trust_region: ours, implicit, train_frames: train_idx.len() })
+}
+
+fn find_frame(data: &vot::Dataset, frames: &[model::Frame], spec: &str) -> Result<usize> {
+    let (seq, f) =
+        spec.rsplit_once(':').with_context(|| format!("--figure-frame `{spec}`: expected SEQUENCE:FRAME"))?;
+    let f: usize = f.parse().with_context(|| format!("--figure-frame `{spec}`: `{f}` is not a frame number"))?;
+    let s = data
+        .sequences
+        .iter()
+        .position(|s| s.name == seq)
+        .with_context(|| format!("--figure-frame: no sequence `{seq}`"))?;
+    frames
+        .iter()
+        .position(|fr| fr.seq == s && fr.index + 1 == f)
+        .with_context(|| format!("--figure-frame: sequence `{seq}` has no frame {f}"))
+}
+
+/// Learned parameters by name.
+#[derive(Debug, Serialize)]
+struct ParamsFile {
+    layout: ParamLayout,
+    trackers: Vec<TrackerParams>,
+}
+
+#[derive(Debug, Serialize)]
+struct TrackerParams {
+    name: String,
+    width: f64,
+    weights_by_age_bin: Vec<f64>,
+}
+
+impl ParamsFile {
+    fn new(layout: &ParamLayout, names: &[String], w: &[f64]) -> Self {
+        let trackers = names
+            .iter()
+            .enumerate()
+            .map(|(t, n)| TrackerParams {
+                name: n.clone(),
+                width: w[layout.width(t)],
+                weights_by_age_bin: (0..layout.bins).map(|b| w[layout.weight(t, b)]).collect(),
+            })
+            .collect();
+        ParamsFile { layout: *layout, trackers }
+    }
+}
+
+/// Reads a data set (re-exported for tests).
+pub fn read(root: &Path) -> Result<(vot::Dataset, vot::ReadReport)> {
+    vot::read_dataset(root)
 }

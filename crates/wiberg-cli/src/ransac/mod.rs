@@ -1,10 +1,50 @@
-//! Experiment module (in progress).
+//! `wiberg ransac`: the paper's 1-D RANSAC/MLESAC experiment (Figure 1).
+//!
+//! A sample is 110 numbers, 10 inliers around an unknown centre and 100 uniform outliers. The
+//! estimate is `t* = argmin_t E(t; sigma)`, `E = sum_i -exp(-(x_i - t)^2 / sigma^2)`, found from
+//! the lowest-energy point by L-BFGS and a damped Newton polish. The width `sigma` is learned
+//! by minimising `(t* - mean(inliers))^2` through the derivative `dt*/dsigma`, side by side
+//! for three dampings of that derivative: implicit, trust-region (the paper) and guarded.
+//!
+//! `wiberg ransac` trains (see [`TrainArgs`]); `wiberg ransac solve` inspects one sample
+//! (see [`SolveArgs`]).
 
-/// Arguments of `wiberg ransac`.
+pub mod args;
+pub mod plots;
+pub mod report;
+pub mod sampling;
+pub mod solve;
+pub mod training;
+
+pub use args::{ForwardMode, Method, OptimizerKind, TrainArgs, TrainConfig};
+pub use sampling::{Protocol, Sample};
+pub use solve::{SolveArgs, SolveOutput};
+
+use clap::Subcommand;
+
+/// Arguments of `wiberg ransac`: training by default, or a subcommand.
 #[derive(Debug, clap::Args)]
-pub struct RansacArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RansacArgs {
+    /// Inspect one sample instead of training.
+    #[command(subcommand)]
+    pub command: Option<RansacCommand>,
+    /// Training options (used when no subcommand is given).
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Subcommands of `wiberg ransac`.
+#[derive(Debug, Subcommand)]
+pub enum RansacCommand {
+    /// Solve one sample read from a file and print t*, dt*/dsigma and the solver report as JSON.
+    Solve(SolveArgs),
+}
 
 /// Runs `wiberg ransac`.
-pub fn run(_args: RansacArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`wiberg ransac` is not implemented yet")
+pub fn run(args: RansacArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(RansacCommand::Solve(s)) => solve::run(s),
+        None => training::run(args.train),
+    }
 }

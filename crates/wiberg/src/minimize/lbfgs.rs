@@ -68,6 +68,8 @@ impl LbfgsConfig {
 const C1: f64 = 1e-4;
 const C2: f64 = 0.9;
 const MAX_LINE_SEARCH_EVALS: usize = 30;
+/// Relative size of a decrease in energy that rounding can hide.
+const ROUNDING_DECREASE: f64 = 64.0 * f64::EPSILON;
 
 struct Evaluator<'a, E: Energy + ?Sized> {
     e: &'a E,
@@ -152,7 +154,21 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
         }
         // First step: unit-length move; afterwards the quasi-Newton step 1.
         let alpha0 = if s_hist.is_empty() { (1.0 / norm(&d)).min(1.0) } else { 1.0 };
-        let ls = line_search(&mut ev, y, f, dphi0, &d, alpha0, &mut x_new, &mut g_new);
+        // When the decrease the step can bring is below the rounding of E, no line search can
+        // see it (it would burn its whole budget trying), but the gradient is still accurate:
+        // take the step once if it reduces |grad E|, else stop, converged to machine precision.
+        let ls = if -dphi0 * alpha0 <= ROUNDING_DECREASE * f.abs().max(f64::MIN_POSITIVE) {
+            for j in 0..n {
+                x_new[j] = y[j] + alpha0 * d[j];
+            }
+            let Some(f_new) = ev.eval(&x_new, &mut g_new) else { break StopReason::EvaluationBudget };
+            if !(f_new.is_finite() && g_new.iter().all(|v| v.is_finite()) && norm(&g_new) < gnorm) {
+                break StopReason::NoProgress;
+            }
+            Some((alpha0, f_new))
+        } else {
+            line_search(&mut ev, y, f, dphi0, &d, alpha0, &mut x_new, &mut g_new)
+        };
         let Some((alpha, f_new)) = ls else {
             if ev.evals >= ev.budget {
                 break StopReason::EvaluationBudget;
@@ -160,7 +176,7 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
             // No decrease found along a descent direction whose predicted decrease is below
             // the rounding of E itself: converged to machine precision, not a failure.
             let predicted = -dphi0 * alpha0;
-            break if predicted <= 64.0 * f64::EPSILON * f.abs().max(f64::MIN_POSITIVE) {
+            break if predicted <= 16.0 * ROUNDING_DECREASE * f.abs().max(f64::MIN_POSITIVE) {
                 StopReason::NoProgress
             } else {
                 StopReason::LineSearchFailed

@@ -150,3 +150,20 @@ impl DualEnergy for Smooth {
 pub fn frobenius(m: &DMatrix<f64>) -> f64 {
     m.iter().map(|v| v * v).sum::<f64>().sqrt()
 }
+
+/// One RANSAC sample: 10 inliers N(m, 4^2) with m ~ U[-40, 40], 100 outliers U[-40, 40].
+/// Returns (points, mean of the inliers).
+pub fn ransac_points(seed: u64) -> (Vec<f64>, f64) {
+    let mut r = rng(seed);
+    let m: f64 = r.random_range(-40.0..40.0);
+    let mut points = Vec::with_capacity(110);
+    for _ in 0..10 {
+        let (u1, u2): (f64, f64) = (r.random_range(f64::EPSILON..1.0), r.random_range(0.0..1.0));
+        points.push(m + 4.0 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos());
+    }
+    let mean = points.iter().sum::<f64>() / 10.0;
+    for _ in 0..100 {
+        points.push(r.random_range(-40.0..40.0));
+    }
+    (points, mean)
+}

@@ -1,0 +1,602 @@
+//! The Tome et al. 2018 pose energy as trained by Toso et al. 2019 (`wieberg.py`): input
+//! normalisation, 80 unknowns per (model, rotation), three residual blocks, pseudo-Huber IRLS
+//! (1 + 3 damped solves, lambda 1e-3) or the L2 variant (one undamped solve), the soft-min over
+//! rotations and models, and the output pose. See `../shared/specs/pose-tome2018.md`.
+
+use super::data::{Frame2d, Pose3d};
+use super::params::{PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PCA, SIGMA_SCALE};
+use super::schur::{Basis, NormalEquations, SchurFactor, NA, NAP, NQ, NX};
+use anyhow::{bail, ensure, Result};
+
+/// Number of sampled rotations about the vertical axis.
+pub const N_ROT: usize = 100;
+/// Damping of every solve of the Huber variant (`tf.matrix_solve_ls(.., l2_regularizer=0.001)`).
+pub const DAMPING: f64 = 1e-3;
+/// Number of IRLS re-weighted solves after the first one.
+pub const IRLS_STEPS: usize = 3;
+/// Joint that Stacked Hourglass never outputs (Neck/Nose): invisible in every view.
+pub const HIDDEN_JOINT: usize = 9;
+/// Number of rows of `A`: 51 3-D, 136 2-D, 29 regulariser.
+pub const N_ROWS: usize = NQ + 2 * N_JOINTS * N_CAMERAS + NA;
+
+/// The limb tree of the scale normalisation `l(P)` (16 joints; reproduced as in the code,
+/// including the non-anatomical 10-11 and 8-13, and without joint 16).
+pub const SCALE_TREE: [(usize, usize); 15] = [
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (0, 4),
+    (4, 5),
+    (5, 6),
+    (0, 7),
+    (7, 8),
+    (8, 9),
+    (8, 10),
+    (10, 11),
+    (11, 12),
+    (8, 13),
+    (13, 14),
+    (14, 15),
+];
+
+/// `sigma_3[:, 25]` of `model_parameters.h5`: the fixed weight of the 2-D term per model (the
+/// model multiplies it by the trainable `lambda_scale`).
+pub const SIGMA_2D: [f64; N_MODELS] = [0.057_112_142_429_036_14, 0.086_514_088_133_514_69, 0.051_448_031_844_017_17];
+
+/// Which inner solver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Variant {
+    /// Pseudo-Huber IRLS: 1 + 3 damped solves (the released `wieberg.py`).
+    Huber,
+    /// One undamped least-squares solve, score |Ax - b|^2 (`wieberg_l2.py`, repaired).
+    L2,
+}
+
+/// The per-model constants derived from the parameters.
+#[derive(Debug, Clone)]
+pub struct ModelConsts {
+    /// Basis matrix: `basis[3j+d][b] = B_b[d, j]`.
+    pub basis: Box<Basis>,
+    /// Regulariser matrix `D = lambda_0 * SIGMA_SCALE * sigma_variance`.
+    pub d: [[f64; NA]; NA],
+    /// Regulariser target row 0 (`-0.003 * scale_regularizer`; the others are 0).
+    pub t0: f64,
+    /// `B^T B`.
+    pub btb: [[f64; NA]; NA],
+    /// `D^T D`.
+    pub dtd: [[f64; NA]; NA],
+    /// `B^T B + D^T D + lambda I` (the a-block of the unweighted first solve).
+    pub naa_plain: [[f64; NA]; NA],
+    /// `B^T B + kappa D^T D + lambda I` (the a-block of the re-weighted solves).
+    pub naa_irls: [[f64; NA]; NA],
+    /// `D^T t`.
+    pub dtt: [f64; NA],
+    /// Joint weights `omega` (index 2 joint + axis).
+    pub omega: [f64; 2 * N_JOINTS],
+    /// Weight of the 2-D term, `rho = SIGMA_2D * lambda_scale`.
+    pub rho: f64,
+    /// Pseudo-Huber width `delta = 0.1 ir_reg` (names swapped in the code).
+    pub delta: f64,
+    /// Regulariser weight `kappa = 0.75 hl_params` (names swapped in the code).
+    pub kappa: f64,
+    /// Rotation soft-min temperature `alpha`.
+    pub alpha: f64,
+    /// Model soft-min temperature `beta`.
+    pub beta: f64,
+    /// Model soft-min offset `gamma`.
+    pub gamma: f64,
+}
+
+/// The model, ready to reconstruct frames.
+#[derive(Debug, Clone)]
+pub struct PoseModel {
+    /// Per PPCA model.
+    pub models: Vec<ModelConsts>,
+    /// `R_theta` per sampled rotation.
+    pub rotations: Vec<[[f64; 3]; 3]>,
+    /// `Pi_c R_theta` (rows 0-1 of `(K_c . Rbar_c) R_theta`) per rotation and camera.
+    pub projections: Vec<[[[f64; 3]; 2]; N_CAMERAS]>,
+    /// Output scale (`scaling_coefficient`).
+    pub magic: f64,
+    /// Inner solver.
+    pub variant: Variant,
+    /// Damping of the solves (1e-3 for Huber, 0 for L2).
+    pub damping: f64,
+}
+
+/// One frame's normalised detections.
+#[derive(Debug, Clone)]
+pub struct NormFrame {
+    /// Normalised coordinates `w_hat[c][j][axis]`.
+    pub w: [[[f64; 2]; N_JOINTS]; N_CAMERAS],
+    /// Visibility `v[c][j]` (0 for joint 9, else 1).
+    pub vis: [[f64; N_JOINTS]; N_CAMERAS],
+}
+
+/// Normalises each view: subtract the mean of the visible joints, divide by
+/// `h_c = (min y - max y) / 2` over the visible joints (negative: both axes flip).
+pub fn normalise(frame: &Frame2d) -> Result<NormFrame> {
+    let mut out = NormFrame { w: [[[0.0; 2]; N_JOINTS]; N_CAMERAS], vis: [[1.0; N_JOINTS]; N_CAMERAS] };
+    for c in 0..N_CAMERAS {
+        out.vis[c][HIDDEN_JOINT] = 0.0;
+        let mut mean = [0.0; 2];
+        let mut ymin = f64::INFINITY;
+        let mut ymax = f64::NEG_INFINITY;
+        let mut n = 0.0;
+        for j in (0..N_JOINTS).filter(|&j| j != HIDDEN_JOINT) {
+            let p = frame[c][j];
+            ensure!(p[0].is_finite() && p[1].is_finite(), "camera {c} joint {j}: non-finite detection");
+            mean[0] += p[0];
+            mean[1] += p[1];
+            n += 1.0;
+        }
+        mean[0] /= n;
+        mean[1] /= n;
+        for j in (0..N_JOINTS).filter(|&j| j != HIDDEN_JOINT) {
+            let y = frame[c][j][1] - mean[1];
+            ymin = ymin.min(y);
+            ymax = ymax.max(y);
+        }
+        let h = ymin / 2.0 - ymax / 2.0;
+        ensure!(h != 0.0, "camera {c}: all visible joints share one image row; cannot normalise the view");
+        for j in 0..N_JOINTS {
+            // Joint 9 is normalised too (as in the code); its rows have zero weight.
+            out.w[c][j] = [(frame[c][j][0] - mean[0]) / h, (frame[c][j][1] - mean[1]) / h];
+        }
+    }
+    Ok(out)
+}
+
+/// `R_theta = [[sin, cos, 0], [-cos, sin, 0], [0, 0, 1]]` (the transposed `upgrade_r`).
+pub fn rotation(theta: f64) -> [[f64; 3]; 3] {
+    let (s, c) = theta.sin_cos();
+    [[s, c, 0.0], [-c, s, 0.0], [0.0, 0.0, 1.0]]
+}
+
+/// `l(P) = sqrt(sum over SCALE_TREE of |P_a - P_b|^2)`.
+pub fn limb_scale(p: &Pose3d) -> f64 {
+    SCALE_TREE.iter().map(|&(a, b)| (0..3).map(|d| (p[a][d] - p[b][d]).powi(2)).sum::<f64>()).sum::<f64>().sqrt()
+}
+
+/// Per-thread scratch space of the solves, and the state of the last one (for the backward pass).
+#[derive(Debug, Clone, Default)]
+pub struct Workspace {
+    /// Normal equations of the last solve.
+    pub eq: NormalEquations,
+    /// Factorisation of the last solve's `A^T W A + lambda I`.
+    pub factor: Box<SchurFactor>,
+    /// IRLS weights (per camera and joint) of the last solve.
+    pub weights: [[f64; N_JOINTS]; N_CAMERAS],
+    /// Regulariser row weight of the last solve (1 or kappa).
+    pub reg_weight: f64,
+}
+
+/// The result of one (model, rotation) solve.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationSolve {
+    /// Final unknowns `(a, q)`.
+    pub x: [f64; NX],
+    /// Score `S_{m, theta}`.
+    pub score: f64,
+}
+
+/// A frame's reconstruction.
+#[derive(Debug, Clone)]
+pub struct Reconstruction {
+    /// Output pose `magic * P / l(P)` (joint, xyz), unit limb scale times `magic`.
+    pub pose: Pose3d,
+    /// Per-model score `S_m = min_theta S / 2`.
+    pub model_scores: [f64; N_MODELS],
+    /// Per-model soft-min pose (normalised).
+    pub model_poses: [Pose3d; N_MODELS],
+    /// Index of the best rotation per model.
+    pub best_rotation: [usize; N_MODELS],
+}
+
+fn mat_t_mat(a: &[[f64; NA]; NA]) -> [[f64; NA]; NA] {
+    let mut out = [[0.0; NA]; NA];
+    for r in 0..NA {
+        for c in 0..NA {
+            out[r][c] = (0..NA).map(|k| a[k][r] * a[k][c]).sum();
+        }
+    }
+    out
+}
+
+impl PoseModel {
+    /// Builds the model from parameters.
+    pub fn new(params: &PoseParams, variant: Variant) -> Result<Self> {
+        params.check_finite()?;
+        let damping = match variant {
+            Variant::Huber => DAMPING,
+            Variant::L2 => 0.0,
+        };
+        let mu = params.group(G::MeanPose);
+        let e = params.group(G::BaseVectors);
+        let sig = params.group(G::SigmaVariance);
+        let mut models = Vec::with_capacity(N_MODELS);
+        for m in 0..N_MODELS {
+            let mut basis = Box::new([[0.0; NAP]; NQ]);
+            for j in 0..N_JOINTS {
+                for d in 0..3 {
+                    let row = &mut basis[3 * j + d];
+                    row[0] = MU_SCALE * mu[(m * 3 + d) * N_JOINTS + j];
+                    row[1 + d] = 1.0;
+                    for k in 0..N_PCA {
+                        row[4 + k] = E_SCALE * e[((m * N_PCA + k) * 3 + d) * N_JOINTS + j];
+                    }
+                }
+            }
+            let lambda0 = params.group(G::Lambda0)[m];
+            let mut d = [[0.0; NA]; NA];
+            for r in 0..NA {
+                for c in 0..NA {
+                    d[r][c] = lambda0 * SIGMA_SCALE * sig[(m * N_BASIS + r) * N_BASIS + c];
+                }
+            }
+            let t0 = -0.003 * params.group(G::ScaleRegularizer)[0];
+            let kappa = 0.75 * params.group(G::HlParams)[m];
+            let delta = 0.1 * params.group(G::IrReg)[m];
+            ensure!(delta != 0.0, "ir_reg[{m}] is 0: the pseudo-Huber width would be 0");
+            let dtd = mat_t_mat(&d);
+            let mut naa_plain = [[0.0; NA]; NA];
+            let mut naa_irls = [[0.0; NA]; NA];
+            let mut btb = [[0.0; NA]; NA];
+            for r in 0..NA {
+                for c in 0..NA {
+                    btb[r][c] = basis.iter().map(|row| row[r] * row[c]).sum();
+                    naa_plain[r][c] = btb[r][c] + dtd[r][c];
+                    naa_irls[r][c] = btb[r][c] + kappa * dtd[r][c];
+                }
+                naa_plain[r][r] += damping;
+                naa_irls[r][r] += damping;
+            }
+            let mut dtt = [0.0; NA];
+            for (c, v) in dtt.iter_mut().enumerate() {
+                *v = d[0][c] * t0;
+            }
+            let mut omega = [0.0; 2 * N_JOINTS];
+            omega.copy_from_slice(&params.group(G::JointWeights)[m * 2 * N_JOINTS..(m + 1) * 2 * N_JOINTS]);
+            models.push(ModelConsts {
+                basis,
+                btb,
+                dtd,
+                d,
+                t0,
+                naa_plain,
+                naa_irls,
+                dtt,
+                omega,
+                rho: SIGMA_2D[m] * params.group(G::LambdaScale)[m],
+                delta,
+                kappa,
+                alpha: params.group(G::ExpWeights)[m],
+                beta: params.group(G::ExpWeightsModel)[m],
+                gamma: params.group(G::ExpAdditiveModel)[m],
+            });
+        }
+        let k = params.group(G::Cameras);
+        let mut rotations = Vec::with_capacity(N_ROT);
+        let mut projections = Vec::with_capacity(N_ROT);
+        for i in 0..N_ROT {
+            let rot = rotation(2.0 * std::f64::consts::PI * i as f64 / N_ROT as f64);
+            let mut p = [[[0.0; 3]; 2]; N_CAMERAS];
+            for c in 0..N_CAMERAS {
+                for a in 0..2 {
+                    for d in 0..3 {
+                        p[c][a][d] =
+                            (0..3).map(|l| k[(c * 3 + a) * 3 + l] * params.avg_cameras[c][a][l] * rot[l][d]).sum();
+                    }
+                }
+            }
+            rotations.push(rot);
+            projections.push(p);
+        }
+        Ok(PoseModel {
+            models,
+            rotations,
+            projections,
+            magic: params.group(G::ScalingCoefficient)[0],
+            variant,
+            damping,
+        })
+    }
+
+    /// The 2-D row coefficients of camera `c`, joint `j`, axis `a`: the row is `u . Q_j - b`.
+    #[inline]
+    fn row_2d(&self, m: usize, ti: usize, nf: &NormFrame, c: usize, j: usize, a: usize) -> ([f64; 3], f64) {
+        let mc = &self.models[m];
+        let s = mc.omega[2 * j + a] * mc.rho * nf.vis[c][j];
+        let p = &self.projections[ti][c][a];
+        ([s * p[0], s * p[1], s * p[2]], s * nf.w[c][j][a])
+    }
+
+    /// Fills `ws.eq` with the normal equations for 2-D pair weights `ws.weights` and regulariser
+    /// row weight `ws.reg_weight`.
+    fn build(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) {
+        let mc = &self.models[m];
+        if ws.reg_weight == 1.0 {
+            ws.eq.naa = mc.naa_plain;
+        } else if ws.reg_weight == mc.kappa {
+            ws.eq.naa = mc.naa_irls;
+        } else {
+            for r in 0..NA {
+                for c in 0..NA {
+                    ws.eq.naa[r][c] = mc.btb[r][c] + ws.reg_weight * mc.dtd[r][c];
+                }
+                ws.eq.naa[r][r] += self.damping;
+            }
+        }
+        for (r, v) in ws.eq.rhs_a.iter_mut().zip(&mc.dtt) {
+            *r = ws.reg_weight * v;
+        }
+        let diag = 1.0 + self.damping;
+        for j in 0..N_JOINTS {
+            let mut blk = [diag, 0.0, diag, 0.0, 0.0, diag];
+            let mut rq = [0.0; 3];
+            for c in 0..N_CAMERAS {
+                if nf.vis[c][j] == 0.0 {
+                    continue;
+                }
+                let w = ws.weights[c][j];
+                for a in 0..2 {
+                    let (u, b) = self.row_2d(m, ti, nf, c, j, a);
+                    blk[0] += w * u[0] * u[0];
+                    blk[1] += w * u[1] * u[0];
+                    blk[2] += w * u[1] * u[1];
+                    blk[3] += w * u[2] * u[0];
+                    blk[4] += w * u[2] * u[1];
+                    blk[5] += w * u[2] * u[2];
+                    for d in 0..3 {
+                        rq[d] += w * u[d] * b;
+                    }
+                }
+            }
+            ws.eq.q_blocks[j] = blk;
+            ws.eq.rhs_q[3 * j..3 * j + 3].copy_from_slice(&rq);
+        }
+    }
+
+    /// The 2-D residuals `r[c][j] = (x, y)` at `x`.
+    pub fn residuals_2d(
+        &self,
+        m: usize,
+        ti: usize,
+        nf: &NormFrame,
+        x: &[f64; NX],
+    ) -> [[[f64; 2]; N_JOINTS]; N_CAMERAS] {
+        let mut r = [[[0.0; 2]; N_JOINTS]; N_CAMERAS];
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                let q = &x[NA + 3 * j..NA + 3 * j + 3];
+                for a in 0..2 {
+                    let (u, b) = self.row_2d(m, ti, nf, c, j, a);
+                    r[c][j][a] = u[0] * q[0] + u[1] * q[1] + u[2] * q[2] - b;
+                }
+            }
+        }
+        r
+    }
+
+    /// IRLS weights of the 2-D pairs at `x`: `(1 + (|r + 1e-7|^2 + 1e-6) / delta^2)^-1/2`.
+    pub fn irls_weights(&self, m: usize, ti: usize, nf: &NormFrame, x: &[f64; NX]) -> [[f64; N_JOINTS]; N_CAMERAS] {
+        let delta = self.models[m].delta;
+        let r = self.residuals_2d(m, ti, nf, x);
+        let mut w = [[0.0; N_JOINTS]; N_CAMERAS];
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                let s = (r[c][j][0] + 1e-7).powi(2) + (r[c][j][1] + 1e-7).powi(2) + 1e-6;
+                w[c][j] = 1.0 / (1.0 + s / (delta * delta)).sqrt();
+            }
+        }
+        w
+    }
+
+    /// The score of `x`: the pseudo-Huber energy (Huber) or `|Ax - b|^2` (L2).
+    pub fn score(&self, m: usize, ti: usize, nf: &NormFrame, x: &[f64; NX]) -> f64 {
+        let mc = &self.models[m];
+        let a = &x[..NA];
+        // 3-D rows: r = B a - q.
+        let mut r3 = [0.0; NQ];
+        for (rk, row) in r3.iter_mut().zip(mc.basis.iter()) {
+            *rk = row.iter().zip(a).map(|(b, ab)| b * ab).sum();
+        }
+        let mut reg = [0.0; NA];
+        for (r, row) in mc.d.iter().enumerate() {
+            reg[r] = row.iter().zip(a).map(|(d, ab)| d * ab).sum::<f64>() - if r == 0 { mc.t0 } else { 0.0 };
+        }
+        let r2 = self.residuals_2d(m, ti, nf, x);
+        match self.variant {
+            Variant::Huber => {
+                let sq = |v: f64| (v.abs() + 1e-7).powi(2);
+                let e3: f64 = (0..NQ).map(|k| sq(r3[k] - x[NA + k])).sum::<f64>() / 2.0;
+                let ereg: f64 = mc.kappa * reg.iter().map(|v| sq(*v)).sum::<f64>() / 2.0;
+                let d2 = mc.delta * mc.delta;
+                let mut e2 = 0.0;
+                for rc in r2.iter() {
+                    for rj in rc.iter() {
+                        let s = sq(rj[0]) + sq(rj[1]) + 1e-6;
+                        e2 += d2 * ((1.0 + s / d2).sqrt() - 1.0);
+                    }
+                }
+                e3 + e2 + ereg
+            }
+            Variant::L2 => {
+                let e3: f64 = (0..NQ).map(|k| (r3[k] - x[NA + k]).powi(2)).sum();
+                let e2: f64 = r2.iter().flatten().flatten().map(|v| v * v).sum();
+                e3 + e2 + reg.iter().map(|v| v * v).sum::<f64>()
+            }
+        }
+    }
+
+    /// One damped solve with the row weights currently in `ws` (`weights`, `reg_weight`):
+    /// `x = (A^T W A + lambda I)^-1 A^T W b`. The factorisation stays in `ws.factor`.
+    pub fn solve_weighted(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> Result<[f64; NX]> {
+        self.build(m, ti, nf, ws);
+        ws.factor.factor_and_solve(&self.models[m].basis, &ws.eq)
+    }
+
+    /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve). On return
+    /// `ws` holds the final solve's equations, factorisation and weights.
+    pub fn solve_rotation(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> Result<RotationSolve> {
+        ws.weights = [[1.0; N_JOINTS]; N_CAMERAS];
+        ws.reg_weight = 1.0;
+        let mut x = self.solve_weighted(m, ti, nf, ws)?;
+        if self.variant == Variant::Huber {
+            for _ in 0..IRLS_STEPS {
+                ws.weights = self.irls_weights(m, ti, nf, &x);
+                ws.reg_weight = self.models[m].kappa;
+                x = self.solve_weighted(m, ti, nf, ws)?;
+            }
+        }
+        let score = self.score(m, ti, nf, &x);
+        Ok(RotationSolve { x, score })
+    }
+
+    /// The normalised pose of one rotation's solution: `P = -R_theta Q / l(R_theta Q)`.
+    pub fn rotation_pose(&self, ti: usize, x: &[f64; NX]) -> Pose3d {
+        let rot = &self.rotations[ti];
+        let mut p = [[0.0; 3]; N_JOINTS];
+        for (j, pj) in p.iter_mut().enumerate() {
+            for (d, v) in pj.iter_mut().enumerate() {
+                *v = -(0..3).map(|l| rot[d][l] * x[NA + 3 * j + l]).sum::<f64>();
+            }
+        }
+        let l = limb_scale(&p);
+        for pj in p.iter_mut() {
+            for v in pj.iter_mut() {
+                *v /= l;
+            }
+        }
+        p
+    }
+
+    /// Reconstructs one frame of detections.
+    pub fn reconstruct(&self, frame: &Frame2d, ws: &mut Workspace) -> Result<Reconstruction> {
+        let nf = normalise(frame)?;
+        self.reconstruct_normalised(&nf, ws)
+    }
+
+    /// Reconstructs one normalised frame.
+    pub fn reconstruct_normalised(&self, nf: &NormFrame, ws: &mut Workspace) -> Result<Reconstruction> {
+        let mut model_scores = [0.0; N_MODELS];
+        let mut model_poses = [[[0.0; 3]; N_JOINTS]; N_MODELS];
+        let mut best_rotation = [0; N_MODELS];
+        let mut scores = [0.0; N_ROT];
+        let mut poses = vec![[[0.0; 3]; N_JOINTS]; N_ROT];
+        for m in 0..N_MODELS {
+            for ti in 0..N_ROT {
+                let sol = self.solve_rotation(m, ti, nf, ws)?;
+                scores[ti] = sol.score;
+                poses[ti] = self.rotation_pose(ti, &sol.x);
+            }
+            let (best, min) = argmin(&scores);
+            best_rotation[m] = best;
+            let alpha = self.models[m].alpha.abs();
+            let mut acc = [[0.0; 3]; N_JOINTS];
+            let mut den = 0.0;
+            for ti in 0..N_ROT {
+                let w = (-(scores[ti] - min) * alpha * 5000.0).exp();
+                den += w;
+                add_scaled(&mut acc, &poses[ti], w);
+            }
+            scale(&mut acc, 1.0 / den);
+            model_poses[m] = acc;
+            model_scores[m] = min / 2.0;
+        }
+        let (_, min) = argmin(&model_scores);
+        let mut acc = [[0.0; 3]; N_JOINTS];
+        let mut den = 0.0;
+        for m in 0..N_MODELS {
+            let mc = &self.models[m];
+            let w = (-((model_scores[m] - min) * mc.beta * 5000.0 + mc.gamma).abs()).exp();
+            den += w;
+            add_scaled(&mut acc, &model_poses[m], w);
+        }
+        scale(&mut acc, 1.0 / den);
+        let l = limb_scale(&acc);
+        scale(&mut acc, self.magic / l);
+        if acc.iter().flatten().any(|v| !v.is_finite()) {
+            bail!("the reconstruction is not finite (scores {model_scores:?})");
+        }
+        Ok(Reconstruction { pose: acc, model_scores, model_poses, best_rotation })
+    }
+
+    /// The dense system of model `m`, rotation `ti`: `A` (216 x 80, row-major) and `b`, rows
+    /// ordered 3-D (joint-major xyz), 2-D (camera, joint, axis), regulariser. Row weights of the
+    /// IRLS are not applied.
+    pub fn dense_system(&self, m: usize, ti: usize, nf: &NormFrame) -> (Vec<f64>, Vec<f64>) {
+        let mc = &self.models[m];
+        let mut a = vec![0.0; N_ROWS * NX];
+        let mut b = vec![0.0; N_ROWS];
+        for k in 0..NQ {
+            for bb in 0..NA {
+                a[k * NX + bb] = mc.basis[k][bb];
+            }
+            a[k * NX + NA + k] = -1.0;
+        }
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                for ax in 0..2 {
+                    let row = NQ + (c * N_JOINTS + j) * 2 + ax;
+                    let (u, bv) = self.row_2d(m, ti, nf, c, j, ax);
+                    for d in 0..3 {
+                        a[row * NX + NA + 3 * j + d] = u[d];
+                    }
+                    b[row] = bv;
+                }
+            }
+        }
+        for r in 0..NA {
+            let row = NQ + 2 * N_JOINTS * N_CAMERAS + r;
+            for c in 0..NA {
+                a[row * NX + c] = mc.d[r][c];
+            }
+        }
+        b[NQ + 2 * N_JOINTS * N_CAMERAS] = mc.t0;
+        (a, b)
+    }
+
+    /// Row weights of `A` matching `ws`'s last solve (1 on 3-D rows, IRLS weights on both axes
+    /// of each 2-D pair, the regulariser weight on the last 29 rows).
+    pub fn row_weights(&self, ws: &Workspace) -> Vec<f64> {
+        let mut w = vec![1.0; N_ROWS];
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                for ax in 0..2 {
+                    w[NQ + (c * N_JOINTS + j) * 2 + ax] = ws.weights[c][j];
+                }
+            }
+        }
+        for v in w[NQ + 2 * N_JOINTS * N_CAMERAS..].iter_mut() {
+            *v = ws.reg_weight;
+        }
+        w
+    }
+}
+
+fn argmin(v: &[f64]) -> (usize, f64) {
+    let mut best = (0, f64::INFINITY);
+    for (i, &s) in v.iter().enumerate() {
+        if s < best.1 {
+            best = (i, s);
+        }
+    }
+    best
+}
+
+fn add_scaled(acc: &mut Pose3d, p: &Pose3d, w: f64) {
+    for (a, b) in acc.iter_mut().zip(p) {
+        for d in 0..3 {
+            a[d] += w * b[d];
+        }
+    }
+}
+
+fn scale(acc: &mut Pose3d, s: f64) {
+    for a in acc.iter_mut() {
+        for v in a.iter_mut() {
+            *v *= s;
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Command-line options of the training experiment and their validation.
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+use serde::Serialize;
+use std::path::PathBuf;
+use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
+
+use super::sampling::Protocol;
+
+/// How the derivative `dt*/dsigma` (and the polish step) is damped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// `lambda = 0` (Samuel & Tappen; eq. 6 of the paper).
+    Implicit,
+    /// `H + lambda I` (the paper's eq. 7).
+    TrustRegion,
+    /// `H + s I` with `s = lambda + max(0, -eig_min(H))`: bounded even at negative curvature.
+    Guarded,
+}
+
+impl Method {
+    /// All methods, in display order.
+    pub const ALL: [Method; 3] = [Method::Implicit, Method::TrustRegion, Method::Guarded];
+
+    /// The library damping for this method with the given `lambda`.
+    pub fn damping(self, lambda: f64) -> Damping {
+        match self {
+            Method::Implicit => Damping::Implicit,
+            Method::TrustRegion => Damping::TrustRegion { lambda },
+            Method::Guarded => Damping::Guarded { lambda },
+        }
+    }
+
+    /// `implicit`, `trust-region` or `guarded`.
+    pub fn name(self) -> &'static str {
+        self.damping(1.0).name()
+    }
+}
+
+/// What the forward pass runs after picking the lowest-energy point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardMode {
+    /// L-BFGS (at most 10 iterations), then the damped Newton polish.
+    Full,
+    /// The polish only, no L-BFGS: what the authors' released code effectively runs (its
+    /// L-BFGS call returns at once).
+    Reference,
+}
+
+/// The outer optimiser of `sigma`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Averaged SGD, PyTorch semantics (lr 0.5, lambd 5e-4, alpha 0.75, t0 0).
+    Asgd,
+    /// SGD with momentum (lr 5e-3, momentum 0.99 by default).
+    Sgd,
+}
+
+/// The forward/backward layer of one method: seeds, L-BFGS (or nothing), polish.
+pub fn layer(method: Method, lambda: f64, forward: ForwardMode, lbfgs_iterations: usize) -> ArgminLayer {
+    let minimizer = match forward {
+        ForwardMode::Full if lbfgs_iterations > 0 => Minimizer::Lbfgs(LbfgsConfig::with_max_iters(lbfgs_iterations)),
+        _ => Minimizer::None,
+    };
+    ArgminLayer { minimizer, polish: true, damping: method.damping(lambda), ..Default::default() }
+}
+
+fn parse_positive_int(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 1 && v <= usize::MAX as i128 => Ok(v as usize),
+        Ok(v) => Err(format!("must be a positive whole number (at least 1), got {v}")),
+        Err(_) => Err(format!("must be a positive whole number, got '{s}'")),
+    }
+}
+
+fn parse_count(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 0 && v <= usize::MAX as i128 => Ok(v as usize),
+        Ok(v) => Err(format!("must be 0 or a positive whole number, got {v}")),
+        Err(_) => Err(format!("must be a whole number, got '{s}'")),
+    }
+}
+
+/// A finite number `> 0`.
+pub(crate) fn parse_positive_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number greater than 0, got {v}")),
+        Err(_) => Err(format!("must be a number, got '{s}'")),
+    }
+}
+
+/// A finite non-zero number (a width may be negative: only `sigma^2` enters the energy).
+pub(crate) fn parse_nonzero_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v != 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite non-zero number, got {v}")),
+        Err(_) => Err(format!("must be a number, got '{s}'")),
+    }
+}
+
+/// Options of `wiberg ransac` (training). Defaults reproduce the paper's Figure 1 in seconds.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// How samples are drawn: `paper` (inlier centre ~ U[-40, 40], outliers U[-40, 40]) or
+    /// `reference` (inliers N(2, 4^2), outliers U[-60, 20], as in the authors' code).
+    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    pub protocol: Protocol,
+    /// `full`: best point, L-BFGS (10 iterations), damped Newton polish; `reference`: best
+    /// point and polish only (what the authors' released code effectively runs).
+    #[arg(long, value_enum, default_value_t = ForwardMode::Full)]
+    pub forward: ForwardMode,
+    /// Which derivatives to train, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Method::ALL.to_vec())]
+    pub methods: Vec<Method>,
+    /// Damping lambda of `trust-region` and `guarded` (> 0).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
+    pub lambda: f64,
+    /// Outer optimiser of sigma.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Asgd)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate [default: 0.5 for asgd, 5e-3 for sgd].
+    #[arg(long, value_parser = parse_positive_f64, allow_hyphen_values = true)]
+    pub lr: Option<f64>,
+    /// SGD momentum in [0, 1) [default: 0.99]; only with `--optimizer sgd`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub momentum: Option<f64>,
+    /// Training iterations (one sample each) per run.
+    #[arg(long, default_value_t = 10_000, value_parser = parse_positive_int, allow_hyphen_values = true)]
+    pub iterations: usize,
+    /// Independent runs (seeds `seed`, `seed` stream 1, ...), each trained on its own samples.
+    #[arg(long, default_value_t = 1, value_parser = parse_positive_int, allow_hyphen_values = true)]
+    pub runs: usize,
+    /// Random seed of the sample stream (the same stream feeds every method).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Initial width sigma.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_nonzero_f64, allow_hyphen_values = true)]
+    pub initial_sigma: f64,
+    /// Print a row per method every this many iterations.
+    #[arg(long, default_value_t = 500, value_parser = parse_positive_int, allow_hyphen_values = true)]
+    pub report_every: usize,
+    /// Output directory (CSV, summary.json, figure1.png, energy.png).
+    #[arg(long, default_value = "results/ransac")]
+    pub out: PathBuf,
+    /// Worker threads (0 = all cores). Results do not depend on it.
+    #[arg(long, default_value_t = 0, value_parser = parse_count)]
+    pub threads: usize,
+    /// Skip the figures (CSV and JSON only).
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// The validated configuration of a training experiment (also written to `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainConfig {
+    /// Sample protocol.
+    pub protocol: Protocol,
+    /// Forward pass.
+    pub forward: ForwardMode,
+    /// Methods, without duplicates, in the order given.
+    pub methods: Vec<Method>,
+    /// Damping of trust-region and guarded.
+    pub lambda: f64,
+    /// Outer optimiser.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// SGD momentum (0 for ASGD).
+    pub momentum: f64,
+    /// ASGD decay `lambd`.
+    pub asgd_lambd: f64,
+    /// ASGD power `alpha`.
+    pub asgd_alpha: f64,
+    /// ASGD averaging start `t0`.
+    pub asgd_t0: f64,
+    /// L-BFGS iteration limit of the full forward pass.
+    pub lbfgs_iterations: usize,
+    /// Iterations per run.
+    pub iterations: usize,
+    /// Number of runs.
+    pub runs: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Initial sigma.
+    pub initial_sigma: f64,
+    /// Rows every this many iterations.
+    pub report_every: usize,
+}
+
+impl TrainArgs {
+    /// Checks the options together and fills in the optimiser defaults.
+    pub fn config(&self) -> Result<TrainConfig> {
+        if self.methods.is_empty() {
+            bail!("--methods: give at least one of implicit, trust-region, guarded");
+        }
+        let mut methods = Vec::new();
+        for m in &self.methods {
+            if !methods.contains(m) {
+                methods.push(*m);
+            }
+        }
+        let (lr, momentum) = match self.optimizer {
+            OptimizerKind::Asgd => {
+                if self.momentum.is_some() {
+                    bail!("--momentum applies to --optimizer sgd only (ASGD has no momentum)");
+                }
+                (self.lr.unwrap_or(0.5), 0.0)
+            }
+            OptimizerKind::Sgd => {
+                let momentum = self.momentum.unwrap_or(0.99);
+                if !(0.0..1.0).contains(&momentum) {
+                    bail!("--momentum must be in [0, 1), got {momentum}");
+                }
+                (self.lr.unwrap_or(5e-3), momentum)
+            }
+        };
+        Ok(TrainConfig {
+            protocol: self.protocol,
+            forward: self.forward,
+            methods,
+            lambda: self.lambda,
+            optimizer: self.optimizer,
+            lr,
+            momentum,
+            asgd_lambd: 5e-4,
+            asgd_alpha: 0.75,
+            asgd_t0: 0.0,
+            lbfgs_iterations: 10,
+            iterations: self.iterations,
+            runs: self.runs,
+            seed: self.seed,
+            initial_sigma: self.initial_sigma,
+            report_every: self.report_every,
+        })
+    }
+}
+
+impl TrainConfig {
+    /// A fresh outer optimiser for one method's run.
+    pub fn optimizer(&self) -> Result<Box<dyn wiberg::optim::Optimizer + Send>> {
+        Ok(match self.optimizer {
+            OptimizerKind::Asgd => {
+                Box::new(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
+            }
+            OptimizerKind::Sgd => Box::new(wiberg::optim::Sgd::new(self.lr, self.momentum)?),
+        })
+    }
+
+    /// The layer of one method under this configuration.
+    pub fn layer(&self, method: Method) -> ArgminLayer {
+        layer(method, self.lambda, self.forward, self.lbfgs_iterations)
+    }
+}

@@ -1,0 +1,287 @@
+//! The training loop: every method of a run sees the identical sample stream; methods and
+//! runs are independent sequential trajectories, advanced in parallel in blocks of
+//! `report_every` iterations (so the result does not depend on the number of threads).
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use wiberg::optim::Optimizer;
+use wiberg::{ArgminLayer, RbfMixture, Report, Start, WibergError};
+
+use super::args::{Method, TrainArgs, TrainConfig};
+use super::sampling::{draw, run_rng, Protocol, Sample};
+use super::{plots, report};
+
+/// What went wrong in a training step (the step is then skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    /// Nothing: the step was taken.
+    None,
+    /// The (damped) Hessian was singular: under `implicit` the derivative does not exist.
+    Singular,
+    /// A NaN or infinity in the energy, the solution or the gradient.
+    NonFinite,
+    /// Any other library error (recorded with its message in the summary).
+    Error,
+}
+
+impl Event {
+    /// Short name for the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::None => "",
+            Event::Singular => "singular",
+            Event::NonFinite => "non-finite",
+            Event::Error => "error",
+        }
+    }
+
+    fn of(err: &WibergError) -> Event {
+        match err {
+            WibergError::SingularHessian { .. } => Event::Singular,
+            WibergError::NonFinite { .. } => Event::NonFinite,
+            _ => Event::Error,
+        }
+    }
+}
+
+/// One training iteration of one method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IterRecord {
+    /// Iteration number, from 1.
+    pub iteration: usize,
+    /// The width used for this sample (before the update).
+    pub sigma: f64,
+    /// `(t* - mean(inliers))^2` (NaN when the forward pass failed).
+    pub loss: f64,
+    /// `dL/dsigma` (NaN when there is none).
+    pub grad: f64,
+    /// The estimate `t*` (NaN when the forward pass failed).
+    pub t_star: f64,
+    /// L-BFGS iterations of the forward pass.
+    pub inner_iterations: usize,
+    /// Whether L-BFGS converged (always false with `--forward reference`).
+    pub converged: bool,
+    /// Whether the Hessian at the polish point was negative (not a minimum).
+    pub negative_curvature: bool,
+    /// The Hessian `d2E/dt2` at the polish point.
+    pub min_eigenvalue: f64,
+    /// The shift added to it by the method's damping.
+    pub shift: f64,
+    /// What went wrong, if anything.
+    pub event: Event,
+    /// Wall time of the whole step (sample, forward, backward, update), microseconds.
+    pub micros: f64,
+}
+
+/// Forward, loss and backward of one sample at width `sigma`.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The estimate.
+    pub t_star: f64,
+    /// The loss.
+    pub loss: f64,
+    /// The forward report.
+    pub report: Report,
+    /// `dL/dsigma`, or the error of the backward pass.
+    pub grad: std::result::Result<f64, WibergError>,
+}
+
+/// Solves one sample and differentiates the loss `(t* - target)^2` with respect to sigma.
+/// Errors of the forward pass are returned; errors of the backward pass are in `grad`.
+pub fn sample_step(layer: &ArgminLayer, sigma: f64, sample: &Sample) -> std::result::Result<StepOutcome, WibergError> {
+    let energy = RbfMixture::shared_width(1, sample.points.clone())?;
+    let w = [sigma];
+    let sol = layer.forward(&energy, &w, Start::Seeds(&sample.points))?;
+    let t_star = sol.y[0];
+    let residual = t_star - sample.target;
+    let grad = layer.backward(&energy, &w, &sol, &[2.0 * residual]).map(|b| b.grad_w[0]);
+    Ok(StepOutcome { t_star, loss: residual * residual, report: sol.report, grad })
+}
+
+/// One method's trajectory in one run.
+pub struct MethodRun {
+    /// Run index (0-based).
+    pub run: usize,
+    /// The method.
+    pub method: Method,
+    /// Current sigma.
+    pub sigma: f64,
+    /// Every iteration so far.
+    pub records: Vec<IterRecord>,
+    /// Messages of the first few errors of kind [`Event::Error`].
+    pub error_messages: Vec<String>,
+    layer: ArgminLayer,
+    protocol: Protocol,
+    optimizer: Box<dyn Optimizer + Send>,
+    rng: ChaCha8Rng,
+}
+
+impl MethodRun {
+    /// A fresh trajectory.
+    pub fn new(config: &TrainConfig, run: usize, method: Method) -> Result<Self> {
+        Ok(MethodRun {
+            run,
+            method,
+            sigma: config.initial_sigma,
+            records: Vec::with_capacity(config.iterations),
+            error_messages: Vec::new(),
+            layer: config.layer(method),
+            protocol: config.protocol,
+            optimizer: config.optimizer()?,
+            rng: run_rng(config.seed, run),
+        })
+    }
+
+    /// Runs iterations until `records.len() == end`.
+    pub fn advance(&mut self, end: usize, progress: &ProgressBar) {
+        let mut pending = 0;
+        while self.records.len() < end {
+            let record = self.step();
+            self.records.push(record);
+            pending += 1;
+            if pending == 64 {
+                progress.inc(pending);
+                pending = 0;
+            }
+        }
+        progress.inc(pending);
+    }
+
+    fn step(&mut self) -> IterRecord {
+        let started = Instant::now();
+        let sample = draw(self.protocol, &mut self.rng);
+        let sigma = self.sigma;
+        let mut record = IterRecord {
+            iteration: self.records.len() + 1,
+            sigma,
+            loss: f64::NAN,
+            grad: f64::NAN,
+            t_star: f64::NAN,
+            inner_iterations: 0,
+            converged: false,
+            negative_curvature: false,
+            min_eigenvalue: f64::NAN,
+            shift: f64::NAN,
+            event: Event::None,
+            micros: 0.0,
+        };
+        let error = match sample_step(&self.layer, sigma, &sample) {
+            Err(err) => Some(err),
+            Ok(out) => {
+                record.t_star = out.t_star;
+                record.loss = out.loss;
+                record.inner_iterations = out.report.iterations;
+                record.converged = out.report.converged;
+                record.negative_curvature = out.report.diagnostics.negative_curvature();
+                record.min_eigenvalue = out.report.diagnostics.min_eigenvalue;
+                record.shift = out.report.diagnostics.shift;
+                match out.grad {
+                    Ok(g) => {
+                        record.grad = g;
+                        let mut w = [self.sigma];
+                        match self.optimizer.step(&mut w, &[g]) {
+                            Ok(()) => {
+                                self.sigma = w[0];
+                                None
+                            }
+                            Err(err) => Some(err),
+                        }
+                    }
+                    Err(err) => Some(err),
+                }
+            }
+        };
+        if let Some(err) = error {
+            record.event = Event::of(&err);
+            if record.event == Event::Error && self.error_messages.len() < 5 {
+                self.error_messages.push(format!("iteration {}: {err}", record.iteration));
+            }
+        }
+        record.micros = started.elapsed().as_secs_f64() * 1e6;
+        record
+    }
+}
+
+/// Everything a training experiment produced.
+pub struct Training {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// One trajectory per (run, method), runs outer.
+    pub trajectories: Vec<MethodRun>,
+    /// Wall time of the training loop.
+    pub wall: Duration,
+    /// Threads used.
+    pub threads: usize,
+}
+
+/// Trains every (run, method) of `config` for `config.iterations` iterations, calling
+/// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
+pub fn train(
+    config: &TrainConfig,
+    progress: &ProgressBar,
+    mut on_block: impl FnMut(&[MethodRun], usize),
+) -> Result<Vec<MethodRun>> {
+    let mut trajectories = Vec::new();
+    for run in 0..config.runs {
+        for &method in &config.methods {
+            trajectories.push(MethodRun::new(config, run, method)?);
+        }
+    }
+    let mut done = 0;
+    while done < config.iterations {
+        let end = (done + config.report_every).min(config.iterations);
+        trajectories.par_iter_mut().for_each(|t| t.advance(end, progress));
+        done = end;
+        on_block(&trajectories, done);
+    }
+    Ok(trajectories)
+}
+
+/// `wiberg ransac`: trains, prints the tables, writes the CSV, summary and figures.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating output directory {}", args.out.display()))?;
+    let threads = if args.threads == 0 { rayon::current_num_threads() } else { args.threads };
+    report::print_intro(&config, threads, &args.out);
+    let total = (config.iterations * config.runs * config.methods.len()) as u64;
+    let progress = crate::common::progress_bar(total, "ransac");
+    let started = Instant::now();
+    let trajectories = crate::common::with_threads(args.threads, || {
+        let mut printer = report::BlockPrinter::new(&config);
+        train(&config, &progress, |t, done| progress.suspend(|| printer.print(t, done)))
+    })??;
+    let wall = started.elapsed();
+    progress.finish_and_clear();
+    let training = Training { config, trajectories, wall, threads };
+    let summary = report::summarize(&training);
+    report::print_final(&training, &summary);
+    let csv_path = args.out.join("iterations.csv");
+    report::write_csv(&training, &csv_path)?;
+    let mut files = vec![csv_path];
+    let figures = if args.no_plots {
+        Vec::new()
+    } else {
+        match plots::draw_all(&training, &args.out) {
+            Ok(paths) => paths,
+            Err(err) => {
+                eprintln!("warning: figures not drawn: {err:#}");
+                Vec::new()
+            }
+        }
+    };
+    files.extend(figures);
+    let summary_path = args.out.join("summary.json");
+    report::write_summary(&training, &summary, &summary_path)?;
+    files.push(summary_path);
+    println!();
+    println!("Wrote:");
+    for f in &files {
+        println!("  {}", f.display());
+    }
+    Ok(())
+}

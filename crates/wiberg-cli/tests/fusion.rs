@@ -1,0 +1,195 @@
+//! Integration tests of `wiberg fusion`: VOT I/O, gradients, and that learning helps.
+
+use std::path::Path;
+use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
+use wiberg_cli::fusion::generate::{generate, GenerateConfig};
+use wiberg_cli::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
+use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
+use wiberg_cli::fusion::{run_train, TrainArgs};
+
+fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
+    generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
+}
+
+#[test]
+fn reader_round_trips_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small(9, 3, 60.0, 1);
+    write_dataset(dir.path(), &data).unwrap();
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert!(report.skipped_trackers.is_empty() && report.sequences_without_size.is_empty());
+    assert_eq!(back, data);
+    // Some trackers report rotated boxes, some axis-aligned ones; both kinds survive.
+    let text = std::fs::read_to_string(result_path(dir.path(), &data.trackers[0], &data.sequences[0].name)).unwrap();
+    assert_eq!(text.lines().next(), Some("1"));
+}
+
+fn write_small(dir: &Path) -> Dataset {
+    let data = small(4, 2, 50.0, 2);
+    write_dataset(dir, &data).unwrap();
+    data
+}
+
+#[test]
+fn malformed_result_line_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_small(dir.path());
+    let path = result_path(dir.path(), &data.trackers[1], &data.sequences[1].name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[6] = "12.5,13,abc,4";
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains(&format!("{}_001.txt:7", data.sequences[1].name)), "{err}");
+    assert!(err.contains("`abc`"), "{err}");
+
+    lines[6] = "12.5,13,4";
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains(":7") && err.contains("expected 4 or 8 numbers, found 3"), "{err}");
+
+    lines[6] = "7";
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains(":7") && err.contains("unknown VOT code 7"), "{err}");
+
+    lines[6] = "0";
+    lines.truncate(10);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains("10 lines") && err.contains("frames"), "{err}");
+}
+
+#[test]
+fn malformed_ground_truth_and_meta_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_small(dir.path());
+    let gt = dir.path().join("sequences").join(&data.sequences[0].name).join("groundtruth.txt");
+    let text = std::fs::read_to_string(&gt).unwrap();
+    std::fs::write(&gt, text.replacen('\n', "\n1,2,3,4,5\n", 1)).unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains("groundtruth.txt:2") && err.contains("found 5"), "{err}");
+    std::fs::write(&gt, text).unwrap();
+    let meta = dir.path().join("sequences").join(&data.sequences[0].name).join("meta.txt");
+    std::fs::write(&meta, "width=640\nheight=-3\n").unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains("meta.txt:2") && err.contains("positive"), "{err}");
+}
+
+#[test]
+fn missing_tracker_file_skips_that_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_small(dir.path());
+    std::fs::remove_file(result_path(dir.path(), &data.trackers[2], &data.sequences[1].name)).unwrap();
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert_eq!(back.trackers.len(), data.trackers.len() - 1);
+    assert!(!back.trackers.contains(&data.trackers[2]));
+    assert_eq!(report.skipped_trackers.len(), 1);
+    assert_eq!(report.skipped_trackers[0].0, data.trackers[2]);
+    assert!(report.skipped_trackers[0].1.contains("missing"));
+}
+
+/// Central finite differences of the whole forward pass (seeds, L-BFGS, undamped Newton
+/// polish) against the implicit derivative, for widths and weights, on real generated frames.
+#[test]
+fn fusion_loss_gradient_matches_finite_differences() {
+    let data = small(10, 2, 60.0, 5);
+    let layout = ParamLayout { trackers: 10, bins: 4 };
+    let frames = build_frames(&data, &layout).unwrap();
+    let layer = ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig { grad_tol: 1e-12, ..Default::default() }),
+        polish: true,
+        damping: Damping::Implicit,
+        ..Default::default()
+    };
+    // Parameters away from the symmetric start: every tracker its own width and weights.
+    let mut w = layout.initial(0.3);
+    for (i, v) in w.iter_mut().enumerate() {
+        *v *= 1.0 + 0.3 * ((i as f64) * 1.7).sin();
+    }
+    let mut checked = 0;
+    for frame in frames.iter().filter(|f| f.len() >= 6).step_by(7).take(4) {
+        for loss in [LossKind::Corner] {
+            let (_, grad) = loss_and_grad(frame, &w, &layer, loss).unwrap();
+            let mut params: Vec<usize> = Vec::new();
+            for k in 0..frame.len() {
+                let t = frame.trackers[k] as usize;
+                params.push(layout.width(t));
+                params.push(layout.weight(t, frame.bins[k] as usize));
+            }
+            params.sort();
+            params.dedup();
+            let scale = grad.iter().map(|g| g.abs()).fold(0.0, f64::max);
+            for &j in &params {
+                let h = 1e-6 * w[j];
+                let (mut wp, mut wm) = (w.clone(), w.clone());
+                wp[j] += h;
+                wm[j] -= h;
+                let lp = loss_and_grad(frame, &wp, &layer, loss).unwrap().0;
+                let lm = loss_and_grad(frame, &wm, &layer, loss).unwrap().0;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!(
+                    (fd - grad[j]).abs() <= 1e-5 * scale + 1e-9,
+                    "frame {} param {j}: analytic {} vs finite differences {fd}",
+                    frame.index,
+                    grad[j]
+                );
+                checked += 1;
+            }
+            // Parameters of trackers without a box in this frame get no gradient.
+            let untouched = (0..w.len()).filter(|j| !params.contains(j));
+            assert!(untouched.into_iter().all(|j| grad[j] == 0.0));
+        }
+    }
+    assert!(checked >= 20, "only {checked} parameters checked");
+}
+
+#[test]
+fn trained_fusion_beats_median_fusion_on_held_out_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    write_dataset(&data_dir, &small(72, 6, 150.0, 11)).unwrap();
+    let mut args = TrainArgs::new(data_dir, dir.path().join("run"));
+    args.epochs = 4;
+    args.batch = 64;
+    args.no_implicit = true;
+    args.threads = 2;
+    let report = run_train(&args).unwrap();
+    let row = |name: &str| report.table.rows.iter().find(|r| r.method.starts_with(name)).unwrap().mean_iou;
+    let (median, ours) = (row("median fusion"), row("trust-region fusion"));
+    assert!(ours > median + 0.005, "trained {ours} vs median {median}");
+    assert!(report.trust_region.converged());
+    for f in [
+        "table.csv",
+        "table.json",
+        "table.txt",
+        "training.json",
+        "params_ours.json",
+        "figure2.png",
+        "split_frames_seed0.txt",
+    ] {
+        assert!(dir.path().join("run").join(f).exists(), "{f} missing");
+    }
+    let split = std::fs::read_to_string(dir.path().join("run/split_frames_seed0.txt")).unwrap();
+    assert!(split.lines().any(|l| l.ends_with(" train")) && split.lines().any(|l| l.ends_with(" test")));
+}
+
+#[test]
+fn training_is_identical_for_one_and_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    write_dataset(&data_dir, &small(12, 2, 80.0, 4)).unwrap();
+    let run = |threads: usize| {
+        let mut args = TrainArgs::new(data_dir.clone(), dir.path().join(format!("run{threads}")));
+        args.epochs = 2;
+        args.batch = 32;
+        args.split = wiberg_cli::fusion::train::SplitKind::Sequences;
+        args.threads = threads;
+        run_train(&args).unwrap()
+    };
+    let (a, b) = (run(1), run(2));
+    assert_eq!(a.trust_region.params, b.trust_region.params);
+    assert_eq!(a.implicit.as_ref().map(|o| &o.params), b.implicit.as_ref().map(|o| &o.params));
+    let iou = |r: &wiberg_cli::fusion::TrainReport| r.table.rows.iter().map(|x| x.mean_iou).collect::<Vec<_>>();
+    assert_eq!(iou(&a), iou(&b));
+}

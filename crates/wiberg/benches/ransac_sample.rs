@@ -1,0 +1,53 @@
+//! One RANSAC training sample (the `wiberg ransac` hot path): the seed scan over 110 points,
+//! and a full forward (seeds, L-BFGS 10, polish) + backward for each damping mode.
+//!
+//! `cargo bench -p wiberg --bench ransac_sample`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+use wiberg::{ArgminLayer, Damping, Energy, LbfgsConfig, Minimizer, RbfMixture, Start};
+
+/// A paper-protocol sample: 10 inliers around a centre in [-40, 40], 100 uniform outliers.
+/// (Inliers are drawn uniformly within +-4 here: the bench needs the shape, not the law.)
+fn sample(seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let m: f64 = rng.random_range(-40.0..40.0);
+    let mut points: Vec<f64> = (0..10).map(|_| m + rng.random_range(-4.0..4.0)).collect();
+    points.extend((0..100).map(|_| rng.random_range(-40.0..40.0)));
+    points
+}
+
+fn bench(c: &mut Criterion) {
+    let points = sample(7);
+    let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+    let mut out = vec![0.0; points.len()];
+    for sigma in [1.0, 3.0] {
+        c.bench_function(&format!("seed_scan_110_sigma{sigma}"), |b| {
+            b.iter(|| e.values_at(black_box(&points), black_box(&[sigma]), &mut out))
+        });
+    }
+    c.bench_function("shared_width_new_110", |b| {
+        b.iter(|| RbfMixture::shared_width(1, black_box(points.clone())).unwrap())
+    });
+    for damping in [Damping::Implicit, Damping::TrustRegion { lambda: 0.1 }, Damping::Guarded { lambda: 0.1 }] {
+        let layer = ArgminLayer {
+            minimizer: Minimizer::Lbfgs(LbfgsConfig::with_max_iters(10)),
+            polish: true,
+            damping,
+            ..Default::default()
+        };
+        c.bench_function(&format!("sample_forward_backward_{}", damping.name()), |b| {
+            b.iter(|| {
+                let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+                let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
+                let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
+                black_box(back.grad_w[0])
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
