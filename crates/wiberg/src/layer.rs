@@ -138,10 +138,10 @@ impl ArgminLayer {
                 (s[i * n..(i + 1) * n].to_vec(), Some(i))
             }
         };
-        let outcome = self.minimizer.minimize(e, w, &mut y)?;
+        let mut g = vec![0.0; n];
+        let outcome = self.minimizer.minimize_into(e, w, &mut y, &mut g)?;
         check_finite(&y, "inner minimiser result")?;
         let linearization = y.clone();
-        let mut g = vec![0.0; n];
         let (system, diagnostics) = match self.linear_solve {
             LinearSolve::Dense => {
                 let mut h = DMatrix::zeros(n, n);
@@ -184,7 +184,7 @@ impl ArgminLayer {
             system,
         };
         if self.polish {
-            e.gradient(&sol.y, w, &mut g);
+            // `g` is the gradient at `sol.y`, left there by the minimiser.
             let (step, diag) = self.solve(e, w, &mut sol, &g)?;
             sol.report.diagnostics = diag;
             for (yi, si) in sol.y.iter_mut().zip(&step) {

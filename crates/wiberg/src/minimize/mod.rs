@@ -103,20 +103,31 @@ impl Default for Minimizer {
 impl Minimizer {
     /// Minimises `e(., w)` starting at `y`, which is overwritten with the result.
     pub fn minimize<E: Energy + ?Sized>(&self, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+        self.minimize_into(e, w, y, &mut vec![0.0; y.len()])
+    }
+
+    /// [`Minimizer::minimize`], also writing the gradient at the returned point into `g`
+    /// (length `n`).
+    pub(crate) fn minimize_into<E: Energy + ?Sized>(
+        &self,
+        e: &E,
+        w: &[f64],
+        y: &mut [f64],
+        g: &mut [f64],
+    ) -> Result<MinimizeOutcome> {
         match self {
             Minimizer::None => {
-                let mut g = vec![0.0; y.len()];
-                let energy = e.gradient(y, w, &mut g);
+                let energy = e.gradient(y, w, g);
                 Ok(MinimizeOutcome {
                     iterations: 0,
                     evaluations: 1,
                     energy,
-                    grad_norm: norm(&g),
+                    grad_norm: norm(g),
                     stop: StopReason::NotRun,
                 })
             }
-            Minimizer::Lbfgs(cfg) => lbfgs::minimize(cfg, e, w, y),
-            Minimizer::TrustRegionNewton(cfg) => newton::minimize(cfg, e, w, y),
+            Minimizer::Lbfgs(cfg) => lbfgs::minimize_into(cfg, e, w, y, g),
+            Minimizer::TrustRegionNewton(cfg) => newton::minimize_into(cfg, e, w, y, g),
         }
     }
 }
