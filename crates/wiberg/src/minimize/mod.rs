@@ -83,6 +83,18 @@ pub struct MinimizeOutcome {
 }
 
 /// The inner minimiser of the forward pass.
+///
+/// ```
+/// use wiberg::{Energy, LbfgsConfig, Minimizer, NewtonConfig, RbfMixture};
+/// // Two kernels at 0 and 1 (width 1): the minimum is at 1/2 by symmetry.
+/// let e = RbfMixture::shared_width(1, vec![0.0, 1.0]).unwrap();
+/// for m in [Minimizer::Lbfgs(LbfgsConfig::with_max_iters(20)), Minimizer::TrustRegionNewton(NewtonConfig::default())] {
+///     let mut y = [0.2];
+///     let out = m.minimize(&e, &[1.0], &mut y).unwrap();
+///     assert!(out.stop.is_converged() && (y[0] - 0.5).abs() < 1e-9, "{out:?}");
+///     assert!((out.energy + 2.0 * (-0.25f64).exp()).abs() < 1e-15);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Minimizer {
