@@ -8,15 +8,15 @@
 //! |---|---|---|---|
 //! | value | `f64` | 1 | 1 |
 //! | gradient | `DualSVec64<C>`: a chunk of `C <= 4` unknowns | `n / C` | `O(n)` |
-//! | Hessian, `n <= 4` | `HyperDualSVec64<n, n>` | 1 | `O(n^2)` |
+//! | Hessian, `n <= 4` | `HyperDualSVec64<C, C>`, `C` in 1, 2, 4 | 1 | `O(n^2)` |
 //! | Hessian, `n > 4` | `DualSVec<Dual64, 4>`: columns `H e_k`, upper triangle | `n^2 / 8` | `O(n^2)` |
 //! | `H v` | `DualSVec<Dual64, C>`: inner epsilon along `v`, outer a chunk of `y` | `n / C` | `O(n)` |
 //! | `mixed_vjp` | `DualSVec<Dual64, C>`: inner epsilon along `u`, outer a chunk of `w` | `p / C` | `O(p)` |
 //!
-//! Chunks are at most 4 wide: measured on a 4-D mixture with p = 1,000 (`examples` aside,
-//! `cargo bench -p wiberg -- mixed_vjp`), the nested `DualSVec<Dual64, 4>` ran the mixed
-//! product in about 3-5 ms where chunks of 5 to 64 (nested or `HyperDualSVec64<1, C>`) took
-//! 10-35 ms: past 4 entries nalgebra's small-vector arithmetic stops being unrolled, and the
+//! Chunks are at most 4 wide: measured with a throw-away timing program (best of 15-40 runs,
+//! on the shared 2-core machine) on the 4-D mixture of `cargo bench -p wiberg -- mixed_vjp`
+//! (p = 1,000), the nested `DualSVec<Dual64, 4>` ran the mixed product in about 3-5 ms where
+//! chunks of 5 to 64 (nested or `HyperDualSVec64<1, C>`) took 10-35 ms: past 4 entries nalgebra's small-vector arithmetic stops being unrolled, and the
 //! larger numbers are copied on every operation. For the same reason the Hessian of a larger
 //! `n` is built column by column from the small nested numbers: at n = 100 (an energy of
 //! 10,000 terms) that took about 0.3 s against 1.2 s for 4 x 4 hyper-dual blocks.
