@@ -32,7 +32,7 @@ fn checkpoint(dir: &Path, robust: bool) -> PoseParams {
 fn generated_frames(dir: &Path, frames: usize, seed: u64) -> (tempfile::TempDir, Vec<data::Sequence>) {
     let gen = Generator::load(dir).unwrap();
     let out = tempfile::tempdir().unwrap();
-    generate::generate(&gen, out.path(), frames, seed).unwrap();
+    generate::generate(&gen, out.path(), frames, seed, 1.0, false).unwrap();
     let seqs = data::load_dir(&out.path().join("testing")).unwrap();
     (out, seqs)
 }
@@ -340,8 +340,8 @@ fn generator_is_deterministic_and_well_formed() {
     let gen = Generator::load(&dir).unwrap();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let index = generate::generate(&gen, a.path(), 7, 11).unwrap();
-    generate::generate(&gen, b.path(), 7, 11).unwrap();
+    let index = generate::generate(&gen, a.path(), 7, 11, 1.0, false).unwrap();
+    generate::generate(&gen, b.path(), 7, 11, 1.0, false).unwrap();
     let f = "testing/Greeting_1__joint_2d.npy";
     assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap());
     assert_eq!(index["testing"]["subjects"], serde_json::json!(["S9", "S11"]));

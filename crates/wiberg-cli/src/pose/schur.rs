@@ -65,6 +65,8 @@ pub struct SchurFactor {
     pub s_chol: [[f64; NA]; NA],
     /// `1 / diag(s_chol)`.
     pub s_inv_diag: [f64; NA],
+    /// Scratch: `G^T G` in 4 x 4 tiles (lower tiles only are filled).
+    gtg: [[f64; NAP]; NAP],
 }
 
 impl Default for SchurFactor {
@@ -74,6 +76,7 @@ impl Default for SchurFactor {
             g: [[0.0; NAP]; NQ],
             s_chol: [[0.0; NA]; NA],
             s_inv_diag: [0.0; NA],
+            gtg: [[0.0; NAP]; NAP],
         }
     }
 }
@@ -137,9 +140,9 @@ fn dot_prefix(a: &[f64], b: &[f64], n: usize) -> f64 {
 
 /// `S = Naa - G^T G`, lower triangle, in 4 x 4 tiles accumulated in registers: the hot loop
 /// of the whole model (51 x 29 x 29 / 2 multiply-adds per solve). Kept out of line so that
-/// register allocation sees only this loop.
+/// register allocation sees only this loop; `gtg` is scratch space.
 #[inline(never)]
-fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], s: &mut [[f64; NA]; NA]) {
+fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], gtg: &mut [[f64; NAP]; NAP], s: &mut [[f64; NA]; NA]) {
     for ti in 0..NAP / 4 {
         for tj in 0..=ti {
             let mut acc = [[0.0f64; 4]; 4];
@@ -152,18 +155,18 @@ fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], s: &mut [[f64; 
                     }
                 }
             }
-            for (x, acc_row) in acc.iter().enumerate() {
-                let r = 4 * ti + x;
-                if r >= NA {
-                    break;
-                }
-                for (y, v) in acc_row.iter().enumerate() {
-                    let c = 4 * tj + y;
-                    if c <= r {
-                        s[r][c] = naa[r][c] - v;
-                    }
+            // Unconditional stores of whole tile rows: this is what lets the compiler keep the
+            // tile in vector registers (conditional stores made it scalar and spill).
+            for x in 0..4 {
+                for y in 0..4 {
+                    gtg[4 * ti + x][4 * tj + y] = acc[x][y];
                 }
             }
+        }
+    }
+    for r in 0..NA {
+        for c in 0..=r {
+            s[r][c] = naa[r][c] - gtg[r][c];
         }
     }
 }
@@ -190,7 +193,7 @@ impl SchurFactor {
             }
         }
         let s = &mut self.s_chol;
-        schur_complement(&self.g, &eq.naa, s);
+        schur_complement(&self.g, &eq.naa, &mut self.gtg, s);
         // Column by column (left-looking), rows as contiguous dot products.
         for c in 0..NA {
             let d = s[c][c] - dot_prefix(&s[c], &s[c], c);
