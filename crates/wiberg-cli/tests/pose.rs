@@ -50,8 +50,19 @@ fn h5_and_npy_loads_are_identical() {
         assert_eq!(b.epoch, 6);
     }
     let a = PoseParams::load(&ParamSource::Init(dir.clone()), false).unwrap();
-    let b = PoseParams::load(&ParamSource::Init(h5), false).unwrap();
+    let b = PoseParams::load(&ParamSource::Init(h5.clone()), false).unwrap();
     assert_eq!(a.values, b.values, "init values differ between npy and h5");
+    // The authors' repository layout: HumanPose/data/*.h5 and HumanPose/results/trained_model.h5.
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("data")).unwrap();
+    std::fs::create_dir_all(repo.path().join("results")).unwrap();
+    for (f, sub) in [("model_parameters.h5", "data"), ("avg_cameras.h5", "data"), ("trained_model.h5", "results")] {
+        std::fs::copy(h5.join(f), repo.path().join(sub).join(f)).unwrap();
+    }
+    let c = PoseParams::load(&ParamSource::Checkpoint(repo.path().to_path_buf()), true).unwrap();
+    assert_eq!(c.values, checkpoint(&dir, true).values);
+    let d = PoseParams::load(&ParamSource::Init(repo.path().to_path_buf()), false).unwrap();
+    assert_eq!(d.values, a.values);
 }
 
 #[test]
