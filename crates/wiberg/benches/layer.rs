@@ -41,6 +41,10 @@ fn ransac_sample(c: &mut Criterion) {
     group.sample_size(30).measurement_time(Duration::from_millis(1500)).warm_up_time(Duration::from_millis(300));
     group.bench_function("seeds", |b| b.iter(|| best_seed(&e, black_box(&w), black_box(&points))));
     let (best, _) = best_seed(&e, &w, &points).expect("seeds");
+    // Calibration unit: one energy + gradient evaluation (110 kernels). On a loaded machine
+    // the other figures are best read as multiples of this one.
+    let mut g = [0.0];
+    group.bench_function("one_gradient", |b| b.iter(|| e.gradient(black_box(&[points[best]]), &w, &mut g)));
     for (name, backend) in [("native", LbfgsBackend::Native), ("argmin", LbfgsBackend::Argmin)] {
         let minimizer = Minimizer::Lbfgs(LbfgsConfig { max_iters: 10, backend, ..Default::default() });
         let layer = ArgminLayer {

@@ -8,15 +8,18 @@
 //! |---|---|---|---|
 //! | value | `f64` | 1 | 1 |
 //! | gradient | `DualSVec64<C>`: a chunk of `C <= 4` unknowns | `n / C` | `O(n)` |
-//! | Hessian | `HyperDualSVec64<C, C>`: blocks of the upper triangle | `(n / C)^2 / 2` | `O(n^2)` |
+//! | Hessian, `n <= 4` | `HyperDualSVec64<C, C>`, `C` in 1, 2, 4 | 1 | `O(n^2)` |
+//! | Hessian, `n > 4` | `DualSVec<Dual64, 4>`: columns `H e_k`, upper triangle | `n^2 / 8` | `O(n^2)` |
 //! | `H v` | `DualSVec<Dual64, C>`: inner epsilon along `v`, outer a chunk of `y` | `n / C` | `O(n)` |
 //! | `mixed_vjp` | `DualSVec<Dual64, C>`: inner epsilon along `u`, outer a chunk of `w` | `p / C` | `O(p)` |
 //!
-//! Chunks are at most 4 wide: measured on a 4-D mixture with p = 1,000 (`examples` aside,
-//! `cargo bench -p wiberg -- mixed_vjp`), the nested `DualSVec<Dual64, 4>` ran the mixed
-//! product in about 3-5 ms where chunks of 5 to 64 (nested or `HyperDualSVec64<1, C>`) took
-//! 10-35 ms: past 4 entries nalgebra's small-vector arithmetic stops being unrolled, and the
-//! larger numbers are copied on every operation.
+//! Chunks are at most 4 wide: measured with a throw-away timing program (best of 15-40 runs,
+//! on the shared 2-core machine) on the 4-D mixture of `cargo bench -p wiberg -- mixed_vjp`
+//! (p = 1,000), the nested `DualSVec<Dual64, 4>` ran the mixed product in about 3-5 ms where
+//! chunks of 5 to 64 (nested or `HyperDualSVec64<1, C>`) took 10-35 ms: past 4 entries nalgebra's small-vector arithmetic stops being unrolled, and the
+//! larger numbers are copied on every operation. For the same reason the Hessian of a larger
+//! `n` is built column by column from the small nested numbers: at n = 100 (an energy of
+//! 10,000 terms) that took about 0.3 s against 1.2 s for 4 x 4 hyper-dual blocks.
 //!
 //! The mixed product `d/dw <grad_y E, u>` therefore never forms the `n x p` matrix and costs
 //! `O(p)` per operation of `E`, independent of `n`. It is still `p` times the cost of `E`
@@ -155,8 +158,13 @@ impl<E: DualEnergy> Energy for AutoDiff<E> {
     }
 
     fn hessian(&self, y: &[f64], w: &[f64], h: &mut DMatrix<f64>) {
-        let n = self.0.dim();
-        by_dim_chunk!(n, hessian_chunked::<E>, &self.0, y, w, h)
+        match self.0.dim() {
+            0 => {}
+            1 => hessian_chunked::<E, 1>(&self.0, y, w, h),
+            2 => hessian_chunked::<E, 2>(&self.0, y, w, h),
+            3 | 4 => hessian_chunked::<E, 4>(&self.0, y, w, h),
+            _ => hessian_columns::<E, 4>(&self.0, y, w, h),
+        }
     }
 
     fn hvp(&self, y: &[f64], w: &[f64], v: &[f64], out: &mut [f64]) {
@@ -226,6 +234,35 @@ fn hessian_chunked<E: DualEnergy, const C: usize>(e: &E, y: &[f64], w: &[f64], h
                 yd[k] = HyperDualSVec64::from_re(y[k]);
             }
         }
+    }
+}
+
+/// The Hessian column by column (`H e_k`, as in [`hvp_chunked`]), upper triangle only: `n`
+/// directions times the chunks at or below the diagonal, about `n^2 / (2 C)` passes with the
+/// small nested dual numbers.
+fn hessian_columns<E: DualEnergy, const C: usize>(e: &E, y: &[f64], w: &[f64], h: &mut DMatrix<f64>) {
+    let n = y.len();
+    let wd: Vec<Nested<C>> = w.iter().map(|&x| Nested::from_re(Dual64::from(x))).collect();
+    let mut yd: Vec<Nested<C>> = y.iter().map(|&x| Nested::from_re(Dual64::from(x))).collect();
+    for k in 0..n {
+        yd[k] = Nested::from_re(Dual64::new(y[k], 1.0));
+        for start in ((k / C) * C..n).step_by(C) {
+            let end = (start + C).min(n);
+            for (b, yj) in yd[start..end].iter_mut().enumerate() {
+                *yj = yj.derivative(b);
+            }
+            let r = e.energy(&yd, &wd);
+            for j in start..end {
+                if j >= k {
+                    let v = r.eps.0.as_ref().map_or(0.0, |m| m[j - start].eps);
+                    h[(j, k)] = v;
+                    h[(k, j)] = v;
+                }
+                let dir = if j == k { 1.0 } else { 0.0 };
+                yd[j] = Nested::from_re(Dual64::new(y[j], dir));
+            }
+        }
+        yd[k] = Nested::from_re(Dual64::from(y[k]));
     }
 }
 

@@ -40,16 +40,24 @@ pub enum LinearSolve {
 /// The differentiable argmin layer: configuration of the forward and backward passes.
 ///
 /// ```
-/// use wiberg::{ArgminLayer, Damping, RbfMixture, Start};
+/// use wiberg::{ArgminLayer, Damping, Energy, RbfMixture, Start};
 /// // RANSAC in miniature: inliers near 0, one outlier at 10; sigma = 1.
 /// let points = vec![-0.2, 0.1, 0.3, 10.0];
 /// let e = RbfMixture::shared_width(1, points.clone()).unwrap();
 /// let layer = ArgminLayer { damping: Damping::Implicit, ..Default::default() };
 /// let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
 /// assert!(sol.y[0].abs() < 0.2 && sol.report.final_grad_norm < 1e-12);
-/// // dl/dsigma for l = t*: one backward pass.
+/// // dl/dsigma for l = t*: one backward pass, dl/dw = -M (H + s)^-1 dl/dy* in 1-D.
 /// let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
-/// assert!(back.grad_w[0].is_finite());
+/// let h = sol.report.diagnostics.min_eigenvalue; // n = 1: the Hessian itself
+/// let mut m = [0.0];
+/// e.mixed_vjp(sol.linearization_point(), &[1.0], &[1.0], &mut m);
+/// assert!((back.grad_w[0] - (-m[0] / h)).abs() < 1e-12);
+/// // Trust-region damping divides by H + 0.1 instead.
+/// let tr = ArgminLayer { damping: Damping::TrustRegion { lambda: 0.1 }, ..layer };
+/// let sol = tr.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
+/// let back_tr = tr.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
+/// assert!((back_tr.grad_w[0] - (-m[0] / (h + 0.1))).abs() < 1e-9);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ArgminLayer {
@@ -138,10 +146,10 @@ impl ArgminLayer {
                 (s[i * n..(i + 1) * n].to_vec(), Some(i))
             }
         };
-        let outcome = self.minimizer.minimize(e, w, &mut y)?;
+        let mut g = vec![0.0; n];
+        let outcome = self.minimizer.minimize_into(e, w, &mut y, &mut g)?;
         check_finite(&y, "inner minimiser result")?;
         let linearization = y.clone();
-        let mut g = vec![0.0; n];
         let (system, diagnostics) = match self.linear_solve {
             LinearSolve::Dense => {
                 let mut h = DMatrix::zeros(n, n);
@@ -184,7 +192,7 @@ impl ArgminLayer {
             system,
         };
         if self.polish {
-            e.gradient(&sol.y, w, &mut g);
+            // `g` is the gradient at `sol.y`, left there by the minimiser.
             let (step, diag) = self.solve(e, w, &mut sol, &g)?;
             sol.report.diagnostics = diag;
             for (yi, si) in sol.y.iter_mut().zip(&step) {

@@ -81,6 +81,15 @@ pub struct GenerateArgs {
     /// `avg_cameras__cams.npy`, or the authors' .h5). Default: $WIBERG_TOME2018_DIR.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
+    /// Multiplies the detection noise, the outlier rate and the left/right swap rate (1 = the
+    /// spec's realistic values; 0 = exact projections, for diagnosis).
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_scale: f64,
+    /// Detections follow Stacked Hourglass joint semantics: the detector's "thorax" is reported
+    /// as H36M joint 7 (Spine) and its "upper neck" as joint 8 (Thorax), as in the processed
+    /// Human3.6M files the checkpoint was trained on.
+    #[arg(long)]
+    pub sh_joints: bool,
     /// Accepted for uniformity; generation is sequential (and fast).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -230,15 +239,24 @@ fn write_npy(path: &Path, shape: &[usize], data: Vec<f64>) -> Result<()> {
     crate::common::atomic_write(path, &bytes)
 }
 
+/// How the simulated 2-D detector errs.
+#[derive(Debug, Clone, Copy)]
+struct Detector {
+    noise_px: f64,
+    outlier_rate: f64,
+    swap_rate: f64,
+    sh_joints: bool,
+}
+
 /// Generates one frame: a world pose (mm) and its four noisy detections.
 fn frame(
     gen: &Generator,
     style: &ActionStyle,
     subject_scale: f64,
-    noise_px: f64,
-    outlier_rate: f64,
+    det_model: &Detector,
     rng: &mut ChaCha8Rng,
 ) -> (Pose3d, Frame2d) {
+    let Detector { noise_px, outlier_rate, swap_rate, sh_joints } = *det_model;
     let u: f64 = rng.random();
     let mut m = 0;
     let mut acc = 0.0;
@@ -268,9 +286,16 @@ fn frame(
     for p in world.iter_mut() {
         p[2] -= feet;
     }
+    let mut seen = world;
+    if sh_joints {
+        // Stacked Hourglass "thorax" -> H36M 7, "upper neck" -> H36M 8: the 2-D joints sit
+        // where the detector's joints are, the ground truth stays H36M's.
+        seen[7] = world[8];
+        seen[8] = std::array::from_fn(|d| 0.5 * (world[8][d] + world[10][d]));
+    }
     let mut det = [[[0.0; 2]; N_JOINTS]; N_CAMERAS];
     for (cam, view) in det.iter_mut().enumerate() {
-        *view = gen.project(cam, &world);
+        *view = gen.project(cam, &seen);
         for p in view.iter_mut() {
             p[0] += noise_px * rng.sample::<f64, _>(StandardNormal);
             p[1] += noise_px * rng.sample::<f64, _>(StandardNormal);
@@ -281,7 +306,7 @@ fn frame(
                 p[1] += r * a.sin();
             }
         }
-        if rng.random::<f64>() < 0.02 {
+        if rng.random::<f64>() < swap_rate {
             // A detector's left/right confusion: all pairs of the view at once.
             for &(a, b) in LR_PAIRS.iter() {
                 view.swap(a, b);
@@ -293,8 +318,16 @@ fn frame(
 }
 
 /// Generates the data set into `out` (see [`GenerateArgs`]).
-pub fn generate(gen: &Generator, out: &Path, frames_per_sequence: usize, seed: u64) -> Result<serde_json::Value> {
+pub fn generate(
+    gen: &Generator,
+    out: &Path,
+    frames_per_sequence: usize,
+    seed: u64,
+    noise_scale: f64,
+    sh_joints: bool,
+) -> Result<serde_json::Value> {
     ensure!(frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
+    ensure!(noise_scale.is_finite() && noise_scale >= 0.0, "--noise-scale must be finite and >= 0");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let styles: Vec<ActionStyle> = ACTIONS
         .iter()
@@ -307,6 +340,8 @@ pub fn generate(gen: &Generator, out: &Path, frames_per_sequence: usize, seed: u
     let mut index = serde_json::Map::new();
     index.insert("seed".into(), seed.into());
     index.insert("frames_per_sequence".into(), frames_per_sequence.into());
+    index.insert("noise_scale".into(), noise_scale.into());
+    index.insert("sh_joints".into(), sh_joints.into());
     for (split, subjects) in [("training", &TRAIN_SUBJECTS[..]), ("testing", &TEST_SUBJECTS[..])] {
         let subject_scale: Vec<f64> = subjects
             .iter()
@@ -317,8 +352,9 @@ pub fn generate(gen: &Generator, out: &Path, frames_per_sequence: usize, seed: u
         for (a, action) in ACTIONS.iter().enumerate() {
             for suffix in ["", "_1"] {
                 let name = format!("{action}{suffix}");
-                let noise_px: f64 = rng.random_range(4.0..6.0);
-                let outlier_rate: f64 = rng.random_range(0.03..0.05);
+                let noise_px: f64 = noise_scale * rng.random_range(4.0..6.0);
+                let outlier_rate: f64 = noise_scale * rng.random_range(0.03..0.05);
+                let detector = Detector { noise_px, outlier_rate, swap_rate: noise_scale * 0.02, sh_joints };
                 let mut j2 = Vec::with_capacity(frames_per_sequence * N_CAMERAS * N_JOINTS * 2);
                 let mut j3 = Vec::with_capacity(frames_per_sequence * N_JOINTS * 3);
                 let mut cam = Vec::with_capacity(frames_per_sequence * N_CAMERAS * 9);
@@ -328,7 +364,7 @@ pub fn generate(gen: &Generator, out: &Path, frames_per_sequence: usize, seed: u
                     let n =
                         frames_per_sequence / subjects.len() + usize::from(s < frames_per_sequence % subjects.len());
                     for _ in 0..n {
-                        let (world, det) = frame(gen, &styles[a], subject_scale[s], noise_px, outlier_rate, &mut rng);
+                        let (world, det) = frame(gen, &styles[a], subject_scale[s], &detector, &mut rng);
                         j2.extend(det.iter().flatten().flatten());
                         j3.extend(world.iter().flatten());
                         for r in gen.cams.iter() {
@@ -368,7 +404,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("no PPCA directory: pass --model-dir DIR or set {}", super::TOME2018_ENV))?,
     };
     let gen = Generator::load(&dir)?;
-    generate(&gen, &args.out, args.frames_per_sequence, args.seed)?;
+    generate(&gen, &args.out, args.frames_per_sequence, args.seed, args.noise_scale, args.sh_joints)?;
     println!(
         "wrote {} training and {} testing sequences of {} frames to {}",
         2 * ACTIONS.len(),

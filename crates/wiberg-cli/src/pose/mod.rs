@@ -149,6 +149,23 @@ pub struct EvalResult {
     pub frames_per_second: f64,
     /// Worker threads used.
     pub threads: usize,
+    /// CPU seconds of the process during the reconstruction (all threads; Linux only, from
+    /// `/proc/self/stat`), so that the speed per core can be read on a busy machine.
+    pub cpu_seconds: Option<f64>,
+    /// Frames per CPU-second: the speed per core.
+    pub frames_per_cpu_second: Option<f64>,
+}
+
+/// CPU time (user + system) of this process in seconds, from `/proc/self/stat` (Linux; the
+/// usual 100 clock ticks per second). `None` elsewhere.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Evaluates `model` on the sequences of `dir` (every `every`-th frame), in parallel; results do
@@ -175,6 +192,7 @@ pub fn evaluate(
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let start = std::time::Instant::now();
+    let cpu_start = process_cpu_seconds();
     let errors: Vec<Result<f64>> = crate::common::with_threads(threads, || {
         jobs.par_iter()
             .map_init(Workspace::default, |ws, &(s, f)| {
@@ -186,6 +204,10 @@ pub fn evaluate(
             .collect()
     })?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = match (cpu_start, process_cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        _ => None,
+    };
     pb.finish_and_clear();
     let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     let mut total = 0.0;
@@ -208,6 +230,8 @@ pub fn evaluate(
         seconds,
         frames_per_second: jobs.len() as f64 / seconds.max(1e-9),
         threads: threads_used,
+        cpu_seconds,
+        frames_per_cpu_second: cpu_seconds.map(|c| jobs.len() as f64 / c),
     })
 }
 
@@ -226,6 +250,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "variant": res.variant,
             "frames_per_second": res.frames_per_second,
             "threads": res.threads,
+            "frames_per_cpu_second": res.frames_per_cpu_second,
         });
         println!("{}", serde_json::to_string(&obj)?);
     } else {
@@ -244,6 +269,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             res.threads,
             res.frames_per_second / res.threads as f64
         );
+        if let (Some(cpu), Some(fpc)) = (res.cpu_seconds, res.frames_per_cpu_second) {
+            println!("CPU time {cpu:.2} s: {fpc:.1} frames per CPU-second (per core)");
+        }
     }
     Ok(())
 }

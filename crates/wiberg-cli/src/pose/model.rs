@@ -600,3 +600,67 @@ fn scale(acc: &mut Pose3d, s: f64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_centres_flips_and_gives_height_two() {
+        let mut frame = [[[0.0; 2]; N_JOINTS]; N_CAMERAS];
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                frame[c][j] = [100.0 + 7.0 * j as f64 + c as f64, 300.0 + 20.0 * j as f64];
+            }
+            // Joint 9 is ignored by the mean and the height, whatever its value.
+            frame[c][HIDDEN_JOINT] = [0.0, 0.0];
+        }
+        let nf = normalise(&frame).unwrap();
+        for c in 0..N_CAMERAS {
+            let vis: Vec<usize> = (0..N_JOINTS).filter(|&j| j != HIDDEN_JOINT).collect();
+            let mean_x: f64 = vis.iter().map(|&j| nf.w[c][j][0]).sum::<f64>() / vis.len() as f64;
+            let ys: Vec<f64> = vis.iter().map(|&j| nf.w[c][j][1]).collect();
+            let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+            assert!(mean_x.abs() < 1e-12);
+            assert!((hi - lo - 2.0).abs() < 1e-12, "height {}", hi - lo);
+            // Both axes flip: the joint lowest in the image (largest pixel y) gets the smallest y.
+            assert!(nf.w[c][16][1] < nf.w[c][0][1]);
+            assert!(nf.w[c][16][0] < nf.w[c][0][0]);
+            assert_eq!(nf.vis[c][HIDDEN_JOINT], 0.0);
+        }
+        // A degenerate view is an error, not a NaN.
+        let flat = [[[5.0, 5.0]; N_JOINTS]; N_CAMERAS];
+        assert!(normalise(&flat).is_err());
+    }
+
+    #[test]
+    fn sampled_rotations_are_rotations_about_z() {
+        for i in 0..N_ROT {
+            let r = rotation(2.0 * std::f64::consts::PI * i as f64 / N_ROT as f64);
+            for a in 0..3 {
+                for b in 0..3 {
+                    let dot: f64 = (0..3).map(|k| r[a][k] * r[b][k]).sum();
+                    assert!((dot - f64::from(u8::from(a == b))).abs() < 1e-12);
+                }
+            }
+            assert_eq!(r[2], [0.0, 0.0, 1.0]);
+            // det = sin^2 + cos^2 = 1
+            let det = r[0][0] * r[1][1] - r[0][1] * r[1][0];
+            assert!((det - 1.0).abs() < 1e-12);
+        }
+        // theta = 0: R = [[0, 1, 0], [-1, 0, 0], [0, 0, 1]].
+        let r0 = rotation(0.0);
+        assert_eq!(r0[0], [0.0, 1.0, 0.0]);
+        assert_eq!(r0[1], [-1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn limb_scale_uses_the_16_joint_tree() {
+        let mut p = [[0.0; 3]; N_JOINTS];
+        // Moving joint 16 (not in the tree) changes nothing; moving joint 15 does.
+        p[16] = [100.0, 0.0, 0.0];
+        assert_eq!(limb_scale(&p), 0.0);
+        p[15] = [3.0, 4.0, 0.0];
+        assert!((limb_scale(&p) - 5.0).abs() < 1e-12);
+    }
+}

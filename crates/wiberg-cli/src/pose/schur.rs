@@ -61,10 +61,12 @@ pub struct SchurFactor {
     pub l_blocks: [Sym3; N_JOINTS],
     /// `G = blockdiag(L_j^-1) B` (51 x 29, rows padded).
     pub g: [[f64; NAP]; NQ],
-    /// Lower Cholesky factor of the Schur complement `S` (upper part unused).
+    /// Upper Cholesky factor `U` of the Schur complement, `S = U^T U` (lower part unused).
     pub s_chol: [[f64; NA]; NA],
     /// `1 / diag(s_chol)`.
     pub s_inv_diag: [f64; NA],
+    /// Scratch: `G^T G` in 4 x 4 tiles (lower tiles only are filled).
+    gtg: [[f64; NAP]; NAP],
 }
 
 impl Default for SchurFactor {
@@ -74,6 +76,7 @@ impl Default for SchurFactor {
             g: [[0.0; NAP]; NQ],
             s_chol: [[0.0; NA]; NA],
             s_inv_diag: [0.0; NA],
+            gtg: [[0.0; NAP]; NAP],
         }
     }
 }
@@ -117,9 +120,10 @@ fn bwd3(l: &Sym3, y: [f64; 3]) -> [f64; 3] {
     [x0, x1, x2]
 }
 
-/// `sum_{k < n} a[k] b[k]` with four accumulators (so the compiler can vectorise).
+/// `sum_k a[k] b[k]` over the shorter slice, with four accumulators (so it vectorises).
 #[inline]
-fn dot_prefix(a: &[f64], b: &[f64], n: usize) -> f64 {
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut s = [0.0; 4];
     let mut ca = a.chunks_exact(4);
@@ -135,11 +139,11 @@ fn dot_prefix(a: &[f64], b: &[f64], n: usize) -> f64 {
     (s[0] + s[1]) + (s[2] + s[3])
 }
 
-/// `S = Naa - G^T G`, lower triangle, in 4 x 4 tiles accumulated in registers: the hot loop
+/// `S = Naa - G^T G`, upper triangle, from 4 x 4 tiles accumulated in registers: the hot loop
 /// of the whole model (51 x 29 x 29 / 2 multiply-adds per solve). Kept out of line so that
-/// register allocation sees only this loop.
+/// register allocation sees only this loop; `gtg` is scratch space.
 #[inline(never)]
-fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], s: &mut [[f64; NA]; NA]) {
+fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], gtg: &mut [[f64; NAP]; NAP], s: &mut [[f64; NA]; NA]) {
     for ti in 0..NAP / 4 {
         for tj in 0..=ti {
             let mut acc = [[0.0f64; 4]; 4];
@@ -152,18 +156,19 @@ fn schur_complement(g: &[[f64; NAP]; NQ], naa: &[[f64; NA]; NA], s: &mut [[f64; 
                     }
                 }
             }
-            for (x, acc_row) in acc.iter().enumerate() {
-                let r = 4 * ti + x;
-                if r >= NA {
-                    break;
-                }
-                for (y, v) in acc_row.iter().enumerate() {
-                    let c = 4 * tj + y;
-                    if c <= r {
-                        s[r][c] = naa[r][c] - v;
-                    }
+            // Unconditional stores of whole tile rows: this is what lets the compiler keep the
+            // tile in vector registers (conditional stores made it scalar and spill).
+            for x in 0..4 {
+                for y in 0..4 {
+                    gtg[4 * ti + x][4 * tj + y] = acc[x][y];
                 }
             }
+        }
+    }
+    // Upper triangle of S (the tiles hold G^T G at [r][c] for r >= c).
+    for r in 0..NA {
+        for c in r..NA {
+            s[r][c] = naa[r][c] - gtg[c][r];
         }
     }
 }
@@ -190,10 +195,11 @@ impl SchurFactor {
             }
         }
         let s = &mut self.s_chol;
-        schur_complement(&self.g, &eq.naa, s);
-        // Column by column (left-looking), rows as contiguous dot products.
+        schur_complement(&self.g, &eq.naa, &mut self.gtg, s);
+        // S = U^T U, right-looking on the upper triangle: every update runs along a contiguous
+        // row, so it vectorises (a left-looking loop of short dot products did not).
         for c in 0..NA {
-            let d = s[c][c] - dot_prefix(&s[c], &s[c], c);
+            let d = s[c][c];
             if d.is_nan() || d <= 0.0 {
                 bail!("the 29 x 29 Schur complement is not positive definite (pivot {c}: {d:e})");
             }
@@ -201,11 +207,17 @@ impl SchurFactor {
             let inv = 1.0 / root;
             self.s_inv_diag[c] = inv;
             s[c][c] = root;
-            let (upper, lower) = s.split_at_mut(c + 1);
-            let pivot_row = &upper[c];
-            for row in lower.iter_mut() {
-                let v = row[c] - dot_prefix(row, pivot_row, c);
-                row[c] = v * inv;
+            for v in s[c][c + 1..].iter_mut() {
+                *v *= inv;
+            }
+            let (top, bottom) = s.split_at_mut(c + 1);
+            let pivot = &top[c];
+            for (i, row) in bottom.iter_mut().enumerate() {
+                let r = c + 1 + i;
+                let f = pivot[r];
+                for (v, p) in row[r..].iter_mut().zip(&pivot[r..]) {
+                    *v -= f * p;
+                }
             }
         }
         let mut rhs = [0.0; NX];
@@ -231,23 +243,23 @@ impl SchurFactor {
         }
         let mut a = [0.0; NA];
         a.copy_from_slice(&acc[..NA]);
-        // S a = r: forward then backward substitution with the lower factor.
+        // S a = r with S = U^T U: forward (U^T) by row updates, backward (U) by row dots.
         let s = &self.s_chol;
         let inv = &self.s_inv_diag;
         for r in 0..NA {
-            let v = a[r] - dot_prefix(&s[r], &a, r);
-            a[r] = v * inv[r];
-        }
-        for r in (0..NA).rev() {
             let ar = a[r] * inv[r];
             a[r] = ar;
-            for k in 0..r {
-                a[k] -= s[r][k] * ar;
+            for (v, u) in a[r + 1..].iter_mut().zip(&s[r][r + 1..]) {
+                *v -= u * ar;
             }
+        }
+        for r in (0..NA).rev() {
+            let v = a[r] - dot(&s[r][r + 1..], &a[r + 1..]);
+            a[r] = v * inv[r];
         }
         // q_j = L_j^-T (h_j + G_j a).
         for (hk, row) in h.iter_mut().zip(self.g.iter()) {
-            *hk += dot_prefix(row, &a, NA);
+            *hk += dot(&row[..NA], &a);
         }
         let mut x = [0.0; NX];
         x[..NA].copy_from_slice(&a);

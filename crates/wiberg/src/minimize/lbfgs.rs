@@ -90,18 +90,35 @@ impl<E: Energy + ?Sized> Evaluator<'_, E> {
 
 /// Runs L-BFGS from `y` (overwritten with the best point found).
 pub fn minimize<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+    minimize_into(cfg, e, w, y, &mut vec![0.0; y.len()])
+}
+
+/// [`minimize`], also writing the gradient at the returned point into `g` (the layer's
+/// polish step reuses it instead of evaluating it again).
+pub(crate) fn minimize_into<E: Energy + ?Sized>(
+    cfg: &LbfgsConfig,
+    e: &E,
+    w: &[f64],
+    y: &mut [f64],
+    g: &mut [f64],
+) -> Result<MinimizeOutcome> {
     cfg.validate()?;
     match cfg.backend {
-        LbfgsBackend::Native => native(cfg, e, w, y),
-        LbfgsBackend::Argmin => super::lbfgs_argmin::minimize(cfg, e, w, y),
+        LbfgsBackend::Native => native(cfg, e, w, y, g),
+        LbfgsBackend::Argmin => super::lbfgs_argmin::minimize(cfg, e, w, y, g),
     }
 }
 
-fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+fn native<E: Energy + ?Sized>(
+    cfg: &LbfgsConfig,
+    e: &E,
+    w: &[f64],
+    y: &mut [f64],
+    g: &mut [f64],
+) -> Result<MinimizeOutcome> {
     let n = y.len();
     let mut ev = Evaluator { e, w, evals: 0, budget: cfg.max_evals };
-    let mut g = vec![0.0; n];
-    let mut f = ev.eval(y, &mut g).unwrap_or(f64::NAN);
+    let mut f = ev.eval(y, g).unwrap_or(f64::NAN);
     if !f.is_finite() || !g.iter().all(|v| v.is_finite()) {
         return Err(WibergError::NonFinite { what: "energy or gradient at the start point".into() });
     }
@@ -114,7 +131,7 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
     let mut x_new = vec![0.0; n];
     let mut g_new = vec![0.0; n];
     let mut iterations = 0;
-    let mut gnorm = norm(&g);
+    let mut gnorm = norm(g);
     let stop = loop {
         if gnorm <= cfg.grad_tol {
             break StopReason::GradientTolerance;
@@ -123,7 +140,7 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
             break StopReason::MaxIterations;
         }
         // Two-loop recursion: d = -H_k g.
-        d.copy_from_slice(&g);
+        d.copy_from_slice(g);
         let k = s_hist.len();
         for i in (0..k).rev() {
             alpha_buf[i] = rho[i] * dot(&s_hist[i], &d);
@@ -141,13 +158,13 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
                 *dj -= (alpha_buf[i] + b) * sj;
             }
         }
-        let mut dphi0 = dot(&g, &d);
+        let mut dphi0 = dot(g, &d);
         if dphi0.is_nan() || dphi0 >= 0.0 {
             // Not a descent direction (bad curvature pairs): restart from steepest descent.
             s_hist.clear();
             y_hist.clear();
             rho.clear();
-            for (dj, gj) in d.iter_mut().zip(&g) {
+            for (dj, gj) in d.iter_mut().zip(g.iter()) {
                 *dj = -gj;
             }
             dphi0 = -gnorm * gnorm;
@@ -198,7 +215,7 @@ fn native<E: Energy + ?Sized>(cfg: &LbfgsConfig, e: &E, w: &[f64], y: &mut [f64]
         y.copy_from_slice(&x_new);
         g.copy_from_slice(&g_new);
         f = f_new;
-        gnorm = norm(&g);
+        gnorm = norm(g);
         if sy > 1e-12 * norm(&s) * norm(&yy) && sy > 0.0 {
             s_hist.push(s);
             y_hist.push(yy);

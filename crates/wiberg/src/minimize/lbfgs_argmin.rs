@@ -97,18 +97,18 @@ pub(super) fn minimize<E: Energy + ?Sized>(
     e: &E,
     w: &[f64],
     y: &mut [f64],
+    g: &mut [f64],
 ) -> Result<MinimizeOutcome> {
-    let mut g = vec![0.0; y.len()];
-    let f0 = e.gradient(y, w, &mut g);
+    let f0 = e.gradient(y, w, g);
     if !f0.is_finite() || !g.iter().all(|v| v.is_finite()) {
         return Err(WibergError::NonFinite { what: "energy or gradient at the start point".into() });
     }
-    if norm(&g) <= cfg.grad_tol {
+    if norm(g) <= cfg.grad_tol {
         return Ok(MinimizeOutcome {
             iterations: 0,
             evaluations: 1,
             energy: f0,
-            grad_norm: norm(&g),
+            grad_norm: norm(g),
             stop: StopReason::GradientTolerance,
         });
     }
@@ -134,15 +134,15 @@ pub(super) fn minimize<E: Energy + ?Sized>(
     let evaluations = evals.get();
     let (_, best_point) = best.into_inner();
     y.copy_from_slice(&best_point);
-    let energy = e.gradient(y, w, &mut g);
-    let gnorm = norm(&g);
+    let energy = e.gradient(y, w, g);
+    let gnorm = norm(g);
     let stop = match status {
         _ if gnorm <= cfg.grad_tol => StopReason::GradientTolerance,
         Some(TerminationStatus::Terminated(TerminationReason::MaxItersReached)) => StopReason::MaxIterations,
         Some(TerminationStatus::Terminated(TerminationReason::SolverConverged)) => StopReason::NoProgress,
         _ if evaluations >= cfg.max_evals => StopReason::EvaluationBudget,
         None if stalled.get() >= MAX_STALLED_COSTS => StopReason::NoProgress,
-        _ if newton_decrease_in_rounding(e, w, y, &g, energy) => StopReason::NoProgress,
+        _ if newton_decrease_in_rounding(e, w, y, g, energy) => StopReason::NoProgress,
         _ => StopReason::LineSearchFailed,
     };
     Ok(MinimizeOutcome { iterations, evaluations: evaluations + 1, energy, grad_norm: gnorm, stop })

@@ -83,6 +83,18 @@ pub struct MinimizeOutcome {
 }
 
 /// The inner minimiser of the forward pass.
+///
+/// ```
+/// use wiberg::{Energy, LbfgsConfig, Minimizer, NewtonConfig, RbfMixture};
+/// // Two kernels at 0 and 1 (width 1): the minimum is at 1/2 by symmetry.
+/// let e = RbfMixture::shared_width(1, vec![0.0, 1.0]).unwrap();
+/// for m in [Minimizer::Lbfgs(LbfgsConfig::with_max_iters(20)), Minimizer::TrustRegionNewton(NewtonConfig::default())] {
+///     let mut y = [0.2];
+///     let out = m.minimize(&e, &[1.0], &mut y).unwrap();
+///     assert!(out.stop.is_converged() && (y[0] - 0.5).abs() < 1e-9, "{out:?}");
+///     assert!((out.energy + 2.0 * (-0.25f64).exp()).abs() < 1e-15);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Minimizer {
@@ -103,20 +115,31 @@ impl Default for Minimizer {
 impl Minimizer {
     /// Minimises `e(., w)` starting at `y`, which is overwritten with the result.
     pub fn minimize<E: Energy + ?Sized>(&self, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+        self.minimize_into(e, w, y, &mut vec![0.0; y.len()])
+    }
+
+    /// [`Minimizer::minimize`], also writing the gradient at the returned point into `g`
+    /// (length `n`).
+    pub(crate) fn minimize_into<E: Energy + ?Sized>(
+        &self,
+        e: &E,
+        w: &[f64],
+        y: &mut [f64],
+        g: &mut [f64],
+    ) -> Result<MinimizeOutcome> {
         match self {
             Minimizer::None => {
-                let mut g = vec![0.0; y.len()];
-                let energy = e.gradient(y, w, &mut g);
+                let energy = e.gradient(y, w, g);
                 Ok(MinimizeOutcome {
                     iterations: 0,
                     evaluations: 1,
                     energy,
-                    grad_norm: norm(&g),
+                    grad_norm: norm(g),
                     stop: StopReason::NotRun,
                 })
             }
-            Minimizer::Lbfgs(cfg) => lbfgs::minimize(cfg, e, w, y),
-            Minimizer::TrustRegionNewton(cfg) => newton::minimize(cfg, e, w, y),
+            Minimizer::Lbfgs(cfg) => lbfgs::minimize_into(cfg, e, w, y, g),
+            Minimizer::TrustRegionNewton(cfg) => newton::minimize_into(cfg, e, w, y, g),
         }
     }
 }

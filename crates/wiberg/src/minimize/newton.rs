@@ -33,6 +33,17 @@ impl Default for NewtonConfig {
 
 /// Runs trust-region Newton from `y` (overwritten with the result).
 pub fn minimize<E: Energy + ?Sized>(cfg: &NewtonConfig, e: &E, w: &[f64], y: &mut [f64]) -> Result<MinimizeOutcome> {
+    minimize_into(cfg, e, w, y, &mut vec![0.0; y.len()])
+}
+
+/// [`minimize`], also writing the gradient at the returned point into `g`.
+pub(crate) fn minimize_into<E: Energy + ?Sized>(
+    cfg: &NewtonConfig,
+    e: &E,
+    w: &[f64],
+    y: &mut [f64],
+    g_out: &mut [f64],
+) -> Result<MinimizeOutcome> {
     if cfg.grad_tol.is_nan()
         || cfg.grad_tol < 0.0
         || cfg.initial_mu.is_nan()
@@ -122,5 +133,6 @@ pub fn minimize<E: Energy + ?Sized>(cfg: &NewtonConfig, e: &E, w: &[f64], y: &mu
             }
         }
     };
+    g_out.copy_from_slice(&g);
     Ok(MinimizeOutcome { iterations, evaluations, energy: f, grad_norm: norm(&g), stop })
 }
