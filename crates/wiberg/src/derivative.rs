@@ -100,6 +100,11 @@ pub enum LinearSolver {
     Lu,
     /// Matrix-free conjugate gradients on Hessian-vector products.
     ConjugateGradient,
+    /// Nothing solved yet: the matrix-free path before its first solve, or a dense
+    /// factorisation that failed (a forward pass without polish at a singular Hessian under
+    /// `Implicit`; the backward pass then returns the error). The eigenvalue and condition
+    /// fields of such [`Diagnostics`] are NaN: unknown, not computed.
+    NotFactorized,
 }
 
 /// What the backward pass saw at the point it linearised.

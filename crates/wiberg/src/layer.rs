@@ -185,7 +185,7 @@ impl ArgminLayer {
                     eigen_exact: false,
                     condition: f64::NAN,
                     shift: self.damping.lambda(),
-                    solver: LinearSolver::ConjugateGradient,
+                    solver: LinearSolver::NotFactorized,
                 }),
             },
             linearization,
