@@ -121,7 +121,7 @@ fn draw_panel(
 ) -> Result<()> {
     let (lo, hi) = log_range(trajectories.iter().flat_map(|t| t.records.iter().map(&value)));
     // Head room above the data for the legend or the note (a decade or two on a log axis).
-    let hi = if legend { hi * 80.0 } else { hi * 12.0 };
+    let hi = if legend { hi * 4.0 } else { hi * 12.0 };
     let mut chart = ChartBuilder::on(area)
         .margin(15)
         .x_label_area_size(45)
@@ -150,11 +150,7 @@ fn draw_panel(
             .map(|(x, v)| (x, v.max(lo)))
             .collect();
         if legend {
-            chart
-                .draw_series(LineSeries::new(points, series_style(t.method)))
-                .map_err(plot_err("a series"))?
-                .label(legend_label(t.method, lambda))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
+            chart.draw_series(LineSeries::new(points, series_style(t.method))).map_err(plot_err("a series"))?;
         } else {
             // Raw values as faint dots, and the maximum over each window as a bold line.
             chart.draw_series(points.iter().map(|&p| Pixel::new(p, col.mix(0.35)))).map_err(plot_err("a series"))?;
@@ -168,7 +164,11 @@ fn draw_panel(
                     (m > 0.0).then_some((mid, m.max(lo)))
                 })
                 .collect();
-            chart.draw_series(LineSeries::new(maxima, series_style(t.method))).map_err(plot_err("a series"))?;
+            chart
+                .draw_series(LineSeries::new(maxima, series_style(t.method)))
+                .map_err(plot_err("a series"))?
+                .label(legend_label(t.method, lambda))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
         }
         // Negative curvature at the polish point: triangles; skipped steps: crosses at the top.
         let marks: Vec<(f64, f64)> = t
@@ -187,23 +187,23 @@ fn draw_panel(
             .draw_series(skipped.into_iter().map(|p| Cross::new(p, 6, col.stroke_width(2))))
             .map_err(plot_err("markers"))?;
     }
-    if legend {
+    if !legend {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperMiddle)
+            .position(SeriesLabelPosition::LowerRight)
             .label_font(("sans-serif", 20))
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .draw()
             .map_err(plot_err("the legend"))?;
-    } else {
-        area.draw(&Text::new(
-            "dots: every iteration; lines: maximum per 1% of the run;  triangles: polish point with negative curvature;  crosses (top): step skipped",
-            (110, 18),
-            ("sans-serif", 16).into_font().color(&BLACK.mix(0.7)),
-        ))
-        .map_err(plot_err("the note"))?;
     }
+    let note = if legend {
+        "sigma^2 at every iteration (the sign of sigma is not shown; only sigma^2 enters the energy)"
+    } else {
+        "dots: every iteration; lines: maximum per 1% of the run;  triangles: polish point with negative curvature;  crosses (top): step skipped"
+    };
+    area.draw(&Text::new(note, (110, 18), ("sans-serif", 16).into_font().color(&BLACK.mix(0.7))))
+        .map_err(plot_err("the note"))?;
     Ok(())
 }
 
