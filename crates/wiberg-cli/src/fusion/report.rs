@@ -219,6 +219,8 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 .x_desc("x (pixels)")
                 .y_desc("y (pixels)")
                 .label_style(("sans-serif", 13))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .draw()?;
             let (dx, dy) = ((x1 - x0) / res as f64, (y1 - y0) / res as f64);
             chart.draw_series((0..res * res).map(|k| {
@@ -234,7 +236,7 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 if clip(b) {
                     chart.draw_series(std::iter::once(Rectangle::new(
                         [(b[0], b[1]), (b[2], b[3])],
-                        RGBAColor(200, 200, 200, 0.5).stroke_width(1),
+                        RGBAColor(230, 230, 230, 0.3).stroke_width(1),
                     )))?;
                 }
             }
@@ -251,6 +253,10 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                     .label("ground truth")
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(3)));
             }
+            chart
+                .draw_series(std::iter::once(Cross::new((g[0], g[1]), 9, GREEN.stroke_width(3))))?
+                .label("target corner (GT box)")
+                .legend(|(x, y)| Cross::new((x + 9, y), 5, GREEN.stroke_width(2)));
             if let Some(b) = panel.prediction {
                 chart
                     .draw_series(std::iter::once(Rectangle::new([(b[0], b[1]), (b[2], b[3])], RED.stroke_width(3))))?
