@@ -183,9 +183,18 @@ pub struct Panel<'a> {
 pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<'_>]) -> Result<()> {
     let g = frame.gt_box;
     let size = ((g[2] - g[0]) * (g[3] - g[1])).sqrt().max(1.0);
-    // The window: the ground truth's top-left corner with 0.8 target sizes around it.
-    let (cx, cy) = (g[0], g[1]);
-    let half = 0.8 * size;
+    // The window: a square around the target corner, the predicted corners and the median
+    // tracker corner, with half a target size of margin.
+    let mut xs = vec![g[0]];
+    let mut ys = vec![g[1]];
+    for b in panels.iter().filter_map(|p| p.prediction).chain(frame.median_box()) {
+        xs.push(b[0]);
+        ys.push(b[1]);
+    }
+    let lo = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (cx, cy) = (0.5 * (lo(&xs) + hi(&xs)), 0.5 * (lo(&ys) + hi(&ys)));
+    let half = 0.5 * (hi(&xs) - lo(&xs)).max(hi(&ys) - lo(&ys)) + 0.5 * size;
     let (x0, x1, y0, y1) = (cx - half, cx + half, cy - half, cy + half);
     let res = 160usize;
     let width = 560 * panels.len() as u32;
@@ -208,7 +217,10 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
             let hi = grid.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let span = (hi - lo).max(1e-300);
             let mut chart = ChartBuilder::on(area)
-                .caption(format!("{seq_name} frame {}: {}", frame.index + 1, panel.title), ("sans-serif", 18))
+                .caption(
+                    format!("{seq_name} frame {}: {} (bright = low energy)", frame.index + 1, panel.title),
+                    ("sans-serif", 17),
+                )
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(50)
