@@ -252,10 +252,13 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                     )))?;
                 }
             }
-            chart.draw_series((0..frame.len()).map(|k| {
-                let b = frame.tracker_box(k);
-                Circle::new((b[0], b[1]), 3, WHITE.filled())
-            }))?;
+            let inside = |x: f64, y: f64| (x0..=x1).contains(&x) && (y0..=y1).contains(&y);
+            chart.draw_series(
+                (0..frame.len())
+                    .map(|k| frame.tracker_box(k))
+                    .filter(|b| inside(b[0], b[1]))
+                    .map(|b| Circle::new((b[0], b[1]), 3, WHITE.filled())),
+            )?;
             let poly = frame.gt.outline();
             if !poly.is_empty() {
                 let mut pts: Vec<(f64, f64)> = poly.iter().map(|p| (p[0], p[1])).collect();
@@ -277,7 +280,8 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 chart.draw_series(std::iter::once(Cross::new((b[0], b[1]), 8, RED.stroke_width(3))))?;
             }
             chart
-                .draw_series(std::iter::once(Circle::new((x1 + 1e9, y1 + 1e9), 3, WHITE.filled())))?
+                // Legend entry only (the dots are drawn above).
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
                 .label("tracker top-left corners")
                 .legend(|(x, y)| Circle::new((x + 9, y), 3, BLACK.filled()));
             chart
