@@ -338,13 +338,16 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
         &args.out.join(format!("split_{}_seed{}.txt", args.split.name(), args.seed)),
         train::split_text(&data, &split).as_bytes(),
     )?;
-    let train_idx: Vec<usize> = (0..frames.len()).filter(|&i| split[i] && !frames[i].is_empty()).collect();
+    // Training needs a box to fuse and a ground truth to normalise the loss by (VOT has a few
+    // degenerate ground-truth boxes; they are still scored in the test set).
+    let train_idx: Vec<usize> =
+        (0..frames.len()).filter(|&i| split[i] && !frames[i].is_empty() && frames[i].gt_size() >= 1.0).collect();
     let test_idx: Vec<usize> = (0..frames.len()).filter(|&i| !split[i]).collect();
     if test_idx.is_empty() {
         bail!("the split left no test frames");
     }
     println!(
-        "{}: {} sequences, {} frames, {} trackers; split `{}`: {} training frames (with a box), {} test frames (read in {:.1} s)",
+        "{}: {} sequences, {} frames, {} trackers; split `{}`: {} training frames (with a box and a ground truth), {} test frames (read in {:.1} s)",
         args.data.display(),
         data.sequences.len(),
         frames.len(),

@@ -114,6 +114,12 @@ impl Frame {
         self.trackers.is_empty()
     }
 
+    /// Size of the ground-truth box, `sqrt(w h)` in pixels (0 for a degenerate one).
+    pub fn gt_size(&self) -> f64 {
+        let g = &self.gt_box;
+        ((g[2] - g[0]).max(0.0) * (g[3] - g[1]).max(0.0)).sqrt()
+    }
+
     /// A normalised point in pixels.
     pub fn to_pixels(&self, y: [f64; 2]) -> [f64; 2] {
         [self.origin[0] + self.scale * y[0], self.origin[1] + self.scale * y[1]]
