@@ -193,3 +193,48 @@ fn training_is_identical_for_one_and_two_threads() {
     let iou = |r: &wiberg_cli::fusion::TrainReport| r.table.rows.iter().map(|x| x.mean_iou).collect::<Vec<_>>();
     assert_eq!(iou(&a), iou(&b));
 }
+
+/// The IoU loss: its box-coordinate gradient is itself a central difference, so the check is
+/// looser, but it catches sign and chaining errors through both corners' argmin layers.
+#[test]
+fn iou_loss_gradient_matches_finite_differences() {
+    let data = small(10, 2, 60.0, 6);
+    let layout = ParamLayout { trackers: 10, bins: 4 };
+    let frames = build_frames(&data, &layout).unwrap();
+    let layer = ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig { grad_tol: 1e-12, ..Default::default() }),
+        polish: true,
+        damping: Damping::Implicit,
+        ..Default::default()
+    };
+    let mut w = layout.initial(0.3);
+    for (i, v) in w.iter_mut().enumerate() {
+        *v *= 1.0 + 0.3 * ((i as f64) * 1.3).cos();
+    }
+    let mut checked = 0;
+    for frame in frames.iter().filter(|f| f.len() >= 6).step_by(11).take(4) {
+        let (l, grad) = loss_and_grad(frame, &w, &layer, LossKind::Iou).unwrap();
+        assert!((0.0..=1.0).contains(&l));
+        let scale = grad.iter().map(|g| g.abs()).fold(0.0, f64::max);
+        if scale == 0.0 {
+            continue;
+        }
+        for j in (0..w.len()).filter(|&j| grad[j] != 0.0) {
+            let h = 1e-5 * w[j];
+            let (mut wp, mut wm) = (w.clone(), w.clone());
+            wp[j] += h;
+            wm[j] -= h;
+            let fd = (loss_and_grad(frame, &wp, &layer, LossKind::Iou).unwrap().0
+                - loss_and_grad(frame, &wm, &layer, LossKind::Iou).unwrap().0)
+                / (2.0 * h);
+            assert!(
+                (fd - grad[j]).abs() <= 1e-3 * scale + 1e-7,
+                "frame {} param {j}: analytic {} vs finite differences {fd}",
+                frame.index,
+                grad[j]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} parameters checked");
+}

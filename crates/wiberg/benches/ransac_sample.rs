@@ -23,9 +23,17 @@ fn bench(c: &mut Criterion) {
     let points = sample(7);
     let e = RbfMixture::shared_width(1, points.clone()).unwrap();
     let mut out = vec![0.0; points.len()];
-    for sigma in [1.0, 3.0] {
+    for sigma in [1.0, 3.0, 30.0] {
         c.bench_function(&format!("seed_scan_110_sigma{sigma}"), |b| {
             b.iter(|| e.values_at(black_box(&points), black_box(&[sigma]), &mut out))
+        });
+        // The reference under the same machine load: the energy summed at every point.
+        c.bench_function(&format!("seed_scan_direct_110_sigma{sigma}"), |b| {
+            b.iter(|| {
+                for (o, p) in out.iter_mut().zip(&points) {
+                    *o = e.value(black_box(&[*p]), black_box(&[sigma]));
+                }
+            })
         });
     }
     c.bench_function("shared_width_new_110", |b| {
@@ -38,14 +46,18 @@ fn bench(c: &mut Criterion) {
             damping,
             ..Default::default()
         };
-        c.bench_function(&format!("sample_forward_backward_{}", damping.name()), |b| {
-            b.iter(|| {
-                let e = RbfMixture::shared_width(1, points.clone()).unwrap();
-                let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
-                let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
-                black_box(back.grad_w[0])
-            })
-        });
+        // sigma 1 (the start: narrow kernels, short seed-scan windows) and 20 (where training
+        // spends most of its time with the default ASGD: every pair is in the window).
+        for sigma in [1.0, 20.0] {
+            c.bench_function(&format!("sample_forward_backward_{}_sigma{sigma}", damping.name()), |b| {
+                b.iter(|| {
+                    let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+                    let sol = layer.forward(&e, &[sigma], Start::Seeds(&points)).unwrap();
+                    let back = layer.backward(&e, &[sigma], &sol, &[1.0]).unwrap();
+                    black_box(back.grad_w[0])
+                })
+            });
+        }
     }
 }
 

@@ -74,6 +74,8 @@ pub struct TrackerProfile {
     pub hazard: f64,
     /// Reports rotated boxes (8 numbers) instead of `x,y,w,h`.
     pub rotated: bool,
+    /// How strongly the sequence's shared distractor error pulls this tracker (0 = immune).
+    pub coupling: f64,
 }
 
 fn round2(v: f64) -> f64 {
@@ -114,6 +116,7 @@ pub fn tracker_profiles(count: usize, seed: u64) -> Vec<TrackerProfile> {
                 drift: lerp(0.002, 0.02),
                 hazard: lerp(0.001, 0.02) * rng.random_range(0.5..1.0),
                 rotated: rng.random::<f64>() < 0.15,
+                coupling: lerp(0.1, 1.0),
             }
         })
         .collect()
@@ -158,6 +161,10 @@ impl Target {
 /// Everything a tracker's simulation needs from the sequence.
 struct Scene<'a> {
     targets: &'a [Target],
+    /// Shared distractor error per frame (centre x, y and log-scale, in target sizes): what
+    /// fools many trackers at once in real sequences (similar objects, clutter), so that
+    /// tracker errors are correlated and averaging alone cannot remove them.
+    shared: &'a [[f64; 3]],
     gt: &'a [GroundTruthArea],
     hard: &'a [bool],
 }
@@ -258,7 +265,12 @@ fn simulate_tracker(rng: &mut ChaCha8Rng, p: &TrackerProfile, scene: &Scene<'_>)
         let size = t.size();
         let jitter = p.jitter * size * if hard { 1.5 } else { 1.0 };
         let scale = p.scale_bias * err[2].exp();
-        let center = [t.center[0] + (bias[0] + err[0]) * size, t.center[1] + (bias[1] + err[1]) * size];
+        let d = scene.shared[f];
+        let scale = scale * (p.coupling * d[2]).exp();
+        let center = [
+            t.center[0] + (bias[0] + err[0] + p.coupling * d[0]) * size,
+            t.center[1] + (bias[1] + err[1] + p.coupling * d[1]) * size,
+        ];
         let region = if let (TrackerKind::Frozen, Some(r)) = (p.kind, frozen) {
             r
         } else if p.rotated {
@@ -331,7 +343,17 @@ pub fn generate(cfg: &GenerateConfig, on_sequence: impl Fn() + Sync) -> (Dataset
             let targets = simulate_ground_truth(&mut rng, n, image, &hard);
             let groundtruth: Vec<Region> = targets.iter().map(|t| Region::Polygon(t.region().map(round2))).collect();
             let gt: Vec<GroundTruthArea> = groundtruth.iter().map(|r| GroundTruthArea::new(r, Some(image))).collect();
-            let scene = Scene { targets: &targets, gt: &gt, hard: &hard };
+            let mut shared = Vec::with_capacity(n);
+            let mut d = [0.0f64; 3];
+            let unit = Normal::new(0.0, 1.0).unwrap_or_else(|_| unreachable!("unit normal"));
+            for &h in &hard {
+                let sigma = if h { 0.08 } else { 0.03 };
+                for v in d.iter_mut() {
+                    *v = 0.95 * *v + sigma * unit.sample(&mut rng);
+                }
+                shared.push(d);
+            }
+            let scene = Scene { targets: &targets, shared: &shared, gt: &gt, hard: &hard };
             let results = profiles
                 .iter()
                 .enumerate()

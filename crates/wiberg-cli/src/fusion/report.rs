@@ -183,9 +183,18 @@ pub struct Panel<'a> {
 pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<'_>]) -> Result<()> {
     let g = frame.gt_box;
     let size = ((g[2] - g[0]) * (g[3] - g[1])).sqrt().max(1.0);
-    // The window: the ground truth's top-left corner with 0.8 target sizes around it.
-    let (cx, cy) = (g[0], g[1]);
-    let half = 0.8 * size;
+    // The window: a square around the target corner, the predicted corners and the median
+    // tracker corner, with half a target size of margin.
+    let mut xs = vec![g[0]];
+    let mut ys = vec![g[1]];
+    for b in panels.iter().filter_map(|p| p.prediction).chain(frame.median_box()) {
+        xs.push(b[0]);
+        ys.push(b[1]);
+    }
+    let lo = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (cx, cy) = (0.5 * (lo(&xs) + hi(&xs)), 0.5 * (lo(&ys) + hi(&ys)));
+    let half = 0.5 * (hi(&xs) - lo(&xs)).max(hi(&ys) - lo(&ys)) + 0.5 * size;
     let (x0, x1, y0, y1) = (cx - half, cx + half, cy - half, cy + half);
     let res = 160usize;
     let width = 560 * panels.len() as u32;
@@ -208,7 +217,10 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
             let hi = grid.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let span = (hi - lo).max(1e-300);
             let mut chart = ChartBuilder::on(area)
-                .caption(format!("{seq_name} frame {}: {}", frame.index + 1, panel.title), ("sans-serif", 18))
+                .caption(
+                    format!("{seq_name} frame {}: {} (bright = low energy)", frame.index + 1, panel.title),
+                    ("sans-serif", 17),
+                )
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(50)
@@ -219,6 +231,8 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 .x_desc("x (pixels)")
                 .y_desc("y (pixels)")
                 .label_style(("sans-serif", 13))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .draw()?;
             let (dx, dy) = ((x1 - x0) / res as f64, (y1 - y0) / res as f64);
             chart.draw_series((0..res * res).map(|k| {
@@ -234,14 +248,17 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 if clip(b) {
                     chart.draw_series(std::iter::once(Rectangle::new(
                         [(b[0], b[1]), (b[2], b[3])],
-                        RGBAColor(200, 200, 200, 0.5).stroke_width(1),
+                        RGBAColor(230, 230, 230, 0.3).stroke_width(1),
                     )))?;
                 }
             }
-            chart.draw_series((0..frame.len()).map(|k| {
-                let b = frame.tracker_box(k);
-                Circle::new((b[0], b[1]), 3, WHITE.filled())
-            }))?;
+            let inside = |x: f64, y: f64| (x0..=x1).contains(&x) && (y0..=y1).contains(&y);
+            chart.draw_series(
+                (0..frame.len())
+                    .map(|k| frame.tracker_box(k))
+                    .filter(|b| inside(b[0], b[1]))
+                    .map(|b| Circle::new((b[0], b[1]), 3, WHITE.filled())),
+            )?;
             let poly = frame.gt.outline();
             if !poly.is_empty() {
                 let mut pts: Vec<(f64, f64)> = poly.iter().map(|p| (p[0], p[1])).collect();
@@ -251,6 +268,10 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                     .label("ground truth")
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(3)));
             }
+            chart
+                .draw_series(std::iter::once(Cross::new((g[0], g[1]), 9, GREEN.stroke_width(3))))?
+                .label("target corner (GT box)")
+                .legend(|(x, y)| Cross::new((x + 9, y), 5, GREEN.stroke_width(2)));
             if let Some(b) = panel.prediction {
                 chart
                     .draw_series(std::iter::once(Rectangle::new([(b[0], b[1]), (b[2], b[3])], RED.stroke_width(3))))?
@@ -259,7 +280,8 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
                 chart.draw_series(std::iter::once(Cross::new((b[0], b[1]), 8, RED.stroke_width(3))))?;
             }
             chart
-                .draw_series(std::iter::once(Circle::new((x1 + 1e9, y1 + 1e9), 3, WHITE.filled())))?
+                // Legend entry only (the dots are drawn above).
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
                 .label("tracker top-left corners")
                 .legend(|(x, y)| Circle::new((x + 9, y), 3, BLACK.filled()));
             chart

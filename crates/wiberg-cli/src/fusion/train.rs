@@ -111,6 +111,21 @@ pub struct EpochLog {
     pub failed_batches: usize,
     /// Wall time of the epoch in seconds.
     pub seconds: f64,
+    /// CPU time of the whole process during the epoch (all threads), when the platform
+    /// reports it (Linux): on a loaded machine it shows how much of the wall time was ours.
+    pub cpu_seconds: Option<f64>,
+}
+
+/// User + system CPU seconds of this process so far, from `/proc/self/stat` (Linux only).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
+    Some(ticks / 100.0)
 }
 
 /// What training produced.
@@ -141,6 +156,12 @@ impl TrainOutcome {
     /// Mean seconds per epoch.
     pub fn seconds_per_epoch(&self) -> f64 {
         self.epochs.iter().map(|e| e.seconds).sum::<f64>() / self.epochs.len().max(1) as f64
+    }
+
+    /// Mean process CPU seconds per epoch, when known.
+    pub fn cpu_seconds_per_epoch(&self) -> Option<f64> {
+        let v: Option<Vec<f64>> = self.epochs.iter().map(|e| e.cpu_seconds).collect();
+        v.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
     }
 }
 
@@ -177,6 +198,7 @@ pub fn train(
     };
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
+        let cpu_start = process_cpu_seconds();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut count, mut failed, mut failed_batches) = (0.0, 0usize, 0usize, 0usize);
         for batch in order.chunks(cfg.batch) {
@@ -218,6 +240,7 @@ pub fn train(
             failed_frames: failed,
             failed_batches,
             seconds: start.elapsed().as_secs_f64(),
+            cpu_seconds: process_cpu_seconds().zip(cpu_start).map(|(b, a)| b - a),
         });
     }
     let first = out.epochs.first().map_or(f64::NAN, |e| e.loss);

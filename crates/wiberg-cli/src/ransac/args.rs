@@ -132,7 +132,7 @@ pub struct TrainArgs {
     /// Training iterations (one sample each) per run.
     #[arg(long, default_value_t = 10_000, value_parser = parse_positive_int, allow_hyphen_values = true)]
     pub iterations: usize,
-    /// Independent runs (seeds `seed`, `seed` stream 1, ...), each trained on its own samples.
+    /// Independent runs, each trained on its own sample stream (stream r of the seed).
     #[arg(long, default_value_t = 1, value_parser = parse_positive_int, allow_hyphen_values = true)]
     pub runs: usize,
     /// Random seed of the sample stream (the same stream feeds every method).

@@ -24,7 +24,14 @@ use clap::Subcommand;
 
 /// Arguments of `wiberg ransac`: training by default, or a subcommand.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a subcommand, trains sigma with the implicit, trust-region and guarded derivatives on the \
+                  same samples, prints a row per method every 500 iterations and a final table, and writes \
+                  iterations.csv, summary.json, figure1.png and energy.png to --out.\n\
+                  Examples:\n  wiberg ransac\n  wiberg ransac --runs 5 --optimizer sgd --forward reference\n  \
+                  wiberg ransac solve --points pts.txt --sigma 3 --damping implicit"
+)]
 pub struct RansacArgs {
     /// Inspect one sample instead of training.
     #[command(subcommand)]

@@ -68,9 +68,17 @@ fn run0(training: &Training) -> Vec<&MethodRun> {
 }
 
 fn series_style(method: Method) -> ShapeStyle {
-    // Guarded equals trust-region whenever H >= 0; it is drawn thinner on top so both show.
-    let width = if method == Method::Guarded { 1 } else { 2 };
-    color(method).stroke_width(width)
+    // One pixel: plotters draws wider polylines as polygons with mitred joins, which shoot
+    // spikes past the data at the sharp turns of a noisy trajectory.
+    color(method).stroke_width(1)
+}
+
+fn legend_label(method: Method, lambda: f64) -> String {
+    match method {
+        Method::Implicit => "implicit (H)".to_string(),
+        Method::TrustRegion => format!("trust-region (H + {lambda})"),
+        Method::Guarded => "guarded (drawn last: hides trust-region where equal)".to_string(),
+    }
 }
 
 fn draw_figure1(training: &Training, path: &Path) -> Result<()> {
@@ -92,8 +100,8 @@ fn draw_figure1(training: &Training, path: &Path) -> Result<()> {
     let panels = root.split_evenly((2, 1));
     let trajectories = run0(training);
     let n = c.iterations as f64;
-    draw_panel(&panels[0], &trajectories, n, "sigma^2", |r| r.sigma * r.sigma, true)?;
-    draw_panel(&panels[1], &trajectories, n, "|dL/dsigma|", |r| r.grad.abs(), false)?;
+    draw_panel(&panels[0], &trajectories, n, "sigma^2", |r| r.sigma * r.sigma, true, c.lambda)?;
+    draw_panel(&panels[1], &trajectories, n, "|dL/dsigma|", |r| r.grad.abs(), false, c.lambda)?;
     root.present().map_err(plot_err("figure1.png"))?;
     Ok(())
 }
@@ -109,8 +117,11 @@ fn draw_panel(
     label: &str,
     value: impl Fn(&super::training::IterRecord) -> f64,
     legend: bool,
+    lambda: f64,
 ) -> Result<()> {
     let (lo, hi) = log_range(trajectories.iter().flat_map(|t| t.records.iter().map(&value)));
+    // Head room above the data for the legend or the note (a decade or two on a log axis).
+    let hi = if legend { hi * 4.0 } else { hi * 12.0 };
     let mut chart = ChartBuilder::on(area)
         .margin(15)
         .x_label_area_size(45)
@@ -139,11 +150,7 @@ fn draw_panel(
             .map(|(x, v)| (x, v.max(lo)))
             .collect();
         if legend {
-            chart
-                .draw_series(LineSeries::new(points, series_style(t.method)))
-                .map_err(plot_err("a series"))?
-                .label(t.method.name())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
+            chart.draw_series(LineSeries::new(points, series_style(t.method))).map_err(plot_err("a series"))?;
         } else {
             // Raw values as faint dots, and the maximum over each window as a bold line.
             chart.draw_series(points.iter().map(|&p| Pixel::new(p, col.mix(0.35)))).map_err(plot_err("a series"))?;
@@ -157,7 +164,11 @@ fn draw_panel(
                     (m > 0.0).then_some((mid, m.max(lo)))
                 })
                 .collect();
-            chart.draw_series(LineSeries::new(maxima, series_style(t.method))).map_err(plot_err("a series"))?;
+            chart
+                .draw_series(LineSeries::new(maxima, series_style(t.method)))
+                .map_err(plot_err("a series"))?
+                .label(legend_label(t.method, lambda))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
         }
         // Negative curvature at the polish point: triangles; skipped steps: crosses at the top.
         let marks: Vec<(f64, f64)> = t
@@ -171,28 +182,28 @@ fn draw_panel(
             .draw_series(marks.into_iter().map(|p| TriangleMarker::new(p, 6, col.filled())))
             .map_err(plot_err("markers"))?;
         let skipped: Vec<(f64, f64)> =
-            t.records.iter().filter(|r| r.event != Event::None).map(|r| (r.iteration as f64, hi / 1.5)).collect();
+            t.records.iter().filter(|r| r.event != Event::None).map(|r| (r.iteration as f64, hi / 3.0)).collect();
         chart
             .draw_series(skipped.into_iter().map(|p| Cross::new(p, 6, col.stroke_width(2))))
             .map_err(plot_err("markers"))?;
     }
-    if legend {
+    if !legend {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::LowerRight)
             .label_font(("sans-serif", 20))
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .draw()
             .map_err(plot_err("the legend"))?;
-    } else {
-        area.draw(&Text::new(
-            "dots: every iteration; lines: maximum per 1% of the run;  triangles: polish point with negative curvature;  crosses (top): step skipped",
-            (110, 18),
-            ("sans-serif", 16).into_font().color(&BLACK.mix(0.7)),
-        ))
-        .map_err(plot_err("the note"))?;
     }
+    let note = if legend {
+        "sigma^2 at every iteration (the sign of sigma is not shown; only sigma^2 enters the energy)"
+    } else {
+        "dots: every iteration; lines: maximum per 1% of the run;  triangles: polish point with negative curvature;  crosses (top): step skipped"
+    };
+    area.draw(&Text::new(note, (110, 18), ("sans-serif", 16).into_font().color(&BLACK.mix(0.7))))
+        .map_err(plot_err("the note"))?;
     Ok(())
 }
 
@@ -226,14 +237,20 @@ fn draw_energy(training: &Training, path: &Path) -> Result<()> {
         energy.values_at(&grid, &[*sigma], &mut v);
         values.push(v);
     }
-    let ymin = values.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::min);
-    let (ylo, yhi) = (ymin * 1.6 - 0.5, 0.15 * (-ymin).max(1.0));
+    // Each curve is scaled by its own depth so that shapes compare across very different sigma.
+    for v in &mut values {
+        let depth = v.iter().copied().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(-x));
+        if depth > 0.0 {
+            v.iter_mut().for_each(|x| *x /= depth);
+        }
+    }
+    let (ylo, yhi) = (-1.75, 0.4);
     let root = BitMapBackend::new(path, (WIDTH, ENERGY_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err("the background"))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "Energy E(t) = sum_i -exp(-(x_i - t)^2 / sigma^2) of one sample ({} inliers, {} outliers)",
+                "Energy E(t) = sum_i -exp(-(x_i - t)^2 / sigma^2) of one sample ({} inliers, {} outliers), scaled to depth 1",
                 sample.inliers().len(),
                 sample.outliers().len()
             ),
@@ -247,7 +264,9 @@ fn draw_energy(training: &Training, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("t")
-        .y_desc("E(t)")
+        .y_desc("E(t) / max |E|")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v: &f64| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
         .label_style(("sans-serif", 18))
         .axis_desc_style(("sans-serif", 20))
         .light_line_style(WHITE.mix(0.0))
@@ -256,27 +275,44 @@ fn draw_energy(training: &Training, path: &Path) -> Result<()> {
         .map_err(plot_err("the mesh"))?;
     for ((label, col, sigma, t_star), v) in curves.iter().zip(&values) {
         let col = *col;
-        let width = if label.starts_with("start") { 1 } else { 2 };
-        chart
-            .draw_series(LineSeries::new(grid.iter().copied().zip(v.iter().copied()), col.stroke_width(width)))
+        let depth = {
+            let mut raw = vec![0.0; grid.len()];
+            energy.values_at(&grid, &[*sigma], &mut raw);
+            raw.iter().copied().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(-x)).max(f64::MIN_POSITIVE)
+        };
+        let curve = grid.iter().copied().zip(v.iter().copied());
+        // Guarded equals trust-region whenever H >= 0: it is drawn dashed on top so both show.
+        let is_guarded = label.starts_with("guarded");
+        let series = if is_guarded {
+            chart.draw_series(DashedLineSeries::new(curve, 14, 8, col.stroke_width(3)))
+        } else {
+            let width = if label.starts_with("start") { 1 } else { 4 };
+            chart.draw_series(LineSeries::new(curve, col.stroke_width(width)))
+        };
+        series
             .map_err(plot_err("a curve"))?
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
         if let Some(t) = t_star {
-            let e = energy.value(&[*t], &[*sigma]);
+            let e = energy.value(&[*t], &[*sigma]) / depth;
+            let radius = if is_guarded { 6 } else { 10 };
             chart
-                .draw_series([Circle::new((*t, e), 8, col.filled()), Circle::new((*t, e), 8, BLACK.stroke_width(1))])
+                .draw_series([
+                    Circle::new((*t, e), radius, col.filled()),
+                    Circle::new((*t, e), radius, BLACK.stroke_width(1)),
+                ])
                 .map_err(plot_err("an estimate"))?;
         }
     }
     // Rug of points just above zero: inliers green (taller), outliers grey; the target dashed.
-    let tick = (yhi - 0.0) * 0.35;
+    let tick = 0.12;
+    let base = 0.05;
     chart
         .draw_series(
             sample
                 .outliers()
                 .iter()
-                .map(|&x| PathElement::new(vec![(x, 0.0), (x, tick)], BLACK.mix(0.45).stroke_width(2))),
+                .map(|&x| PathElement::new(vec![(x, base), (x, base + tick)], BLACK.mix(0.45).stroke_width(2))),
         )
         .map_err(plot_err("outliers"))?
         .label("outliers")
@@ -287,7 +323,7 @@ fn draw_energy(training: &Training, path: &Path) -> Result<()> {
             sample
                 .inliers()
                 .iter()
-                .map(|&x| PathElement::new(vec![(x, 0.0), (x, 2.0 * tick)], inlier_color.stroke_width(3))),
+                .map(|&x| PathElement::new(vec![(x, base), (x, base + 2.0 * tick)], inlier_color.stroke_width(3))),
         )
         .map_err(plot_err("inliers"))?
         .label("inliers")

@@ -250,6 +250,13 @@ pub struct Summary {
     pub compute_seconds: f64,
     /// Threads used.
     pub threads: usize,
+    /// CPU time (user + system) of the training loop, seconds (when the platform reports it).
+    pub cpu_seconds: Option<f64>,
+    /// Sum over methods of median time per iteration x iterations x runs, seconds: the
+    /// compute an unloaded machine would need (robust to preemption by other processes).
+    pub median_compute_seconds: f64,
+    /// The 1-minute load average when training ended (Linux), to judge the timings.
+    pub load_average: Option<f64>,
 }
 
 /// Computes the summary of a training.
@@ -264,8 +271,12 @@ pub fn summarize(training: &Training) -> Summary {
             stats(m, None, &ts)
         })
         .collect();
+    let iterations = (training.config.iterations * training.config.runs) as f64;
     Summary {
         compute_seconds: per_method.iter().map(|s| s.compute_seconds).sum(),
+        cpu_seconds: training.cpu_seconds,
+        median_compute_seconds: per_method.iter().map(|s| s.median_us_per_iteration * 1e-6 * iterations).sum(),
+        load_average: load_average(),
         per_run,
         per_method,
         wall_seconds: training.wall.as_secs_f64(),
@@ -273,10 +284,15 @@ pub fn summarize(training: &Training) -> Summary {
     }
 }
 
+/// The 1-minute load average (Linux `/proc/loadavg`).
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 fn print_table(title: &str, rows: &[Stats], with_run: bool, across_runs: bool) {
     println!("{title}");
     let run_col = if with_run { format!("{:>4} ", "run") } else { String::new() };
-    let explosions = if across_runs { format!("{:>13}", "runs >1e3 g/s") } else { String::new() };
+    let explosions = if across_runs { format!("{:>15}", "runs >1e3 g/s") } else { String::new() };
     let header = format!(
         "{run_col}{:<13}{:>11}{:>10}{:>10}{:>11}{:>10}{}{:>9}{:>9}{:>11}{:>9}",
         "method", "loss(last", "median", "max", "max", "iters", explosions, "neg.", "singular", "non-finite", "us/iter"
@@ -290,7 +306,7 @@ fn print_table(title: &str, rows: &[Stats], with_run: bool, across_runs: bool) {
         "|sigma|",
         "|grad|",
         "|g|>100",
-        if across_runs { format!("{:>13}", "") } else { String::new() },
+        if across_runs { format!("{:>15}", "") } else { String::new() },
         "curv.",
         "",
         "",
@@ -306,7 +322,7 @@ fn print_table(title: &str, rows: &[Stats], with_run: bool, across_runs: bool) {
             _ => String::new(),
         };
         let expl = if across_runs {
-            format!("{:>13}", format!("{} / {}", s.runs_grad_over_1000, s.runs_sigma_over_1000))
+            format!("{:>15}", format!("{} / {}", s.runs_grad_over_1000, s.runs_sigma_over_1000))
         } else {
             String::new()
         };
@@ -347,15 +363,13 @@ pub fn print_final(training: &Training, summary: &Summary) {
             true,
         );
     }
-    let iterations = (c.iterations * c.runs * c.methods.len()) as f64;
+    let iterations = c.iterations * c.runs * c.methods.len();
     println!();
+    let cpu = summary.cpu_seconds.map(|s| format!("{s:.2} s CPU (user + system), ")).unwrap_or_default();
+    let load = summary.load_average.map(|l| format!(", load average {l:.1}")).unwrap_or_default();
     println!(
-        "Time: {:.2} s wall on {} thread(s) for {} training iterations; {:.2} s of compute ({:.1} us per iteration on average).",
-        summary.wall_seconds,
-        summary.threads,
-        iterations,
-        summary.compute_seconds,
-        summary.compute_seconds / iterations * 1e6
+        "Time: {iterations} training iterations in {:.2} s wall on {} thread(s){load}; {cpu}{:.2} s by the medians (us/iter x iterations).",
+        summary.wall_seconds, summary.threads, summary.median_compute_seconds
     );
     let neg: usize = summary.per_method.iter().map(|s| s.negative_curvature).sum();
     if neg > 0 {

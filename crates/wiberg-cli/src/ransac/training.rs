@@ -217,6 +217,21 @@ pub struct Training {
     pub wall: Duration,
     /// Threads used.
     pub threads: usize,
+    /// CPU time (user + system) the process spent in the training loop, when the platform
+    /// reports it (Linux `/proc/self/stat`).
+    pub cpu_seconds: Option<f64>,
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux only;
+/// `None` elsewhere). Clock ticks are taken as 100 per second, the Linux `USER_HZ`.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Trains every (run, method) of `config` for `config.iterations` iterations, calling
@@ -251,13 +266,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let total = (config.iterations * config.runs * config.methods.len()) as u64;
     let progress = crate::common::progress_bar(total, "ransac");
     let started = Instant::now();
+    let cpu_before = process_cpu_seconds();
     let trajectories = crate::common::with_threads(args.threads, || {
         let mut printer = report::BlockPrinter::new(&config);
         train(&config, &progress, |t, done| progress.suspend(|| printer.print(t, done)))
     })??;
     let wall = started.elapsed();
+    let cpu_seconds = cpu_before.zip(process_cpu_seconds()).map(|(a, b)| b - a);
     progress.finish_and_clear();
-    let training = Training { config, trajectories, wall, threads };
+    let training = Training { config, trajectories, wall, threads, cpu_seconds };
     let summary = report::summarize(&training);
     report::print_final(&training, &summary);
     let csv_path = args.out.join("iterations.csv");
