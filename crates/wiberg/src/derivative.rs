@@ -268,6 +268,9 @@ impl DampedSystem {
                 (Factor::Lu(lu), LinearSolver::Lu, max_abs / min_abs)
             }
         };
+        if ![min_eig, max_eig, condition, shift].iter().all(|v| v.is_finite()) {
+            return Err(WibergError::NonFinite { what: "Hessian eigenvalues (entries too large: overflow)".into() });
+        }
         Ok(DampedSystem {
             factor,
             diagnostics: Diagnostics {

@@ -107,6 +107,9 @@ impl Minimizer {
             Minimizer::None => {
                 let mut g = vec![0.0; y.len()];
                 let energy = e.gradient(y, w, &mut g);
+                if !energy.is_finite() || !g.iter().all(|v| v.is_finite()) {
+                    return Err(crate::WibergError::NonFinite { what: "energy or gradient at the start point".into() });
+                }
                 Ok(MinimizeOutcome {
                     iterations: 0,
                     evaluations: 1,
