@@ -74,7 +74,7 @@ fn crash_kind(info: &panic::PanicHookInfo<'_>) -> String {
         .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
     let loc = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-    let short: String = msg.chars().take(70).filter(|c| !c.is_ascii_digit()).collect();
+    let short: String = msg.chars().take_while(|c| *c != ':').take(50).collect();
     format!("{loc}: {short}")
 }
 
@@ -126,10 +126,6 @@ fn save(name: &str, kind: &str, i: u64, data: &[u8]) {
 }
 
 fn main() {
-    panic::set_hook(Box::new(|info| {
-        let kind = crash_kind(info);
-        LAST_PANIC.with(|p| *p.borrow_mut() = kind);
-    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("replay") {
         let (Some(target), Some(file)) = (args.get(1), args.get(2)) else {
@@ -150,6 +146,10 @@ fn main() {
         println!("{target}: {file} passes");
         return;
     }
+    panic::set_hook(Box::new(|info| {
+        let kind = crash_kind(info);
+        LAST_PANIC.with(|p| *p.borrow_mut() = kind);
+    }));
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
     let executions: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);

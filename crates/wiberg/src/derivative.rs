@@ -193,6 +193,9 @@ impl DampedSystem {
                 shift,
                 solver: LinearSolver::Scalar,
             };
+            if !a.is_finite() {
+                return Err(WibergError::NonFinite { what: "damped Hessian (overflow)".into() });
+            }
             if a == 0.0 || !(1.0 / a).is_finite() {
                 return Err(WibergError::SingularHessian { min_abs_eigenvalue: a.abs(), damping: shift });
             }

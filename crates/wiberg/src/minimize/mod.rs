@@ -126,7 +126,13 @@ impl Minimizer {
 
 /// Euclidean norm.
 pub(crate) fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+    let sq = v.iter().map(|x| x * x).sum::<f64>();
+    // Entries above ~1e154 overflow the squares; hypot does not (slower, so only then).
+    if sq.is_finite() {
+        sq.sqrt()
+    } else {
+        v.iter().fold(0.0f64, |a, x| a.hypot(*x))
+    }
 }
 
 /// Dot product.
