@@ -44,7 +44,7 @@ fn load_corpus(target: &str) -> Vec<Vec<u8>> {
 
 fn input(rng: &mut SplitMix, corpus: &[Vec<u8>], buf: &mut Vec<u8>) {
     buf.clear();
-    if !corpus.is_empty() && rng.next() % 2 == 0 {
+    if !corpus.is_empty() && rng.next().is_multiple_of(2) {
         // Mutate a corpus entry: flip a few bytes.
         buf.extend_from_slice(&corpus[(rng.next() % corpus.len() as u64) as usize]);
         let flips = 1 + rng.next() % 8;
