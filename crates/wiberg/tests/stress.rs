@@ -29,7 +29,6 @@ fn random_ransac_samples_keep_the_derivative_guarantees() {
             Damping::Guarded { .. } => {
                 assert_eq!(s.singular, 0, "guarded solves are never singular: {s:?}");
                 assert_eq!(s.bound_fail_psd + s.bound_fail_negative, 0, "guarded bound broken: {s:?}");
-                assert!(s.max_bound_ratio <= 1.0 + 1e-9, "{s:?}");
             }
             Damping::Implicit => {
                 // Every failure is the typed SingularHessian (checked by other_errors == 0).
