@@ -198,6 +198,9 @@ impl DampedSystem {
                 shift,
                 solver: LinearSolver::Scalar,
             };
+            if !a.is_finite() {
+                return Err(WibergError::NonFinite { what: "damped Hessian (overflow)".into() });
+            }
             if a == 0.0 || !(1.0 / a).is_finite() {
                 return Err(WibergError::SingularHessian { min_abs_eigenvalue: a.abs(), damping: shift });
             }
@@ -273,6 +276,9 @@ impl DampedSystem {
                 (Factor::Lu(lu), LinearSolver::Lu, max_abs / min_abs)
             }
         };
+        if ![min_eig, max_eig, condition, shift].iter().all(|v| v.is_finite()) {
+            return Err(WibergError::NonFinite { what: "Hessian eigenvalues (entries too large: overflow)".into() });
+        }
         Ok(DampedSystem {
             factor,
             diagnostics: Diagnostics {

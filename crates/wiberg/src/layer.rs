@@ -148,6 +148,7 @@ impl ArgminLayer {
         };
         let mut g = vec![0.0; n];
         let outcome = self.minimizer.minimize_into(e, w, &mut y, &mut g)?;
+        check_finite(&[outcome.energy, outcome.grad_norm], "energy and |gradient| where the minimiser stopped")?;
         check_finite(&y, "inner minimiser result")?;
         let linearization = y.clone();
         let (system, diagnostics) = match self.linear_solve {
@@ -202,6 +203,7 @@ impl ArgminLayer {
             sol.report.polished = true;
             sol.report.energy = e.gradient(&sol.y, w, &mut g);
             sol.report.final_grad_norm = norm(&g);
+            check_finite(&g, "energy gradient at the polished solution")?;
         }
         if !sol.report.energy.is_finite() {
             return Err(WibergError::NonFinite { what: "energy at the solution".into() });
@@ -286,6 +288,7 @@ impl ArgminLayer {
         check_len(w.len(), e.num_params(), "energy parameters w")?;
         let (x, diagnostics, _) = self.solve_shared(e, w, sol, v)?;
         let u: Vec<f64> = x.iter().map(|x| -x).collect();
+        check_finite(&u, "u = -(H + s I)^-1 dl/dy*")?;
         let mut grad_w = vec![0.0; e.num_params()];
         e.mixed_vjp(&sol.linearization, w, &u, &mut grad_w);
         check_finite(&grad_w, "gradient dl/dw")?;

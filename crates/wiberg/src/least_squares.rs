@@ -204,6 +204,8 @@ impl LeastSquares {
         let energy = 0.5 * residual.iter().zip(self.weights.iter()).map(|(r, w)| w * r * r).sum::<f64>()
             + 0.5 * self.mu * y.norm_squared();
         check_finite(y.as_slice(), "least-squares solution")?;
+        check_finite(residual.as_slice(), "least-squares residual (overflow)")?;
+        check_finite(&[energy], "least-squares energy (overflow)")?;
         Ok(LeastSquaresSolution { y, residual, energy, damping, normal, damped })
     }
 
@@ -224,6 +226,8 @@ impl LeastSquares {
         let weights = -au.component_mul(&sol.residual);
         let mu = -u.dot(&sol.y);
         check_finite(a_grad.as_slice(), "dl/dA")?;
+        check_finite(wau.as_slice(), "dl/db")?;
+        check_finite(&[weights.as_slice(), &[mu]].concat(), "dl/dweights and dl/dmu")?;
         Ok(LeastSquaresGradient { a: a_grad, b: wau, weights, mu, u, diagnostics: *sol.diagnostics() })
     }
 }

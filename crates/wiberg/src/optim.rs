@@ -290,7 +290,9 @@ impl BoxConstraints {
     /// Bounds per parameter; infinities are allowed, NaN and `lower > upper` are not.
     pub fn new(lower: Vec<f64>, upper: Vec<f64>) -> Result<Self> {
         check_len(upper.len(), lower.len(), "upper bounds")?;
-        if let Some(i) = (0..lower.len()).find(|&i| lower[i].is_nan() || upper[i].is_nan() || lower[i] > upper[i]) {
+        let empty =
+            |lo: f64, hi: f64| lo.is_nan() || hi.is_nan() || lo > hi || lo == f64::INFINITY || hi == f64::NEG_INFINITY;
+        if let Some(i) = (0..lower.len()).find(|&i| empty(lower[i], upper[i])) {
             return Err(WibergError::InvalidArgument(format!(
                 "bounds of parameter {i} are [{}, {}]",
                 lower[i], upper[i]
@@ -306,7 +308,7 @@ impl BoxConstraints {
 
     /// Sets the bounds of the parameters in `range`.
     pub fn set(&mut self, range: std::ops::Range<usize>, lower: f64, upper: f64) -> Result<()> {
-        if range.end > self.lower.len() || lower.is_nan() || upper.is_nan() || lower > upper {
+        if range.end > self.lower.len() || !(lower <= upper && lower < f64::INFINITY && upper > f64::NEG_INFINITY) {
             return Err(WibergError::InvalidArgument(format!("bounds [{lower}, {upper}] for parameters {range:?}")));
         }
         self.lower[range.clone()].fill(lower);

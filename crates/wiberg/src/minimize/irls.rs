@@ -414,6 +414,7 @@ impl RobustLeastSquares {
             stop = StopReason::GradientTolerance;
         }
         check_finite(y.as_slice(), "IRLS solution")?;
+        check_finite(&[energy, g.norm()], "IRLS energy and gradient at the solution (overflow)")?;
         let system = DampedSystem::factorize(self.hess(&y), damping)?;
         let report = IrlsReport { iterations, energy, grad_norm: g.norm(), converged: stop.is_converged(), stop };
         Ok(RobustSolution { y, report, damping, system })
@@ -467,8 +468,8 @@ impl RobustLeastSquares {
             u,
             diagnostics: *sol.diagnostics(),
         };
-        check_finite(grad.a_robust.as_slice(), "dl/dA_r")?;
-        check_finite(&[grad.delta], "dl/ddelta")?;
+        check_finite(&grad.to_flat(), "dl/d(A_r, b_r, A_q, b_q, delta)")?;
+        check_finite(&[grad.mu], "dl/dmu")?;
         Ok(grad)
     }
 }

@@ -130,6 +130,9 @@ impl Minimizer {
         match self {
             Minimizer::None => {
                 let energy = e.gradient(y, w, g);
+                if !energy.is_finite() || !g.iter().all(|v| v.is_finite()) {
+                    return Err(crate::WibergError::NonFinite { what: "energy or gradient at the start point".into() });
+                }
                 Ok(MinimizeOutcome {
                     iterations: 0,
                     evaluations: 1,
@@ -146,7 +149,13 @@ impl Minimizer {
 
 /// Euclidean norm.
 pub(crate) fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+    let sq = v.iter().map(|x| x * x).sum::<f64>();
+    // Entries above ~1e154 overflow the squares; hypot does not (slower, so only then).
+    if sq.is_finite() {
+        sq.sqrt()
+    } else {
+        v.iter().fold(0.0f64, |a, x| a.hypot(*x))
+    }
 }
 
 /// Dot product.
