@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod generate;
+pub mod grad;
 pub mod h5;
 pub mod metrics;
 pub mod model;
