@@ -11,7 +11,9 @@
 
 use super::data::{Frame2d, Pose3d};
 use super::metrics::centre;
-use super::model::{limb_scale, normalise, NormFrame, PoseModel, Variant, Workspace, N_ROT, SCALE_TREE, SIGMA_2D};
+use super::model::{
+    limb_scale, normalise, NormFrame, PoseModel, RotationSolve, Variant, Workspace, N_ROT, SCALE_TREE, SIGMA_2D,
+};
 use super::params::{
     offset, PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PARAMS, N_PCA, SIGMA_SCALE,
 };
@@ -128,11 +130,67 @@ pub fn normalised_loss_and_grad(
     lambda: f64,
     ws: &mut Workspace,
 ) -> Result<(f64, Vec<f64>)> {
+    let (loss, grad) = loss_impl(model, params, nf, gt, lambda, ws, None, true)?;
+    Ok((loss, grad.unwrap_or_default()))
+}
+
+/// IRLS weights of one (model, rotation) solve, per camera and joint.
+pub type PairWeights = [[f64; N_JOINTS]; N_CAMERAS];
+
+/// The final IRLS weights of every (model, rotation) solve of a frame (index `m * N_ROT + ti`).
+pub fn final_weights(model: &PoseModel, nf: &NormFrame, ws: &mut Workspace) -> Result<Vec<PairWeights>> {
+    let mut out = Vec::with_capacity(N_MODELS * N_ROT);
+    for m in 0..N_MODELS {
+        for ti in 0..N_ROT {
+            model.solve_rotation(m, ti, nf, ws)?;
+            out.push(ws.weights);
+        }
+    }
+    Ok(out)
+}
+
+/// The loss of the forward pass in which every (model, rotation) minimiser is the single solve
+/// with the given IRLS weights `frozen` (from [`final_weights`]) and the model's regulariser
+/// weight. Its exact derivative is the gradient with `lambda` equal to the model's damping.
+pub fn frozen_weights_loss(
+    model: &PoseModel,
+    nf: &NormFrame,
+    gt: &Pose3d,
+    frozen: &[PairWeights],
+    ws: &mut Workspace,
+) -> Result<f64> {
+    if frozen.len() != N_MODELS * N_ROT {
+        bail!("{} frozen weight sets given, {} expected", frozen.len(), N_MODELS * N_ROT);
+    }
+    // The parameters are only read by the backward pass.
+    let dummy = PoseParams { values: Vec::new(), avg_cameras: [[[0.0; 3]; 3]; N_CAMERAS], epoch: 0 };
+    Ok(loss_impl(model, &dummy, nf, gt, model.damping, ws, Some(frozen), false)?.0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loss_impl(
+    model: &PoseModel,
+    params: &PoseParams,
+    nf: &NormFrame,
+    gt: &Pose3d,
+    lambda: f64,
+    ws: &mut Workspace,
+    frozen: Option<&[PairWeights]>,
+    want_grad: bool,
+) -> Result<(f64, Option<Vec<f64>>)> {
     // ---------- forward, keeping every solve ----------
     let mut solved: Vec<Solved> = Vec::with_capacity(N_MODELS * N_ROT);
     for m in 0..N_MODELS {
         for ti in 0..N_ROT {
-            let sol = model.solve_rotation(m, ti, nf, ws)?;
+            let sol = match frozen {
+                None => model.solve_rotation(m, ti, nf, ws)?,
+                Some(fw) => {
+                    ws.weights = fw[m * N_ROT + ti];
+                    ws.reg_weight = if model.variant == Variant::Huber { model.models[m].kappa } else { 1.0 };
+                    let x = model.solve_weighted(m, ti, nf, ws)?;
+                    RotationSolve { x, score: model.score(m, ti, nf, &x) }
+                }
+            };
             let rot = &model.rotations[ti];
             let mut y = [[0.0; 3]; N_JOINTS];
             for j in 0..N_JOINTS {
@@ -212,6 +270,9 @@ pub fn normalised_loss_and_grad(
                 g_out[j][d] = s_gt * diff[d] / (n * N_JOINTS as f64);
             }
         }
+    }
+    if !want_grad {
+        return Ok((loss, None));
     }
     // ---------- backward: output, model soft-min, rotation soft-min ----------
     let mut grad = vec![0.0; N_PARAMS];
@@ -473,7 +534,7 @@ pub fn normalised_loss_and_grad(
     if grad.iter().any(|v| !v.is_finite()) {
         bail!("the gradient is not finite (loss {loss})");
     }
-    Ok((loss, grad))
+    Ok((loss, Some(grad)))
 }
 
 /// The 2-D row coefficients (as in the model): `u = s P`, `b = s w`.
