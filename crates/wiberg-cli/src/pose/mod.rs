@@ -18,6 +18,7 @@ pub mod model;
 pub mod params;
 pub mod schur;
 pub mod show;
+pub mod train;
 
 use anyhow::{Context, Result};
 use metrics::Metric;
@@ -47,6 +48,8 @@ pub enum PoseCommand {
     Generate(generate::GenerateArgs),
     /// Draw one frame: the four 2-D views and the 3-D reconstruction beside the ground truth.
     Show(show::ShowArgs),
+    /// Train the energy's parameters (Adam on metric 2, trust-region or implicit derivative).
+    Train(train::TrainArgs),
 }
 
 /// Where the parameters come from (shared by `eval` and `show`).
@@ -283,5 +286,6 @@ pub fn run(args: PoseArgs) -> Result<()> {
         PoseCommand::Eval(a) => run_eval(a),
         PoseCommand::Generate(a) => generate::run(a),
         PoseCommand::Show(a) => show::run(a),
+        PoseCommand::Train(a) => train::run(a),
     }
 }
