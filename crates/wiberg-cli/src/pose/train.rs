@@ -62,6 +62,25 @@ pub struct TrainArgs {
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Continue from `<out>/checkpoint` and `<out>/train_state.json` (the parameter source
+    /// arguments are then ignored); the other arguments must match the interrupted run.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// What a checkpoint needs besides the parameters to continue a run exactly.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    /// Epoch of the next batch.
+    pub epoch: usize,
+    /// Index in that epoch of the next batch.
+    pub next_batch: usize,
+    /// Optimiser steps taken.
+    pub step: usize,
+    /// The optimiser (moments and step count).
+    pub adam: Adam,
+    /// The CSV log so far.
+    pub log: String,
 }
 
 /// The clipping of §1.9 (`omega` [1e-3, 1e5]; `alpha`, `beta` [1e-5, 1e3]; `Sigma` [-5, 5];
@@ -84,9 +103,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     ensure!(args.every >= 1, "--every must be at least 1");
     ensure!(args.checkpoint_every >= 1, "--checkpoint-every must be at least 1");
     ensure!(args.lambda.is_finite() && args.lambda >= 0.0, "--lambda must be finite and >= 0");
-    let source = args.model.source()?;
-    let mut params =
-        PoseParams::load(&source, args.model.load_robust_params).with_context(|| format!("loading {source:?}"))?;
     let variant = args.model.variant;
     let lambda = backward_lambda(args.damping, args.lambda);
     let seqs = data::load_dir(&args.data)?;
@@ -101,24 +117,47 @@ pub fn run(args: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_dir = args.out.join("checkpoint");
     let log_path = args.out.join("train_log.csv");
-    let mut log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,seconds\n");
+    let state_path = args.out.join("train_state.json");
     let clip = clipping()?;
-    clip.project(&mut params.values)?;
-    let mut adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
+    let (mut params, mut state) = if args.resume {
+        let params = PoseParams::load_checkpoint(&ckpt_dir, true)
+            .with_context(|| format!("resuming: loading {}", ckpt_dir.display()))?;
+        let text = std::fs::read_to_string(&state_path)
+            .with_context(|| format!("resuming: reading {}", state_path.display()))?;
+        let state: TrainState =
+            serde_json::from_str(&text).with_context(|| format!("resuming: parsing {}", state_path.display()))?;
+        (params, state)
+    } else {
+        let source = args.model.source()?;
+        let mut params =
+            PoseParams::load(&source, args.model.load_robust_params).with_context(|| format!("loading {source:?}"))?;
+        clip.project(&mut params.values)?;
+        let adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
+        let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,seconds\n");
+        (params, TrainState { epoch: 0, next_batch: 0, step: 0, adam, log })
+    };
     let total = if args.max_batches > 0 {
         args.max_batches.min(batches_per_epoch * args.epochs)
     } else {
         batches_per_epoch * args.epochs
     };
     let pb = crate::common::progress_bar(total as u64, "batches");
+    pb.set_position(state.step.min(total) as u64);
     let start = Instant::now();
-    let mut step = 0usize;
-    let mut order: Vec<usize> = (0..frames.len()).collect();
-    'epochs: for epoch in 0..args.epochs {
+    let first_step = state.step;
+    let save = |params: &PoseParams, state: &TrainState| -> Result<()> {
+        params.save(&ckpt_dir)?;
+        crate::common::write_json(&state_path, state)?;
+        crate::common::atomic_write(&log_path, state.log.as_bytes())
+    };
+    'epochs: for epoch in state.epoch..args.epochs {
+        // Each epoch's order depends only on the seed and the epoch, so a resumed run sees the same batches.
+        let mut order: Vec<usize> = (0..frames.len()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(epoch as u64));
         order.shuffle(&mut rng);
-        for b in 0..batches_per_epoch {
-            if args.max_batches > 0 && step >= args.max_batches {
+        let first_batch = if epoch == state.epoch { state.next_batch } else { 0 };
+        for b in first_batch..batches_per_epoch {
+            if args.max_batches > 0 && state.step >= args.max_batches {
                 break 'epochs;
             }
             let model = PoseModel::new(&params, variant)?;
@@ -131,13 +170,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
                         .map_err(|e| WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
                 })
             })??;
-            adam.step(&mut params.values, &outcome.grad)?;
+            state.adam.step(&mut params.values, &outcome.grad)?;
             clip.project(&mut params.values)?;
             params.check_finite()?;
-            step += 1;
+            state.step += 1;
+            state.epoch = epoch;
+            state.next_batch = b + 1;
             writeln!(
-                log,
-                "{epoch},{b},{step},{},{},{},{:.3}",
+                state.log,
+                "{epoch},{b},{},{},{},{},{:.3}",
+                state.step,
                 outcome.loss,
                 outcome.count,
                 outcome.failures.len(),
@@ -145,24 +187,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
             )?;
             pb.inc(1);
             pb.set_message(format!("loss {:.2} mm", outcome.loss));
-            if step % args.checkpoint_every == 0 {
+            if state.step % args.checkpoint_every == 0 {
                 params.epoch = epoch as i64;
-                params.save(&ckpt_dir)?;
-                crate::common::atomic_write(&log_path, log.as_bytes())?;
+                save(&params, &state)?;
             }
         }
-        params.epoch = epoch as i64 + 1;
-        params.save(&ckpt_dir)?;
-        crate::common::atomic_write(&log_path, log.as_bytes())?;
+        state.epoch = epoch + 1;
+        state.next_batch = 0;
+        params.epoch = state.epoch as i64;
+        save(&params, &state)?;
     }
-    params.save(&ckpt_dir)?;
-    crate::common::atomic_write(&log_path, log.as_bytes())?;
+    save(&params, &state)?;
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
+    let steps = state.step - first_step;
     println!(
-        "{step} batches of {} frames in {secs:.1} s: {:.2} frames/s (forward + backward); checkpoint in {}",
+        "{steps} batches of {} frames in {secs:.1} s: {:.2} frames/s (forward + backward); checkpoint in {}",
         args.batch,
-        (step * args.batch) as f64 / secs.max(1e-9),
+        (steps * args.batch) as f64 / secs.max(1e-9),
         ckpt_dir.display()
     );
     Ok(())
