@@ -4,7 +4,8 @@
 //!
 //! Files: [`params`] (the 6,662 trainable scalars), [`h5`] (the authors' HDF5 files), [`data`]
 //! (npy sequences), [`model`] (the energy and the forward pass), [`schur`] (the damped
-//! 80-unknown solve), [`metrics`], [`generate`], [`show`].
+//! 80-unknown solve), [`metrics`], [`generate`], [`show`], [`grad`] (the analytic gradient of the
+//! training loss), [`train`] (`wiberg pose train`).
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
