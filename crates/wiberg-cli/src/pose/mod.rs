@@ -4,19 +4,22 @@
 //!
 //! Files: [`params`] (the 6,662 trainable scalars), [`h5`] (the authors' HDF5 files), [`data`]
 //! (npy sequences), [`model`] (the energy and the forward pass), [`schur`] (the damped
-//! 80-unknown solve), [`metrics`], [`generate`], [`show`].
+//! 80-unknown solve), [`metrics`], [`generate`], [`show`], [`grad`] (the analytic gradient of the
+//! training loss), [`train`] (`wiberg pose train`).
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
 
 pub mod data;
 pub mod generate;
+pub mod grad;
 pub mod h5;
 pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod schur;
 pub mod show;
+pub mod train;
 
 use anyhow::{Context, Result};
 use metrics::Metric;
@@ -46,6 +49,8 @@ pub enum PoseCommand {
     Generate(generate::GenerateArgs),
     /// Draw one frame: the four 2-D views and the 3-D reconstruction beside the ground truth.
     Show(show::ShowArgs),
+    /// Train the energy's parameters (Adam on metric 2, trust-region or implicit derivative).
+    Train(train::TrainArgs),
 }
 
 /// Where the parameters come from (shared by `eval` and `show`).
@@ -282,5 +287,6 @@ pub fn run(args: PoseArgs) -> Result<()> {
         PoseCommand::Eval(a) => run_eval(a),
         PoseCommand::Generate(a) => generate::run(a),
         PoseCommand::Show(a) => show::run(a),
+        PoseCommand::Train(a) => train::run(a),
     }
 }
