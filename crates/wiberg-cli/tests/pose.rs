@@ -1,7 +1,7 @@
 //! Integration tests of `wiberg pose`: parameters (npy, HDF5, init, save), data reading, the
 //! Schur solve on real systems, the damped derivative, reconstructions, generation, evaluation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wiberg_cli::pose::data::{self, Frame2d};
 use wiberg_cli::pose::generate::{self, Generator};
 use wiberg_cli::pose::metrics::Metric;
@@ -9,20 +9,8 @@ use wiberg_cli::pose::model::{self, PoseModel, Variant, Workspace, N_ROWS};
 use wiberg_cli::pose::params::{self, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
 use wiberg_cli::pose::schur::{self, NA, NX};
 
-/// The Tome et al. parameter directory, or `None` (with a note) when absent outside CI.
-fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    if dir.join("avg_cameras__cams.npy").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the Tome et al. 2018 parameters are not at {}", dir.display());
-    }
-    eprintln!("note: {} not found; set WIBERG_TOME2018_DIR to run this test", dir.display());
-    None
-}
+mod common;
+use common::tome_dir;
 
 fn checkpoint(dir: &Path, robust: bool) -> PoseParams {
     PoseParams::load(&ParamSource::Checkpoint(dir.to_path_buf()), robust).unwrap()

@@ -2,49 +2,20 @@
 //! frame against central finite differences of the forward pass, for a sample of parameters of
 //! every group.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wiberg_cli::pose::data;
 use wiberg_cli::pose::generate::{self, Generator};
 use wiberg_cli::pose::grad::{self, Damping};
 use wiberg_cli::pose::model::{normalise, PoseModel, Variant, Workspace};
-use wiberg_cli::pose::params::{offset, ParamSource, PoseParams, G, GROUPS};
+use wiberg_cli::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
 
-/// The Tome et al. parameter directory, or `None` (with a note) when absent outside CI.
-fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    if dir.join("avg_cameras__cams.npy").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the Tome et al. 2018 parameters are not at {}", dir.display());
-    }
-    eprintln!("note: {} not found; set WIBERG_TOME2018_DIR to run this test", dir.display());
-    None
-}
-
-const ALL_GROUPS: [G; 14] = [
-    G::MeanPose,
-    G::BaseVectors,
-    G::SigmaVariance,
-    G::JointWeights,
-    G::Cameras,
-    G::ScalingCoefficient,
-    G::ScaleRegularizer,
-    G::Lambda0,
-    G::LambdaScale,
-    G::ExpWeights,
-    G::ExpWeightsModel,
-    G::ExpAdditiveModel,
-    G::HlParams,
-    G::IrReg,
-];
+mod common;
+use common::tome_dir;
 
 /// Indices to check: per group the largest |gradient| plus two spread entries.
 fn sample(grad: &[f64]) -> Vec<usize> {
     let mut out = Vec::new();
-    for g in ALL_GROUPS {
+    for g in (0..GROUPS.len()).map(group_at) {
         let o = offset(g);
         let n = GROUPS[g as usize].len();
         let best = (o..o + n).max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs())).unwrap();

@@ -1,7 +1,7 @@
 //! `wiberg pose train`: a short run lowers the test error; a run stopped after a checkpoint and
 //! resumed ends with the same parameters and log as an uninterrupted run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wiberg_cli::pose::generate::{self, Generator};
 use wiberg_cli::pose::grad::Damping;
 use wiberg_cli::pose::metrics::Metric;
@@ -10,20 +10,8 @@ use wiberg_cli::pose::params::{ParamSource, PoseParams};
 use wiberg_cli::pose::train::{self, TrainArgs};
 use wiberg_cli::pose::{evaluate, ModelArgs};
 
-/// The Tome et al. parameter directory, or `None` (with a note) when absent outside CI.
-fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    if dir.join("avg_cameras__cams.npy").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the Tome et al. 2018 parameters are not at {}", dir.display());
-    }
-    eprintln!("note: {} not found; set WIBERG_TOME2018_DIR to run this test", dir.display());
-    None
-}
+mod common;
+use common::tome_dir;
 
 fn args(tome: &Path, data: &Path, out: &Path, max_batches: usize, resume: bool) -> TrainArgs {
     TrainArgs {
