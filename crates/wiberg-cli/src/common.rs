@@ -47,6 +47,19 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Re
     Ok(pool.install(f))
 }
 
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux only;
+/// `None` elsewhere). Clock ticks are taken as 100 per second, the Linux `USER_HZ`. The
+/// experiments report it beside wall time, which on a shared machine says little.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,17 +116,7 @@ pub struct EpochLog {
     pub cpu_seconds: Option<f64>,
 }
 
-/// User + system CPU seconds of this process so far, from `/proc/self/stat` (Linux only).
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
-    Some(ticks / 100.0)
-}
+pub use crate::common::process_cpu_seconds;
 
 /// What training produced.
 #[derive(Debug, Clone, Serialize)]

@@ -161,17 +161,7 @@ pub struct EvalResult {
     pub frames_per_cpu_second: Option<f64>,
 }
 
-/// CPU time (user + system) of this process in seconds, from `/proc/self/stat` (Linux; the
-/// usual 100 clock ticks per second). `None` elsewhere.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = text.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
+pub use crate::common::process_cpu_seconds;
 
 /// Evaluates `model` on the sequences of `dir` (every `every`-th frame), in parallel; results do
 /// not depend on the thread count (each frame is independent; sums are taken in frame order).

@@ -222,17 +222,7 @@ pub struct Training {
     pub cpu_seconds: Option<f64>,
 }
 
-/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux only;
-/// `None` elsewhere). Clock ticks are taken as 100 per second, the Linux `USER_HZ`.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
+pub use crate::common::process_cpu_seconds;
 
 /// Trains every (run, method) of `config` for `config.iterations` iterations, calling
 /// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
