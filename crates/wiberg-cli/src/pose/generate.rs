@@ -85,14 +85,25 @@ pub struct GenerateArgs {
     /// spec's realistic values; 0 = exact projections, for diagnosis).
     #[arg(long, default_value_t = 1.0)]
     pub noise_scale: f64,
-    /// Detections follow Stacked Hourglass joint semantics: the detector's "thorax" is reported
-    /// as H36M joint 7 (Spine) and its "upper neck" as joint 8 (Thorax), as in the processed
-    /// Human3.6M files the checkpoint was trained on.
-    #[arg(long)]
-    pub sh_joints: bool,
+    /// Which joints the 2-D detections mark. `stacked-hourglass` (default): the detector's
+    /// "thorax" is reported as H36M joint 7 (Spine) and its "upper neck" as joint 8 (Thorax),
+    /// as in the processed Human3.6M files the authors' checkpoint was trained on (their 2-D
+    /// joints come from a Stacked Hourglass detector). `h36m`: the exact projections of the
+    /// ground-truth H36M joints (spec 5b read literally).
+    #[arg(long, value_enum, default_value_t = JointSemantics::StackedHourglass)]
+    pub joints: JointSemantics,
     /// Accepted for uniformity; generation is sequential (and fast).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// Which joints the generated 2-D detections mark (see [`GenerateArgs::joints`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JointSemantics {
+    /// A Stacked Hourglass detector's joints, as in the real processed Human3.6M files.
+    StackedHourglass,
+    /// The exact H36M ground-truth joints.
+    H36m,
 }
 
 /// The PPCA models and cameras the generator samples from.
@@ -404,7 +415,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("no PPCA directory: pass --model-dir DIR or set {}", super::TOME2018_ENV))?,
     };
     let gen = Generator::load(&dir)?;
-    generate(&gen, &args.out, args.frames_per_sequence, args.seed, args.noise_scale, args.sh_joints)?;
+    let sh_joints = args.joints == JointSemantics::StackedHourglass;
+    generate(&gen, &args.out, args.frames_per_sequence, args.seed, args.noise_scale, sh_joints)?;
     println!(
         "wrote {} training and {} testing sequences of {} frames to {}",
         2 * ACTIONS.len(),
