@@ -6,7 +6,7 @@ use super::data::{self, Pose3d};
 use super::generate::BONES;
 use super::metrics::{self, Metric};
 use super::model::{normalise, Workspace};
-use super::params::{N_CAMERAS, N_JOINTS};
+use super::params::{ParamSource, N_CAMERAS, N_JOINTS};
 use anyhow::{ensure, Context, Result};
 use plotters::prelude::*;
 use std::path::PathBuf;
@@ -71,13 +71,13 @@ pub fn run(args: ShowArgs) -> Result<()> {
 
     let root = BitMapBackend::new(&args.out, (1400, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
+    let source = match args.model.source()? {
+        ParamSource::Checkpoint(d) => format!("checkpoint {}", d.display()),
+        ParamSource::Init(d) => format!("init from {}", d.display()),
+    };
     let title = format!(
-        "{} frame {} ({:?}, {:?}): MPJPE {:.1} mm   [red: reconstruction x l(GT), blue: ground truth]",
-        seq.name,
-        f,
-        model.variant,
-        args.model.source()?,
-        err
+        "{} frame {} ({:?}, {source}): MPJPE {:.1} mm   [red: reconstruction x l(GT), blue: ground truth]",
+        seq.name, f, model.variant, err
     );
     let (top_title, rest) = root.split_vertically(40);
     top_title.draw(&Text::new(title, (10, 10), ("sans-serif", 18).into_font().color(&BLACK))).map_err(plot_err)?;
