@@ -57,7 +57,8 @@ pub enum PoseCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// Checkpoint directory (`trained_model__*.npy` + `avg_cameras__cams.npy`, or the authors'
-    /// `trained_model.h5` + `avg_cameras.h5`). Default: $WIBERG_TOME2018_DIR.
+    /// `trained_model.h5` + `avg_cameras.h5`), or a `pose train --out` directory (its latest
+    /// checkpoint). Default: $WIBERG_TOME2018_DIR.
     #[arg(long, conflicts_with = "init")]
     pub checkpoint: Option<PathBuf>,
     /// Use the from-scratch initialisation (from the PPCA files in --model-dir) instead of a checkpoint.
@@ -68,6 +69,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
     /// Load `hl_params` and `ir_reg` from the checkpoint (the released code starts them at 1).
+    /// Always on for checkpoints written by `pose train`.
     #[arg(long)]
     pub load_robust_params: bool,
     /// Inner solver.
@@ -92,18 +94,28 @@ impl ModelArgs {
             })
         } else {
             ParamSource::Checkpoint(match &self.checkpoint {
-                Some(d) => d.clone(),
+                // A `pose train` output directory means its latest checkpoint.
+                Some(d) => train::resolve_checkpoint_dir(d)?,
                 None => env_dir()?,
             })
         })
     }
 
+    /// Whether `hl_params` and `ir_reg` are read from `source`: with --load-robust-params, and
+    /// always for a checkpoint written by `pose train` (they were trained with the rest).
+    pub fn load_robust_for(&self, source: &ParamSource) -> bool {
+        self.load_robust_params || matches!(source, ParamSource::Checkpoint(d) if d.join(train::STATE_FILE).exists())
+    }
+
+    /// Loads the parameters these arguments name.
+    pub fn params(&self) -> Result<PoseParams> {
+        let source = self.source()?;
+        PoseParams::load(&source, self.load_robust_for(&source)).with_context(|| format!("loading {source:?}"))
+    }
+
     /// Loads the parameters and builds the model.
     pub fn model(&self) -> Result<PoseModel> {
-        let source = self.source()?;
-        let params =
-            PoseParams::load(&source, self.load_robust_params).with_context(|| format!("loading {source:?}"))?;
-        PoseModel::new(&params, self.variant)
+        PoseModel::new(&self.params()?, self.variant)
     }
 }
 
