@@ -5,7 +5,7 @@
 //! Files: [`params`] (the 6,662 trainable scalars), [`h5`] (the authors' HDF5 files), [`data`]
 //! (npy sequences), [`model`] (the energy and the forward pass), [`schur`] (the damped
 //! 80-unknown solve), [`metrics`], [`generate`], [`show`], [`grad`] (the analytic gradient of the
-//! training loss), [`train`] (`wiberg pose train`).
+//! training loss), [`train`] (`wiberg pose train`), [`table`] (`wiberg pose table`, Table 2).
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
@@ -19,6 +19,7 @@ pub mod model;
 pub mod params;
 pub mod schur;
 pub mod show;
+pub mod table;
 pub mod train;
 
 use anyhow::{Context, Result};
@@ -51,6 +52,8 @@ pub enum PoseCommand {
     Show(show::ShowArgs),
     /// Train the energy's parameters (Adam on metric 2, trust-region or implicit derivative).
     Train(train::TrainArgs),
+    /// Compare runs on the test split per action (the paper's Table 2): table.{csv,md,json,png}.
+    Table(table::TableArgs),
 }
 
 /// Where the parameters come from (shared by `eval` and `show`).
@@ -290,5 +293,6 @@ pub fn run(args: PoseArgs) -> Result<()> {
         PoseCommand::Generate(a) => generate::run(a),
         PoseCommand::Show(a) => show::run(a),
         PoseCommand::Train(a) => train::run(a),
+        PoseCommand::Table(a) => table::run(a),
     }
 }
