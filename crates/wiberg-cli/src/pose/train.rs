@@ -301,10 +301,13 @@ pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
+/// The parameter source with its path made absolute, so that `--resume` given the same
+/// directory through another (relative) path is not refused.
 fn describe_source(source: &ParamSource) -> String {
+    let abs = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
     match source {
-        ParamSource::Checkpoint(d) => format!("checkpoint {}", d.display()),
-        ParamSource::Init(d) => format!("init {}", d.display()),
+        ParamSource::Checkpoint(d) => format!("checkpoint {}", abs(d).display()),
+        ParamSource::Init(d) => format!("init {}", abs(d).display()),
     }
 }
 
