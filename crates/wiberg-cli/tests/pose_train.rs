@@ -81,14 +81,17 @@ fn resumed_run_matches_an_uninterrupted_one() {
     // Few frames: an epoch boundary falls inside the run.
     generate::generate(&gen, data.path(), 2, 3, 1.0, false).unwrap();
     let train_dir = data.path().join("training");
+    // 60 frames, every 2nd: 7 batches of 4 per epoch, 14 in all.
+    let half = |out: &Path, max_batches: usize, resume: bool| TrainArgs {
+        every: 2,
+        ..args(&tome, &train_dir, out, max_batches, resume)
+    };
     let full = tempfile::tempdir().unwrap();
-    train::run(args(&tome, &train_dir, full.path(), 0, false)).unwrap();
+    train::run(half(full.path(), 0, false)).unwrap();
     let parts = tempfile::tempdir().unwrap();
-    let mut first = args(&tome, &train_dir, parts.path(), 0, false);
     // Stop mid-epoch right after a checkpoint (every 2 batches), then resume.
-    first.max_batches = 6;
-    train::run(first).unwrap();
-    train::run(args(&tome, &train_dir, parts.path(), 0, true)).unwrap();
+    train::run(half(parts.path(), 6, false)).unwrap();
+    train::run(half(parts.path(), 0, true)).unwrap();
     let a = PoseParams::load(&ParamSource::Checkpoint(latest(full.path())), true).unwrap();
     let b = PoseParams::load(&ParamSource::Checkpoint(latest(parts.path())), true).unwrap();
     assert_eq!(a.values, b.values, "resumed parameters differ");
