@@ -370,6 +370,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let batches_per_epoch = frames.len() / args.batch;
     ensure!(batches_per_epoch > 0, "{}: {} frames, fewer than one batch", args.data.display(), frames.len());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let existing = latest_checkpoint(&args.out)?;
+    if let (false, Some(dir)) = (args.resume, &existing) {
+        bail!(
+            "{} already holds a training run (latest checkpoint {}); pass --resume to continue it, or another --out",
+            args.out.display(),
+            dir.display()
+        );
+    }
     let source = if args.resume && args.model.checkpoint.is_none() && !args.model.init {
         None
     } else {
@@ -389,7 +397,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         data_fingerprint: fingerprint(&frames),
     };
     let clip = clipping()?;
-    let existing = latest_checkpoint(&args.out)?;
     let (mut params, mut state) = match (args.resume, existing, source) {
         (true, Some(dir), source) => {
             let params = PoseParams::load_checkpoint(&dir, true)
@@ -409,12 +416,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "--resume: {} holds no checkpoint ({POINTER_FILE} is missing); run without --resume to start",
             args.out.display()
         ),
-        (false, Some(dir), _) => bail!(
-            "{} already holds a training run (latest checkpoint {}); pass --resume to continue it, or another --out",
-            args.out.display(),
-            dir.display()
-        ),
-        (false, None, source) => {
+        (false, _, source) => {
             let source = source.context("no parameter source")?;
             let mut params = PoseParams::load(&source, args.model.load_robust_for(&source))
                 .with_context(|| format!("loading {source:?}"))?;
