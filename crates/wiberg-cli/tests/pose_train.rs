@@ -91,7 +91,17 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let parts = tempfile::tempdir().unwrap();
     // Stop mid-epoch right after a checkpoint (every 2 batches), then resume.
     train::run(half(parts.path(), 6, false)).unwrap();
+    // What a kill while checkpointing can leave: a half-written temporary directory, and a
+    // complete step directory the pointer never reached (here: garbage). Both are ignored.
+    let ckpts = parts.path().join("checkpoints");
+    std::fs::create_dir_all(ckpts.join(".tmp-step-00000008-1")).unwrap();
+    std::fs::write(ckpts.join(".tmp-step-00000008-1/trained_model__mean_pose.npy"), b"torn").unwrap();
+    std::fs::create_dir_all(ckpts.join("step-00000008")).unwrap();
+    std::fs::write(ckpts.join("step-00000008/train_state.json"), b"{").unwrap();
     train::run(half(parts.path(), 0, true)).unwrap();
+    let left: Vec<String> =
+        std::fs::read_dir(&ckpts).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(left, ["step-00000014"]);
     let a = PoseParams::load(&ParamSource::Checkpoint(latest(full.path())), true).unwrap();
     let b = PoseParams::load(&ParamSource::Checkpoint(latest(parts.path())), true).unwrap();
     assert_eq!(a.values, b.values, "resumed parameters differ");
