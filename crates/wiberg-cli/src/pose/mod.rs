@@ -5,7 +5,7 @@
 //! Files: [`params`] (the 6,662 trainable scalars), [`h5`] (the authors' HDF5 files), [`data`]
 //! (npy sequences), [`model`] (the energy and the forward pass), [`schur`] (the damped
 //! 80-unknown solve), [`metrics`], [`generate`], [`show`], [`grad`] (the analytic gradient of the
-//! training loss), [`train`] (`wiberg pose train`).
+//! training loss), [`train`] (`wiberg pose train`), [`table`] (`wiberg pose table`, Table 2).
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
@@ -19,6 +19,7 @@ pub mod model;
 pub mod params;
 pub mod schur;
 pub mod show;
+pub mod table;
 pub mod train;
 
 use anyhow::{Context, Result};
@@ -51,13 +52,16 @@ pub enum PoseCommand {
     Show(show::ShowArgs),
     /// Train the energy's parameters (Adam on metric 2, trust-region or implicit derivative).
     Train(train::TrainArgs),
+    /// Compare runs on the test split per action (the paper's Table 2): table.{csv,md,json,png}.
+    Table(table::TableArgs),
 }
 
 /// Where the parameters come from (shared by `eval` and `show`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// Checkpoint directory (`trained_model__*.npy` + `avg_cameras__cams.npy`, or the authors'
-    /// `trained_model.h5` + `avg_cameras.h5`). Default: $WIBERG_TOME2018_DIR.
+    /// `trained_model.h5` + `avg_cameras.h5`), or a `pose train --out` directory (its latest
+    /// checkpoint). Default: $WIBERG_TOME2018_DIR.
     #[arg(long, conflicts_with = "init")]
     pub checkpoint: Option<PathBuf>,
     /// Use the from-scratch initialisation (from the PPCA files in --model-dir) instead of a checkpoint.
@@ -68,6 +72,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
     /// Load `hl_params` and `ir_reg` from the checkpoint (the released code starts them at 1).
+    /// Always on for checkpoints written by `pose train`.
     #[arg(long)]
     pub load_robust_params: bool,
     /// Inner solver.
@@ -92,18 +97,28 @@ impl ModelArgs {
             })
         } else {
             ParamSource::Checkpoint(match &self.checkpoint {
-                Some(d) => d.clone(),
+                // A `pose train` output directory means its latest checkpoint.
+                Some(d) => train::resolve_checkpoint_dir(d)?,
                 None => env_dir()?,
             })
         })
     }
 
+    /// Whether `hl_params` and `ir_reg` are read from `source`: with --load-robust-params, and
+    /// always for a checkpoint written by `pose train` (they were trained with the rest).
+    pub fn load_robust_for(&self, source: &ParamSource) -> bool {
+        self.load_robust_params || matches!(source, ParamSource::Checkpoint(d) if d.join(train::STATE_FILE).exists())
+    }
+
+    /// Loads the parameters these arguments name.
+    pub fn params(&self) -> Result<PoseParams> {
+        let source = self.source()?;
+        PoseParams::load(&source, self.load_robust_for(&source)).with_context(|| format!("loading {source:?}"))
+    }
+
     /// Loads the parameters and builds the model.
     pub fn model(&self) -> Result<PoseModel> {
-        let source = self.source()?;
-        let params =
-            PoseParams::load(&source, self.load_robust_params).with_context(|| format!("loading {source:?}"))?;
-        PoseModel::new(&params, self.variant)
+        PoseModel::new(&self.params()?, self.variant)
     }
 }
 
@@ -278,5 +293,6 @@ pub fn run(args: PoseArgs) -> Result<()> {
         PoseCommand::Generate(a) => generate::run(a),
         PoseCommand::Show(a) => show::run(a),
         PoseCommand::Train(a) => train::run(a),
+        PoseCommand::Table(a) => table::run(a),
     }
 }

@@ -1,19 +1,32 @@
 //! `wiberg pose train`: Adam (TensorFlow epsilon, eps 0.1) on the batch mean of metric 2, with the
 //! gradient of [`super::grad`], the spec's clipping after each step (§1.9), frames reshuffled each
-//! epoch, rayon over the frames of a batch, a CSV log and atomic checkpoints in the
-//! `trained_model__*.npy` layout.
+//! epoch, rayon over the frames of a batch, a CSV log and crash-safe checkpoints.
+//!
+//! Layout of `--out`:
+//! - `checkpoints/step-<N>/`: the latest complete checkpoint: the parameters in the
+//!   `trained_model__*.npy` layout (+ `avg_cameras__cams.npy`), `train_state.json` (run settings,
+//!   position, optimiser), `adam_moments.npy` (bit-exact moments) and `train_log.csv`;
+//! - `checkpoint.json`: names that directory;
+//! - `train_log.csv` (a copy of the checkpoint's log) and `train_summary.json` (throughput).
+//!
+//! A checkpoint is written into a temporary directory, each file synced, renamed to
+//! `step-<N>`, and only then is `checkpoint.json` atomically replaced; older directories are
+//! removed after that. A SIGKILL at any moment thus leaves `checkpoint.json` naming a complete,
+//! self-consistent checkpoint (parameters and state of the same step), and `--resume`
+//! continues from it, ignoring anything else in `checkpoints/`. `pose eval --checkpoint <out>`
+//! (or the step directory itself) evaluates the latest checkpoint.
 
-use super::data;
+use super::data::{self, Frame2d, Pose3d};
 use super::grad::{backward_lambda, frame_loss_and_grad, Damping};
 use super::model::{PoseModel, Workspace};
-use super::params::{offset, PoseParams, G, GROUPS, N_PARAMS};
-use super::ModelArgs;
-use anyhow::{ensure, Context, Result};
+use super::params::{offset, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
+use super::{process_cpu_seconds, ModelArgs};
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wiberg::batch::mean_loss_and_grad;
 use wiberg::optim::{Adam, AdamEpsilon, BoxConstraints, Optimizer};
@@ -25,8 +38,10 @@ pub struct TrainArgs {
     /// Training data directory (`<name>__joint_2d.npy` / `<name>__joint_3d.npy` sequences).
     #[arg(long)]
     pub data: PathBuf,
-    /// Output directory: `train_log.csv`, `checkpoint/` (every --checkpoint-every batches and
-    /// at the end of each epoch).
+    /// Output directory: `checkpoints/step-<N>/` (the latest checkpoint, written every
+    /// --checkpoint-every batches, at the end of each epoch and at the end), `checkpoint.json`
+    /// (names it), `train_log.csv`, `train_summary.json`. Pass this directory (or the step
+    /// directory) to `pose eval --checkpoint` or `pose table --runs`.
     #[arg(long)]
     pub out: PathBuf,
     /// Initial parameters and solver.
@@ -62,25 +77,264 @@ pub struct TrainArgs {
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Continue from `<out>/checkpoint` and `<out>/train_state.json` (the parameter source
-    /// arguments are then ignored); the other arguments must match the interrupted run.
+    /// Continue from the latest checkpoint of --out. The settings that decide the parameters
+    /// (--variant, --damping, --lambda, --batch, --lr, --every, --seed, the training data, and
+    /// the parameter source if given) must equal the interrupted run's, or it stops with the
+    /// differences; --epochs, --checkpoint-every, --max-batches and --threads may change.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// The settings of a run that decide its parameters. Stored in every checkpoint; `--resume`
+/// refuses to continue when any of them differs (`--epochs`, `--checkpoint-every`,
+/// `--max-batches` and `--threads` may change: they move the stopping point or the checkpoints,
+/// not the parameters).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    /// The initial parameters (e.g. `checkpoint /path` or `init /path`).
+    pub source: String,
+    /// `--load-robust-params`.
+    pub load_robust_params: bool,
+    /// Inner solver (`huber` or `l2`): `pose table` evaluates the run with it.
+    pub variant: String,
+    /// Derivative of the inner minimisers (`trust-region` or `implicit`).
+    pub damping: String,
+    /// Backward lambda actually used (0 for `implicit`).
+    pub lambda: f64,
+    /// Frames per batch.
+    pub batch: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Every K-th frame of each sequence.
+    pub every: usize,
+    /// Seed of the per-epoch shuffles.
+    pub seed: u64,
+    /// Training frames (after `--every`).
+    pub frames: usize,
+    /// FNV-1a hash (hex) of the bits of every training frame, detections and ground truth, in
+    /// order: resuming on different data is refused even when the directory has moved.
+    pub data_fingerprint: String,
 }
 
 /// What a checkpoint needs besides the parameters to continue a run exactly.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainState {
+    /// The run's settings.
+    pub config: RunConfig,
     /// Epoch of the next batch.
     pub epoch: usize,
     /// Index in that epoch of the next batch.
     pub next_batch: usize,
     /// Optimiser steps taken.
     pub step: usize,
-    /// The optimiser (moments and step count).
+    /// The optimiser. Its moments are restored bit-exactly from `adam_moments.npy` (JSON
+    /// floats need not round-trip exactly); the copy here is informative.
     pub adam: Adam,
     /// The CSV log so far.
     pub log: String,
+}
+
+/// `<out>/checkpoint.json`: names the latest complete checkpoint directory. It is replaced
+/// atomically only after that directory has been written, synced and renamed into place, so
+/// a kill at any moment leaves it naming a complete checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointPointer {
+    /// The directory, relative to `<out>`: `checkpoints/step-<N>` (8 digits).
+    pub latest: String,
+    /// Optimiser steps taken at that checkpoint.
+    pub step: usize,
+    /// Epoch of the next batch at that checkpoint.
+    pub epoch: usize,
+}
+
+/// Throughput of one `pose train` invocation, written to `<out>/train_summary.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainSummary {
+    /// Batches computed by this invocation.
+    pub batches: usize,
+    /// Frames whose loss and gradient were computed (forward + backward).
+    pub frames: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Wall seconds of the whole invocation's training loop (with checkpoints).
+    pub seconds_total: f64,
+    /// Wall seconds inside the forward + backward passes.
+    pub seconds_forward_backward: f64,
+    /// CPU seconds (all threads) inside the forward + backward passes (Linux only).
+    pub cpu_seconds_forward_backward: Option<f64>,
+    /// Frames per wall second, forward + backward.
+    pub frames_per_second: f64,
+    /// Frames per CPU-second (per core), forward + backward: the figure to size runs with on a
+    /// shared machine.
+    pub frames_per_cpu_second: Option<f64>,
+    /// Optimiser steps taken by the run so far.
+    pub step: usize,
+    /// The latest checkpoint directory (pass it, or `<out>` itself, to `pose eval --checkpoint`).
+    pub checkpoint: PathBuf,
+}
+
+/// Name of the pointer file in a training output directory.
+pub const POINTER_FILE: &str = "checkpoint.json";
+/// Name of the state file in a checkpoint directory.
+pub const STATE_FILE: &str = "train_state.json";
+const MOMENTS_FILE: &str = "adam_moments.npy";
+const CHECKPOINTS_DIR: &str = "checkpoints";
+
+/// The latest complete checkpoint of the training output `out`, from its `checkpoint.json`
+/// (`None` when there is none). Directories the pointer does not name (a checkpoint being
+/// written when the process was killed) are ignored.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    let path = out.join(POINTER_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let ptr: CheckpointPointer = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let valid = ptr
+        .latest
+        .strip_prefix("checkpoints/step-")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    ensure!(valid, "{}: `latest` is {:?}, expected checkpoints/step-<N>", path.display(), ptr.latest);
+    let dir = out.join(&ptr.latest);
+    ensure!(dir.is_dir(), "{} names {}, which does not exist", path.display(), dir.display());
+    Ok(Some(dir))
+}
+
+/// `dir` itself, or, when `dir` is a `pose train` output directory (it holds
+/// `checkpoint.json`), its latest checkpoint.
+pub fn resolve_checkpoint_dir(dir: &Path) -> Result<PathBuf> {
+    Ok(latest_checkpoint(dir)?.unwrap_or_else(|| dir.to_path_buf()))
+}
+
+/// Reads the training state of a checkpoint directory (`None` when it has none, i.e. it was
+/// not written by `pose train`).
+pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
+    let path = ckpt.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut state: TrainState = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let moments = ckpt.join(MOMENTS_FILE);
+    if moments.exists() {
+        let arr: ndarray::Array2<f64> =
+            ndarray_npy::read_npy(&moments).with_context(|| format!("reading {}", moments.display()))?;
+        ensure!(arr.nrows() == 2, "{}: shape {:?}, expected (2, N)", moments.display(), arr.shape());
+        let m = arr.row(0).to_vec();
+        let v = arr.row(1).to_vec();
+        let steps = state.adam.steps();
+        state.adam.restore(steps, m, v).with_context(|| format!("restoring {}", moments.display()))?;
+    }
+    Ok(Some(state))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Persists renames and removals; not every platform can sync a directory.
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes a complete checkpoint of `params` and `state` into `<out>/checkpoints/step-<N>/`
+/// (temporary directory, every file synced, renamed into place), then atomically points
+/// `<out>/checkpoint.json` at it, then removes every other entry of `checkpoints/`. Returns
+/// the checkpoint directory.
+pub fn write_checkpoint(out: &Path, params: &PoseParams, state: &TrainState) -> Result<PathBuf> {
+    use ndarray_npy::WriteNpyExt;
+    let root = out.join(CHECKPOINTS_DIR);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    params.save(&tmp)?;
+    crate::common::write_json(&tmp.join(STATE_FILE), state)?;
+    let (m, v) = state.adam.moments();
+    let mut flat = m.to_vec();
+    flat.extend_from_slice(v);
+    let arr = ndarray::Array2::from_shape_vec((2, m.len()), flat).context("shaping the Adam moments")?;
+    let mut bytes = Vec::new();
+    arr.write_npy(&mut bytes).context("encoding the Adam moments")?;
+    crate::common::atomic_write(&tmp.join(MOMENTS_FILE), &bytes)?;
+    crate::common::atomic_write(&tmp.join("train_log.csv"), state.log.as_bytes())?;
+    let dir = root.join(&name);
+    if dir.exists() {
+        // A complete but never-pointed-to checkpoint of an earlier, killed process.
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    sync_dir(&root);
+    let ptr = CheckpointPointer { latest: format!("{CHECKPOINTS_DIR}/{name}"), step: state.step, epoch: state.epoch };
+    crate::common::write_json(&out.join(POINTER_FILE), &ptr)?;
+    crate::common::atomic_write(&out.join("train_log.csv"), state.log.as_bytes())?;
+    for entry in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", root.display()))?;
+        if entry.file_name().to_string_lossy() != name.as_str() {
+            let p = entry.path();
+            let removed = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            removed.with_context(|| format!("removing the old checkpoint {}", p.display()))?;
+        }
+    }
+    sync_dir(&root);
+    Ok(dir)
+}
+
+/// FNV-1a over the bits of every frame (detections, then ground truth).
+fn fingerprint(frames: &[(Frame2d, Pose3d)]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: f64| {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (f2, f3) in frames {
+        f2.iter().flatten().flatten().for_each(|&v| eat(v));
+        f3.iter().flatten().for_each(|&v| eat(v));
+    }
+    format!("{h:016x}")
+}
+
+/// The clap name of a value (`huber`, `trust-region`, ...).
+pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// The parameter source with its path made absolute, so that `--resume` given the same
+/// directory through another (relative) path is not refused.
+fn describe_source(source: &ParamSource) -> String {
+    let abs = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+    match source {
+        ParamSource::Checkpoint(d) => format!("checkpoint {}", abs(d).display()),
+        ParamSource::Init(d) => format!("init {}", abs(d).display()),
+    }
+}
+
+/// The differences between the stored run settings and this invocation's, one line each.
+fn config_differences(stored: &RunConfig, now: &RunConfig, source_given: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |flag: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{flag}: the run has {a}, this invocation {b}"));
+        }
+    };
+    if source_given {
+        cmp("initial parameters", stored.source.clone(), now.source.clone());
+        cmp("--load-robust-params", stored.load_robust_params.to_string(), now.load_robust_params.to_string());
+    }
+    cmp("--variant", stored.variant.clone(), now.variant.clone());
+    cmp("--damping", stored.damping.clone(), now.damping.clone());
+    cmp("--lambda (backward)", stored.lambda.to_string(), now.lambda.to_string());
+    cmp("--batch", stored.batch.to_string(), now.batch.to_string());
+    cmp("--lr", stored.lr.to_string(), now.lr.to_string());
+    cmp("--every", stored.every.to_string(), now.every.to_string());
+    cmp("--seed", stored.seed.to_string(), now.seed.to_string());
+    cmp("training frames", stored.frames.to_string(), now.frames.to_string());
+    if stored.frames == now.frames {
+        cmp("training data (fingerprint)", stored.data_fingerprint.clone(), now.data_fingerprint.clone());
+    }
+    out
 }
 
 /// The clipping of §1.9 (`omega` [1e-3, 1e5]; `alpha`, `beta` [1e-5, 1e3]; `Sigma` [-5, 5];
@@ -103,6 +357,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     ensure!(args.every >= 1, "--every must be at least 1");
     ensure!(args.checkpoint_every >= 1, "--checkpoint-every must be at least 1");
     ensure!(args.lambda.is_finite() && args.lambda >= 0.0, "--lambda must be finite and >= 0");
+    ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be finite and > 0");
     let variant = args.model.variant;
     let lambda = backward_lambda(args.damping, args.lambda);
     let seqs = data::load_dir(&args.data)?;
@@ -115,26 +370,61 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let batches_per_epoch = frames.len() / args.batch;
     ensure!(batches_per_epoch > 0, "{}: {} frames, fewer than one batch", args.data.display(), frames.len());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let ckpt_dir = args.out.join("checkpoint");
-    let log_path = args.out.join("train_log.csv");
-    let state_path = args.out.join("train_state.json");
-    let clip = clipping()?;
-    let (mut params, mut state) = if args.resume {
-        let params = PoseParams::load_checkpoint(&ckpt_dir, true)
-            .with_context(|| format!("resuming: loading {}", ckpt_dir.display()))?;
-        let text = std::fs::read_to_string(&state_path)
-            .with_context(|| format!("resuming: reading {}", state_path.display()))?;
-        let state: TrainState =
-            serde_json::from_str(&text).with_context(|| format!("resuming: parsing {}", state_path.display()))?;
-        (params, state)
+    let existing = latest_checkpoint(&args.out)?;
+    if let (false, Some(dir)) = (args.resume, &existing) {
+        bail!(
+            "{} already holds a training run (latest checkpoint {}); pass --resume to continue it, or another --out",
+            args.out.display(),
+            dir.display()
+        );
+    }
+    let source = if args.resume && args.model.checkpoint.is_none() && !args.model.init {
+        None
     } else {
-        let source = args.model.source()?;
-        let mut params =
-            PoseParams::load(&source, args.model.load_robust_params).with_context(|| format!("loading {source:?}"))?;
-        clip.project(&mut params.values)?;
-        let adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
-        let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,seconds\n");
-        (params, TrainState { epoch: 0, next_batch: 0, step: 0, adam, log })
+        Some(args.model.source()?)
+    };
+    let config = RunConfig {
+        source: source.as_ref().map(describe_source).unwrap_or_default(),
+        load_robust_params: source.as_ref().is_some_and(|s| args.model.load_robust_for(s)),
+        variant: value_name(&variant),
+        damping: value_name(&args.damping),
+        lambda,
+        batch: args.batch,
+        lr: args.lr,
+        every: args.every,
+        seed: args.seed,
+        frames: frames.len(),
+        data_fingerprint: fingerprint(&frames),
+    };
+    let clip = clipping()?;
+    let (mut params, mut state) = match (args.resume, existing, source) {
+        (true, Some(dir), source) => {
+            let params = PoseParams::load_checkpoint(&dir, true)
+                .with_context(|| format!("resuming: loading {}", dir.display()))?;
+            let state =
+                read_state(&dir)?.with_context(|| format!("resuming: {} has no {STATE_FILE}", dir.display()))?;
+            let diffs = config_differences(&state.config, &config, source.is_some());
+            ensure!(
+                diffs.is_empty(),
+                "--resume: {} was trained with other settings; pass the original ones (or train into a new --out):\n  {}",
+                args.out.display(),
+                diffs.join("\n  ")
+            );
+            (params, state)
+        }
+        (true, None, _) => bail!(
+            "--resume: {} holds no checkpoint ({POINTER_FILE} is missing); run without --resume to start",
+            args.out.display()
+        ),
+        (false, _, source) => {
+            let source = source.context("no parameter source")?;
+            let mut params = PoseParams::load(&source, args.model.load_robust_for(&source))
+                .with_context(|| format!("loading {source:?}"))?;
+            clip.project(&mut params.values)?;
+            let adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
+            let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,seconds\n");
+            (params, TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log })
+        }
     };
     let total = if args.max_batches > 0 {
         args.max_batches.min(batches_per_epoch * args.epochs)
@@ -145,67 +435,118 @@ pub fn run(args: TrainArgs) -> Result<()> {
     pb.set_position(state.step.min(total) as u64);
     let start = Instant::now();
     let first_step = state.step;
-    let save = |params: &PoseParams, state: &TrainState| -> Result<()> {
-        params.save(&ckpt_dir)?;
-        crate::common::write_json(&state_path, state)?;
-        crate::common::atomic_write(&log_path, state.log.as_bytes())
-    };
-    'epochs: for epoch in state.epoch..args.epochs {
-        // Each epoch's order depends only on the seed and the epoch, so a resumed run sees the same batches.
-        let mut order: Vec<usize> = (0..frames.len()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(epoch as u64));
-        order.shuffle(&mut rng);
-        let first_batch = if epoch == state.epoch { state.next_batch } else { 0 };
-        for b in first_batch..batches_per_epoch {
-            if args.max_batches > 0 && state.step >= args.max_batches {
-                break 'epochs;
-            }
-            let model = PoseModel::new(&params, variant)?;
-            let batch: Vec<usize> = order[b * args.batch..(b + 1) * args.batch].to_vec();
-            let outcome = crate::common::with_threads(args.threads, || {
-                mean_loss_and_grad(&batch, N_PARAMS, |_, &i| {
+    let mut last_saved = state.step;
+    let mut latest = latest_checkpoint(&args.out)?;
+    let mut grad_seconds = 0.0;
+    let mut grad_cpu_seconds = Some(0.0);
+    let threads = if args.threads == 0 { num_cpus() } else { args.threads };
+    // One pool for the whole run (not one per batch).
+    crate::common::with_threads(args.threads, || -> Result<()> {
+        'epochs: for epoch in state.epoch..args.epochs {
+            // Each epoch's order depends only on the seed and the epoch, so a resumed run sees the same batches.
+            let mut order: Vec<usize> = (0..frames.len()).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(epoch as u64));
+            order.shuffle(&mut rng);
+            let first_batch = if epoch == state.epoch { state.next_batch } else { 0 };
+            for b in first_batch..batches_per_epoch {
+                if args.max_batches > 0 && state.step >= args.max_batches {
+                    break 'epochs;
+                }
+                let model = PoseModel::new(&params, variant)?;
+                let batch: Vec<usize> = order[b * args.batch..(b + 1) * args.batch].to_vec();
+                let t0 = Instant::now();
+                let cpu0 = process_cpu_seconds();
+                let outcome = mean_loss_and_grad(&batch, N_PARAMS, |_, &i| {
                     let mut ws = Workspace::default();
                     let (frame, gt) = &frames[i];
                     frame_loss_and_grad(&model, &params, frame, gt, lambda, &mut ws)
                         .map_err(|e| WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
-                })
-            })??;
-            state.adam.step(&mut params.values, &outcome.grad)?;
-            clip.project(&mut params.values)?;
-            params.check_finite()?;
-            state.step += 1;
-            state.epoch = epoch;
-            state.next_batch = b + 1;
-            writeln!(
-                state.log,
-                "{epoch},{b},{},{},{},{},{:.3}",
-                state.step,
-                outcome.loss,
-                outcome.count,
-                outcome.failures.len(),
-                start.elapsed().as_secs_f64()
-            )?;
-            pb.inc(1);
-            pb.set_message(format!("loss {:.2} mm", outcome.loss));
-            if state.step % args.checkpoint_every == 0 {
-                params.epoch = epoch as i64;
-                save(&params, &state)?;
+                })?;
+                grad_seconds += t0.elapsed().as_secs_f64();
+                grad_cpu_seconds = match (grad_cpu_seconds, cpu0, process_cpu_seconds()) {
+                    (Some(acc), Some(a), Some(b)) => Some(acc + (b - a).max(0.0)),
+                    _ => None,
+                };
+                state.adam.step(&mut params.values, &outcome.grad)?;
+                clip.project(&mut params.values)?;
+                params.check_finite()?;
+                state.step += 1;
+                state.epoch = epoch;
+                state.next_batch = b + 1;
+                writeln!(
+                    state.log,
+                    "{epoch},{b},{},{},{},{},{:.3}",
+                    state.step,
+                    outcome.loss,
+                    outcome.count,
+                    outcome.failures.len(),
+                    start.elapsed().as_secs_f64()
+                )?;
+                pb.inc(1);
+                pb.set_message(format!("loss {:.2} mm", outcome.loss));
+                // The end-of-epoch checkpoint below covers the last batch of an epoch.
+                if state.step % args.checkpoint_every == 0 && b + 1 < batches_per_epoch {
+                    params.epoch = epoch as i64;
+                    latest = Some(write_checkpoint(&args.out, &params, &state)?);
+                    last_saved = state.step;
+                }
             }
+            state.epoch = epoch + 1;
+            state.next_batch = 0;
+            params.epoch = state.epoch as i64;
+            latest = Some(write_checkpoint(&args.out, &params, &state)?);
+            last_saved = state.step;
         }
-        state.epoch = epoch + 1;
-        state.next_batch = 0;
-        params.epoch = state.epoch as i64;
-        save(&params, &state)?;
-    }
-    save(&params, &state)?;
+        if state.step != last_saved {
+            latest = Some(write_checkpoint(&args.out, &params, &state)?);
+        }
+        Ok(())
+    })??;
     pb.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    let steps = state.step - first_step;
+    let checkpoint = latest.context("no checkpoint was written")?;
+    let batches = state.step - first_step;
+    let nframes = batches * args.batch;
+    let summary = TrainSummary {
+        batches,
+        frames: nframes,
+        threads,
+        seconds_total: start.elapsed().as_secs_f64(),
+        seconds_forward_backward: grad_seconds,
+        cpu_seconds_forward_backward: grad_cpu_seconds,
+        frames_per_second: nframes as f64 / grad_seconds.max(1e-9),
+        frames_per_cpu_second: grad_cpu_seconds.filter(|c| *c > 0.0).map(|c| nframes as f64 / c),
+        step: state.step,
+        checkpoint: checkpoint.clone(),
+    };
+    crate::common::write_json(&args.out.join("train_summary.json"), &summary)?;
+    if batches == 0 {
+        println!(
+            "nothing to do: the run is at step {} (epoch {}); checkpoint {}",
+            state.step,
+            state.epoch,
+            checkpoint.display()
+        );
+        return Ok(());
+    }
     println!(
-        "{steps} batches of {} frames in {secs:.1} s: {:.2} frames/s (forward + backward); checkpoint in {}",
+        "{batches} batches of {} frames, forward + backward: {:.1} s wall = {:.2} frames/s on {threads} thread(s){}",
         args.batch,
-        (steps * args.batch) as f64 / secs.max(1e-9),
-        ckpt_dir.display()
+        grad_seconds,
+        summary.frames_per_second,
+        match (summary.cpu_seconds_forward_backward, summary.frames_per_cpu_second) {
+            (Some(c), Some(f)) => format!("; {c:.1} CPU-s = {f:.2} frames per CPU-second"),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "step {}, latest checkpoint {} (evaluate it with `pose eval --checkpoint {}`)",
+        state.step,
+        checkpoint.display(),
+        args.out.display()
     );
     Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
