@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
+use wiberg::minimize::seeds::best_seed;
 use wiberg::{ArgminLayer, Damping, Energy, LbfgsConfig, Minimizer, RbfMixture, Start};
 
 /// A paper-protocol sample: 10 inliers around a centre in [-40, 40], 100 uniform outliers.
@@ -23,9 +24,14 @@ fn bench(c: &mut Criterion) {
     let points = sample(7);
     let e = RbfMixture::shared_width(1, points.clone()).unwrap();
     let mut out = vec![0.0; points.len()];
-    for sigma in [1.0, 3.0, 30.0] {
+    for sigma in [1.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0] {
         c.bench_function(&format!("seed_scan_110_sigma{sigma}"), |b| {
             b.iter(|| e.values_at(black_box(&points), black_box(&[sigma]), &mut out))
+        });
+        // What the forward pass runs: the lowest seed, ruling seeds out by a bound when the
+        // kernels are wide (bit-identical choice).
+        c.bench_function(&format!("best_seed_110_sigma{sigma}"), |b| {
+            b.iter(|| best_seed(&e, black_box(&[sigma]), black_box(&points)))
         });
         // The reference under the same machine load: the energy summed at every point.
         c.bench_function(&format!("seed_scan_direct_110_sigma{sigma}"), |b| {
