@@ -956,9 +956,10 @@ mod tests {
             assert_rows_bit_identical(&e, &[sigma]);
             assert_rank_bound_holds(&e, &[sigma]);
             let full = full_lowest(&e, &centers, &[sigma]).unwrap();
-            // Wide kernels: few candidates, the pruned path answers.
+            // Wide kernels: few candidates, the pruned path answers (at 1e6 every energy is
+            // within the bound of the lowest: it declines, and the full scan runs).
             let pruned = e.lowest_at_centers_1d(&centers, &[sigma], true);
-            assert!(pruned.is_some() || sigma.abs() < 3.0, "sigma {sigma}: pruned path declined");
+            assert!(pruned.is_some() || !(3.0..=200.0).contains(&sigma.abs()), "sigma {sigma}: pruned path declined");
             if let Some(pruned) = pruned {
                 assert_eq!((pruned.0, pruned.1.to_bits()), (full.0, full.1.to_bits()), "sigma {sigma}");
             }
