@@ -17,9 +17,9 @@ const EXP_BATCH: usize = 8;
 /// Truncation bound, per unit of kernel weight, of the Taylor expansion that ranks seeds in
 /// [`RbfMixture::lowest_at`]: seeds whose approximate energy is within twice the total bound of
 /// the lowest are evaluated exactly.
-const RANK_TAYLOR_TOL: f64 = 1e-8;
+const RANK_TAYLOR_TOL: f64 = 1e-7;
 
-/// Highest Taylor order tried; boxes are one kernel width wide, which needs about 16.
+/// Highest Taylor order tried; boxes one kernel width wide need 15 (at the tolerance above).
 const RANK_MAX_ORDER: usize = 40;
 
 /// Width of the expansion boxes of the ranking, in kernel widths.
@@ -158,6 +158,18 @@ fn scan_row_sum_1d(xs: &[f64], weights: &[f64], inv_s2: f64, radius: f64, a: usi
 /// `g(u) = exp(-u^2 + r u) (r u)^p / p!`, which is log-concave in `u > 0` with its maximum at
 /// `u* = (r + sqrt(r^2 + 8p)) / 4`.
 fn taylor_order(r: f64) -> Option<(usize, f64)> {
+    // The bound grows with r (for every u), so the order for r = one box width (a little
+    // more, for rounding) serves every r below it: computed once.
+    const R_USUAL: f64 = RANK_BOX_WIDTHS * (1.0 + 1e-9);
+    static USUAL: std::sync::OnceLock<Option<(usize, f64)>> = std::sync::OnceLock::new();
+    if r <= R_USUAL {
+        return *USUAL.get_or_init(|| taylor_order_for(R_USUAL));
+    }
+    taylor_order_for(r)
+}
+
+/// [`taylor_order`] computed for this `r`.
+fn taylor_order_for(r: f64) -> Option<(usize, f64)> {
     let mut ln_factorial = 0.0;
     for p in 1..=RANK_MAX_ORDER {
         let pf = p as f64;
@@ -173,110 +185,192 @@ fn taylor_order(r: f64) -> Option<(usize, f64)> {
     None
 }
 
+/// `out[j] = exp(-arg(src[j]))` by batches of [`exp_neg_batch`] (`arg` >= 0).
+fn exp_neg_map(src: &[f64], out: &mut [f64], arg: impl Fn(f64) -> f64) {
+    let mut x = [0.0; EXP_BATCH];
+    let mut ex = [0.0; EXP_BATCH];
+    for (sb, ob) in src.chunks(EXP_BATCH).zip(out.chunks_mut(EXP_BATCH)) {
+        x.iter_mut().for_each(|t| *t = 0.0);
+        for (t, &s) in x.iter_mut().zip(sb) {
+            *t = arg(s);
+        }
+        exp_neg_batch(&x, &mut ex);
+        ob.copy_from_slice(&ex[..ob.len()]);
+    }
+}
+
+/// Adds one box's expansion at a batch of points: `sum += pre * f * P(u - offset)`, `P` the
+/// polynomial with coefficients `moments` (lowest first).
+#[inline(always)]
+fn add_box_expansion(
+    sum: &mut [f64; EXP_BATCH],
+    pre: &[f64; EXP_BATCH],
+    u: &[f64; EXP_BATCH],
+    offset: f64,
+    f: f64,
+    moments: &[f64],
+) {
+    let Some((&top, lower)) = moments.split_last() else {
+        return;
+    };
+    let mut shifted = [0.0; EXP_BATCH];
+    for (s, &ul) in shifted.iter_mut().zip(u) {
+        *s = ul - offset;
+    }
+    let mut poly = [top; EXP_BATCH];
+    for &m in lower.iter().rev() {
+        for (p, &s) in poly.iter_mut().zip(&shifted) {
+            *p = *p * s + m;
+        }
+    }
+    for ((acc, &p), &q) in sum.iter_mut().zip(pre).zip(&poly) {
+        *acc += p * f * q;
+    }
+}
+
 /// Approximate minus-energies `approx[a] ~ acc[a]` at every sorted position by a truncated
-/// Taylor expansion over boxes one kernel width wide (the "improved fast Gauss transform"), and
-/// a bound `delta` with `|approx[a] - acc[a]| <= delta` for the values `acc[a]` of the exact
-/// scan (truncation, the scan's cut-off, rounding in both). `None` when no expansion of order
-/// [`RANK_MAX_ORDER`] or less is accurate enough, or the inputs are too extreme to bound.
-/// Cost: about (points x boxes within reach x order) multiply-adds instead of one exponential
-/// per pair.
+/// Taylor expansion over a grid of boxes [`RANK_BOX_WIDTHS`] kernel widths wide (the "improved
+/// fast Gauss transform"), and a bound `delta` with `|approx[a] - acc[a]| <= delta` for the
+/// values `acc[a]` of the exact scan (truncation, the scan's cut-off, rounding in both). `None`
+/// when no expansion of order [`RANK_MAX_ORDER`] or less is accurate enough, when the grid
+/// would have far more boxes than points, or when the inputs are too extreme to bound.
+///
+/// Box `b` holds the points in `[x_0 + b h, x_0 + (b + 1) h)` (`h` the box width, `d = h / s`)
+/// and has the moments `sum_j w_j exp(-v_j^2) v_j^k 2^k / k!` of its points' offsets `v_j` from
+/// its centre, in kernel widths. A point `u` widths from its own box's centre is `u - k d` from
+/// the centre `k` boxes on, and `exp(-(u - k d)^2) = exp(-u^2) exp(2 u d)^k exp(-k^2 d^2)`: two
+/// exponentials per point, then per box within reach a multiplication and a polynomial.
 fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Option<f64> {
+    const D: f64 = RANK_BOX_WIDTHS;
     let n = xs.len();
     let weight_abs: f64 = weights.iter().map(|w| w.abs()).sum();
-    let box_width = RANK_BOX_WIDTHS / inv_s;
-    if !weight_abs.is_finite() || !box_width.is_finite() {
+    let width = D / inv_s;
+    let span_in_boxes = (xs[n - 1] - xs[0]) * inv_s / D;
+    // With more boxes than this the full scan is the better tool anyway.
+    let few_boxes = span_in_boxes < (4 * n + 16) as f64;
+    if !weight_abs.is_finite() || !width.is_finite() || !few_boxes {
         return None;
     }
-    // Boxes: runs of sorted points within one box width of the run's first point.
-    let mut boxes: Vec<(usize, usize, f64)> = Vec::new();
-    let mut lo = 0;
-    while lo < n {
-        let start = xs[lo];
-        let hi = lo + 1 + xs[lo + 1..].partition_point(|&x| x - start <= box_width);
-        boxes.push((lo, hi, 0.5 * xs[lo] + 0.5 * xs[hi - 1]));
-        lo = hi;
+    let x0 = xs[0];
+    let box_of = |x: f64| ((x - x0) * inv_s / D) as usize; // `as` floors (the argument is >= 0)
+    let num_boxes = box_of(xs[n - 1]) + 1;
+    // starts[b]..starts[b + 1]: the (sorted) points of box b (box_of is monotone).
+    let mut starts = vec![0usize; num_boxes + 1];
+    let mut first = 0;
+    for (b, start) in starts.iter_mut().enumerate().skip(1) {
+        first += xs[first..].partition_point(|&x| box_of(x) < b);
+        *start = first;
     }
-    let mut v = vec![0.0; n];
-    for &(lo, hi, c) in &boxes {
-        for (vj, &xj) in v[lo..hi].iter_mut().zip(&xs[lo..hi]) {
+    // Per point: the offset v (in widths) from its box's centre, exp(-v^2), exp(-2 |v| d).
+    let mut buf = vec![0.0; 3 * n];
+    let (v, rest) = buf.split_at_mut(n);
+    let (gauss, ratio) = rest.split_at_mut(n);
+    for (b, w) in starts.windows(2).enumerate() {
+        let c = x0 + (b as f64 + 0.5) * width;
+        for (vj, &xj) in v[w[0]..w[1]].iter_mut().zip(&xs[w[0]..w[1]]) {
             *vj = (xj - c) * inv_s;
         }
     }
     let v_max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    if v_max.is_nan() || v_max > RANK_BOX_WIDTHS {
-        return None; // an overflow in the offsets
+    if v_max.is_nan() || v_max > D {
+        return None; // offsets lost to rounding or overflow
     }
     let r = 2.0 * v_max;
     let (order, truncation) = taylor_order(r)?;
-    // Source factors w_j exp(-v_j^2), then the moments sum_j w_j exp(-v_j^2) v_j^k, scaled by
-    // the Taylor coefficients 2^k / k!.
-    let mut source = vec![0.0; n];
-    let mut x = [0.0; EXP_BATCH];
-    let mut ex = [0.0; EXP_BATCH];
-    for ((vc, sc), wc) in v.chunks(EXP_BATCH).zip(source.chunks_mut(EXP_BATCH)).zip(weights.chunks(EXP_BATCH)) {
-        x.iter_mut().for_each(|t| *t = 0.0);
-        for (t, &vj) in x.iter_mut().zip(vc) {
-            *t = vj * vj;
-        }
-        exp_neg_batch(&x, &mut ex);
-        for ((s, &e), &wj) in sc.iter_mut().zip(&ex).zip(wc) {
-            *s = wj * e;
-        }
-    }
+    exp_neg_map(v, gauss, |vj| vj * vj);
+    exp_neg_map(v, ratio, |vj| 2.0 * vj.abs() * D);
+    // Moments, scaled by the Taylor coefficients 2^k / k!.
     let mut coeff = [0.0; RANK_MAX_ORDER];
     coeff[0] = 1.0;
     for k in 1..order {
         coeff[k] = coeff[k - 1] * 2.0 / k as f64;
     }
-    let mut moments = vec![0.0; boxes.len() * order];
-    for (&(lo, hi, _), mom) in boxes.iter().zip(moments.chunks_exact_mut(order)) {
-        for (&sj, &vj) in source[lo..hi].iter().zip(&v[lo..hi]) {
-            let mut term = sj;
-            for m in mom.iter_mut() {
-                *m += term;
-                term *= vj;
+    let mut moments = vec![0.0; num_boxes * order];
+    const LANES: usize = 4;
+    for (mom, w) in moments.chunks_exact_mut(order).zip(starts.windows(2)) {
+        // Four sources at a time, one partial moment per lane (independent chains).
+        let mut lanes = [[0.0; LANES]; RANK_MAX_ORDER];
+        for ((wc, gc), vc) in
+            weights[w[0]..w[1]].chunks(LANES).zip(gauss[w[0]..w[1]].chunks(LANES)).zip(v[w[0]..w[1]].chunks(LANES))
+        {
+            let mut term = [0.0; LANES];
+            let mut vl = [0.0; LANES];
+            for l in 0..wc.len() {
+                (term[l], vl[l]) = (wc[l] * gc[l], vc[l]);
             }
-        }
-        for (m, c) in mom.iter_mut().zip(&coeff) {
-            *m *= c;
-        }
-    }
-    // Targets: every box's expansion at the points within reach of it; beyond
-    // `v_max + sqrt(cut-off)` kernel widths each kernel is below exp(-36.8) (as the scan's cut-off).
-    approx.iter_mut().for_each(|a| *a = 0.0);
-    let reach = v_max + SEED_SCAN_CUTOFF.sqrt();
-    let mut u = [0.0; EXP_BATCH];
-    for (&(_, _, c), mom) in boxes.iter().zip(moments.chunks_exact(order)) {
-        let lo_t = xs.partition_point(|&x| (c - x) * inv_s > reach);
-        let hi_t = xs.partition_point(|&x| (x - c) * inv_s <= reach);
-        let mut t = lo_t;
-        while t < hi_t {
-            let len = EXP_BATCH.min(hi_t - t);
-            u.iter_mut().for_each(|ul| *ul = 0.0);
-            for (ul, &xt) in u.iter_mut().zip(&xs[t..t + len]) {
-                *ul = (xt - c) * inv_s;
-            }
-            for (xl, &ul) in x.iter_mut().zip(&u) {
-                *xl = ul * ul;
-            }
-            exp_neg_batch(&x, &mut ex);
-            let mut poly = [mom[order - 1]; EXP_BATCH];
-            for &m in mom[..order - 1].iter().rev() {
-                for (pl, &ul) in poly.iter_mut().zip(&u) {
-                    *pl = *pl * ul + m;
+            for lane in lanes[..order].iter_mut() {
+                for l in 0..LANES {
+                    lane[l] += term[l];
+                    term[l] *= vl[l];
                 }
             }
-            for ((a, &e), &pl) in approx[t..t + len].iter_mut().zip(&ex).zip(&poly) {
-                *a += e * pl;
+        }
+        for ((m, lane), c) in mom.iter_mut().zip(&lanes).zip(&coeff) {
+            *m = ((lane[0] + lane[1]) + (lane[2] + lane[3])) * c;
+        }
+    }
+    // Boxes more than `reach` boxes away contribute below exp(-36.8) per unit weight (the
+    // scan's cut-off): |u - k d - v_j| >= k d - 2 v_max > sqrt(36.8).
+    let reach = ((SEED_SCAN_CUTOFF.sqrt() + 2.0 * v_max) / D).ceil() as usize;
+    let shift: Vec<f64> = (0..=reach).map(|k| (-(k as f64 * D) * (k as f64 * D)).exp()).collect();
+    let empty = |b: usize| starts[b] == starts[b + 1];
+    let mut u = [0.0; EXP_BATCH];
+    let mut up = [0.0; EXP_BATCH]; // exp(2 u d): one box up
+    let mut down = [0.0; EXP_BATCH]; // exp(-2 u d): one box down
+    let mut pre = [0.0; EXP_BATCH];
+    for t in 0..num_boxes {
+        let mut i = starts[t];
+        while i < starts[t + 1] {
+            let len = EXP_BATCH.min(starts[t + 1] - i);
+            let mut sum = [0.0; EXP_BATCH];
+            u.iter_mut().for_each(|ul| *ul = 0.0);
+            u[..len].copy_from_slice(&v[i..i + len]);
+            for l in 0..EXP_BATCH {
+                // Padding lanes: u = 0, factors 1, and pre = 0 (their sums are dropped).
+                let (toward, away) = if l < len { (ratio[i + l], 1.0 / ratio[i + l]) } else { (1.0, 1.0) };
+                (up[l], down[l]) = if u[l] >= 0.0 { (away, toward) } else { (toward, away) };
+                pre[l] = if l < len { gauss[i + l] } else { 0.0 };
             }
-            t += len;
+            // Boxes t, t + 1, ..., t + reach.
+            for (k, b) in (t..num_boxes.min(t + reach + 1)).enumerate() {
+                if !empty(b) {
+                    add_box_expansion(&mut sum, &pre, &u, k as f64 * D, shift[k], &moments[b * order..(b + 1) * order]);
+                }
+                pre.iter_mut().zip(&up).for_each(|(p, &f)| *p *= f);
+            }
+            // Boxes t - 1, ..., t - reach.
+            for l in 0..EXP_BATCH {
+                pre[l] = if l < len { gauss[i + l] * down[l] } else { 0.0 };
+            }
+            for (k, b) in (t.saturating_sub(reach)..t).rev().enumerate().map(|(k, b)| (k + 1, b)) {
+                if !empty(b) {
+                    add_box_expansion(
+                        &mut sum,
+                        &pre,
+                        &u,
+                        -(k as f64) * D,
+                        shift[k],
+                        &moments[b * order..(b + 1) * order],
+                    );
+                }
+                pre.iter_mut().zip(&down).for_each(|(p, &f)| *p *= f);
+            }
+            approx[i..i + len].copy_from_slice(&sum[..len]);
+            i += len;
         }
     }
     // Rounding: the scan's sums (n terms), its exponentials (2 ulp, arguments to 4 ulp, times
-    // at most 36.8) and the expansion's (order terms of size up to exp(r^2 / 4)); the
-    // cut-off drops at most exp(-36.8) per unit weight in both.
-    let rounding = 1e-10 + 64.0 * f64::EPSILON * (n + order + 64) as f64;
+    // at most 36.8) and the expansion's (order terms of size up to exp(r^2 / 4), factors from up
+    // to `reach` multiplications); the cut-off drops at most exp(-36.8) per unit weight in both.
+    let rounding = 1e-10 + 64.0 * f64::EPSILON * (n + order + reach + 64) as f64;
     Some(weight_abs * (truncation + rounding * 2.0 * (r * r / 4.0).exp()))
+}
+
+/// An integer that orders as [`f64::total_cmp`] orders the floats (the standard library's
+/// own transformation: flip the magnitude bits of negative numbers).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 /// A weighted sum of Gaussian kernels in `d` dimensions, `E(y) = -sum_k a_k exp(-|y-c_k|^2/s_k^2)`.
@@ -340,8 +434,12 @@ impl RbfMixture {
                 "RBF index map points at parameter {i}, but there are only {num_params}"
             )));
         }
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&a, &b| centers[a * dim].total_cmp(&centers[b * dim]));
+        // Stable order by `total_cmp` of the first coordinate: sorting (key, index) pairs,
+        // whose integer key orders as `total_cmp` does, gives the same order without the
+        // indirect comparisons (this runs once per RANSAC training step).
+        let mut keyed: Vec<(i64, usize)> = (0..k).map(|i| (total_order_key(centers[i * dim]), i)).collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         let shared = width_index.iter().all(|&i| i == width_index[0]);
         let shared_1d_width = (dim == 1 && weight_index.is_none() && shared).then(|| width_index[0]);
         Ok(RbfMixture { dim, centers, width_index, weight_index, num_params, order, shared_1d_width })
@@ -506,7 +604,7 @@ impl RbfMixture {
 
     /// Whether the ranking of [`RbfMixture::lowest_at_centers_1d`] is estimated cheaper than
     /// the full scan: the scan costs one (vectorised) exponential per pair within the radius,
-    /// the ranking about one exponential and 16 multiply-adds per (point, box within reach).
+    /// the ranking about a polynomial of order 15 per (point, box within reach).
     fn rank_is_cheaper(&self, xs: &[f64], radius: f64, inv_s2: f64) -> bool {
         let n = xs.len();
         let mut pairs = 0usize;
@@ -519,7 +617,8 @@ impl RbfMixture {
         }
         let span_in_widths = (xs[n - 1] - xs[0]) * inv_s2.sqrt();
         let boxes = (span_in_widths / RANK_BOX_WIDTHS).floor() + 1.0;
-        let boxes_in_reach = boxes.min(2.0 * SEED_SCAN_CUTOFF.sqrt() / RANK_BOX_WIDTHS + 2.0);
+        let boxes_in_reach =
+            boxes.min(2.0 * ((SEED_SCAN_CUTOFF.sqrt() + RANK_BOX_WIDTHS) / RANK_BOX_WIDTHS).ceil() + 1.0);
         let rank_cost = n as f64 * boxes_in_reach * RANK_COST_PER_BOX + n as f64 * 2.0;
         rank_cost < pairs as f64
     }
@@ -1085,6 +1184,39 @@ mod tests {
             let (public, full) = (e.lowest_at(&xs, &w), full_lowest(&e, &xs, &w));
             assert_eq!(public.map(|(i, v)| (i, v.to_bits())), full.map(|(i, v)| (i, v.to_bits())), "{weight}");
         }
+    }
+
+    #[test]
+    fn kernel_order_is_the_stable_total_cmp_order() {
+        let centers =
+            vec![0.0, -0.0, 3.5, -1e-300, 3.5, f64::MIN_POSITIVE, -7.25, 0.0, 1e300, -1e300, 3.5, -0.0, 2.0, -7.25];
+        let e = RbfMixture::shared_width(1, centers.clone()).unwrap();
+        let mut expected: Vec<usize> = (0..centers.len()).collect();
+        expected.sort_by(|&a, &b| centers[a].total_cmp(&centers[b]));
+        assert_eq!(e.order, expected);
+        // 2-D: by the first coordinate only, ties by index.
+        let e = RbfMixture::new(2, vec![1.0, 9.0, 0.5, 1.0, 1.0, -3.0, 0.5, 0.0], vec![0; 4], None, 1).unwrap();
+        assert_eq!(e.order, vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn taylor_truncation_bound_covers_the_remainder() {
+        for r in [0.0, 0.3, 1.0, 1.7] {
+            let (order, bound) = taylor_order(r).unwrap();
+            assert!(bound <= RANK_TAYLOR_TOL, "{r}");
+            // The true remainder of exp(z), |z| <= r u, times exp(-u^2), on a grid of u.
+            for i in 0..400 {
+                let u = i as f64 * 0.025;
+                for z in [r * u, -r * u] {
+                    let partial: f64 =
+                        (0..order).map(|k| z.powi(k as i32) / (1..=k).map(|j| j as f64).product::<f64>()).sum();
+                    let remainder = ((z.exp() - partial) * (-u * u).exp()).abs();
+                    assert!(remainder <= bound * (1.0 + 1e-6) + 1e-15, "r {r} u {u} z {z}: {remainder:e} > {bound:e}");
+                }
+            }
+        }
+        // Boxes one width wide (r <= 1) keep the polynomials short.
+        assert!(taylor_order(1.0).is_some_and(|o| o.0 <= 16));
     }
 
     #[test]
