@@ -1,5 +1,7 @@
-//! One RANSAC training sample (the `wiberg ransac` hot path): the seed scan over 110 points,
-//! and a full forward (seeds, L-BFGS 10, polish) + backward for each damping mode.
+//! One RANSAC training sample (the `wiberg ransac` hot path): the seed scan over 110 points
+//! (`seed_scan_*`: every energy, `values_at`; `best_seed_*`: the lowest seed as the forward
+//! pass finds it, ranking seeds by a bounded expansion at wide sigma), and a full forward
+//! (seeds, L-BFGS 10, polish) + backward for each damping mode.
 //!
 //! `cargo bench -p wiberg --bench ransac_sample`
 

@@ -312,7 +312,14 @@ fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Optio
     // Boxes more than `reach` boxes away contribute below exp(-36.8) per unit weight (the
     // scan's cut-off): |u - k d - v_j| >= k d - 2 v_max > sqrt(36.8).
     let reach = ((SEED_SCAN_CUTOFF.sqrt() + 2.0 * v_max) / D).ceil() as usize;
-    let shift: Vec<f64> = (0..=reach).map(|k| (-(k as f64 * D) * (k as f64 * D)).exp()).collect();
+    // exp(-k^2 d^2) for k = 0..=reach (reach <= 9 as v_max <= d = 1).
+    let mut shift = [0.0; 16];
+    if reach >= shift.len() {
+        return None;
+    }
+    for (k, f) in shift[..=reach].iter_mut().enumerate() {
+        *f = (-(k as f64 * D) * (k as f64 * D)).exp();
+    }
     let empty = |b: usize| starts[b] == starts[b + 1];
     let mut u = [0.0; EXP_BATCH];
     let mut up = [0.0; EXP_BATCH]; // exp(2 u d): one box up
@@ -570,13 +577,21 @@ impl RbfMixture {
             return None;
         }
         let n = self.order.len();
-        let xs: Vec<f64> = self.order.iter().map(|&k| self.centers[k]).collect();
-        if !force && !self.rank_is_cheaper(&xs, radius, inv_s2) {
+        // One buffer: the sorted centres, their weights, the approximate values.
+        let mut buf = vec![0.0; 3 * n];
+        let (xs, rest) = buf.split_at_mut(n);
+        let (weights, approx) = rest.split_at_mut(n);
+        for (x, &k) in xs.iter_mut().zip(&self.order) {
+            *x = self.centers[k];
+        }
+        if !force && !self.rank_is_cheaper(xs, radius, inv_s2) {
             return None;
         }
-        let weights: Vec<f64> = self.order.iter().map(|&k| self.weight(k, w)).collect();
-        let mut approx = vec![0.0; n];
-        let delta = rank_1d(&xs, &weights, 1.0 / s.abs(), &mut approx)?;
+        for (wk, &k) in weights.iter_mut().zip(&self.order) {
+            *wk = self.weight(k, w);
+        }
+        let (xs, weights) = (&*xs, &*weights);
+        let delta = rank_1d(xs, weights, 1.0 / s.abs(), approx)?;
         // acc = -energy: the lowest energy has the largest acc. With |approx - acc| <= delta,
         // the argmax of acc has approx >= max(approx) - 2 delta.
         let top = approx.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
@@ -590,7 +605,7 @@ impl RbfMixture {
         }
         let mut best: Option<(usize, f64)> = None;
         for (a, _) in approx.iter().enumerate().filter(|(_, &a)| a >= threshold) {
-            let value = -scan_row_sum_1d(&xs, &weights, inv_s2, radius, a);
+            let value = -scan_row_sum_1d(xs, weights, inv_s2, radius, a);
             if !value.is_finite() {
                 return None;
             }
