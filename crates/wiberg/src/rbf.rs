@@ -17,9 +17,9 @@ const EXP_BATCH: usize = 8;
 /// Truncation bound, per unit of kernel weight, of the Taylor expansion that ranks seeds in
 /// [`RbfMixture::lowest_at`]: seeds whose approximate energy is within twice the total bound of
 /// the lowest are evaluated exactly.
-const RANK_TAYLOR_TOL: f64 = 1e-7;
+const RANK_TAYLOR_TOL: f64 = 1e-5;
 
-/// Highest Taylor order tried; boxes one kernel width wide need 15 (at the tolerance above).
+/// Highest Taylor order tried; boxes one kernel width wide need 12 (at the tolerance above).
 const RANK_MAX_ORDER: usize = 40;
 
 /// Width of the expansion boxes of the ranking, in kernel widths.
@@ -619,7 +619,7 @@ impl RbfMixture {
 
     /// Whether the ranking of [`RbfMixture::lowest_at_centers_1d`] is estimated cheaper than
     /// the full scan: the scan costs one (vectorised) exponential per pair within the radius,
-    /// the ranking about a polynomial of order 15 per (point, box within reach).
+    /// the ranking about a polynomial of order 12 per (point, box within reach).
     fn rank_is_cheaper(&self, xs: &[f64], radius: f64, inv_s2: f64) -> bool {
         let n = xs.len();
         let mut pairs = 0usize;
