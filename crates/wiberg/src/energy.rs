@@ -68,6 +68,15 @@ pub trait Energy {
         }
     }
 
+    /// Index and value of the lowest finite entry of [`Energy::values_at`] (ties: the first),
+    /// `None` when no value is finite. Energies that can rule seeds out without evaluating
+    /// them (bounds) override it; the override must return exactly what this default returns.
+    fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
+        let mut values = vec![0.0; points.len() / self.dim().max(1)];
+        self.values_at(points, w, &mut values);
+        crate::minimize::seeds::lowest_finite(&values)
+    }
+
     /// The full mixed matrix `M = d(grad_y E)/dw` (n x p), one [`Energy::mixed_vjp`] per row.
     /// Meant for small problems, tests and analysis.
     fn mixed_matrix(&self, y: &[f64], w: &[f64]) -> DMatrix<f64> {
@@ -111,5 +120,8 @@ impl<E: Energy + ?Sized> Energy for &E {
     }
     fn values_at(&self, points: &[f64], w: &[f64], out: &mut [f64]) {
         (**self).values_at(points, w, out)
+    }
+    fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
+        (**self).lowest_at(points, w)
     }
 }

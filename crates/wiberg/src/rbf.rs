@@ -14,6 +14,21 @@ const SEED_SCAN_CUTOFF: f64 = 36.8;
 /// Width of the batches of [`exp_neg_batch`].
 const EXP_BATCH: usize = 8;
 
+/// Truncation bound, per unit of kernel weight, of the Taylor expansion that ranks seeds in
+/// [`RbfMixture::lowest_at`]: seeds whose approximate energy is within twice the total bound of
+/// the lowest are evaluated exactly.
+const RANK_TAYLOR_TOL: f64 = 1e-5;
+
+/// Highest Taylor order tried; boxes one kernel width wide need 12 (at the tolerance above).
+const RANK_MAX_ORDER: usize = 40;
+
+/// Width of the expansion boxes of the ranking, in kernel widths.
+const RANK_BOX_WIDTHS: f64 = 1.0;
+
+/// Cost of the ranking per (point, box within reach), in units of one pair of the full scan
+/// (measured by the `ransac_sample` bench).
+const RANK_COST_PER_BOX: f64 = 1.5;
+
 /// `out[j] = exp(-x[j])` for `0 <= x[j] <= 36.8` (the seed scan's range), branch-free over a
 /// batch of 8 so that the compiler vectorises it and runs 4 independent chains of packed
 /// operations (a single Horner chain is latency-bound): Cody-Waite reduction
@@ -77,6 +92,294 @@ fn exp_neg_batch(x: &[f64; EXP_BATCH], out: &mut [f64; EXP_BATCH]) {
     }
 }
 
+/// `acc[a]` of [`RbfMixture::values_at_centers_1d`] (minus the energy at the sorted position
+/// `a`), recomputed alone with the same operations in the same order, so bit-identical: the
+/// rows `a' < a` that reach `a` add `w_a' exp(..)` one by one in row order, then row `a` adds
+/// `w_a + (its four-way partial sum over the points after a)`. The exponentials come from
+/// [`exp_neg_batch`], which is elementwise, so their batching does not change them.
+fn scan_row_sum_1d(xs: &[f64], weights: &[f64], inv_s2: f64, radius: f64, a: usize) -> f64 {
+    let xa = xs[a];
+    let mut x = [0.0; EXP_BATCH];
+    let mut ex = [0.0; EXP_BATCH];
+    // Rows a' < a whose window reaches a: `xs[a] - xs[a'] <= radius`, a suffix of 0..a.
+    // (Centres and radius are finite: `>` is the negation of the scan's `<=`.)
+    let first = xs[..a].partition_point(|&xb| xa - xb > radius);
+    let mut acc = 0.0;
+    for (chunk, wchunk) in xs[first..a].chunks(EXP_BATCH).zip(weights[first..a].chunks(EXP_BATCH)) {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        for (xv, &xb) in x.iter_mut().zip(chunk) {
+            let dlt = xa - xb;
+            *xv = dlt * dlt * inv_s2;
+        }
+        exp_neg_batch(&x, &mut ex);
+        for ((&xv, &e), &wb) in x.iter().zip(&ex).zip(wchunk) {
+            let e = if xv > SEED_SCAN_CUTOFF { 0.0 } else { e };
+            acc += wb * e;
+        }
+    }
+    // Row a: the points after a within the radius.
+    let lo = a + 1;
+    let hi = lo + xs[lo..].partition_point(|&xb| xb - xa <= radius);
+    if lo >= hi {
+        return acc + weights[a];
+    }
+    let whole = (hi - lo) / 4 * 4;
+    let mut partial = [0.0; 4];
+    let mut rest = [0.0; 4];
+    for (c, (chunk, wchunk)) in xs[lo..hi].chunks(EXP_BATCH).zip(weights[lo..hi].chunks(EXP_BATCH)).enumerate() {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        for (xv, &xb) in x.iter_mut().zip(chunk) {
+            let dlt = xb - xa;
+            *xv = dlt * dlt * inv_s2;
+        }
+        exp_neg_batch(&x, &mut ex);
+        for (l, ((&xv, &e), &wb)) in x.iter().zip(&ex).zip(wchunk).enumerate() {
+            let e = if xv > SEED_SCAN_CUTOFF { 0.0 } else { e };
+            let pos = c * EXP_BATCH + l;
+            if pos < whole {
+                partial[pos % 4] += wb * e;
+            } else {
+                rest[pos - whole] = wb * e;
+            }
+        }
+    }
+    let mut sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+    for r in &rest[..hi - lo - whole] {
+        sum += r;
+    }
+    acc + (weights[a] + sum)
+}
+
+/// Smallest Taylor order `p` whose truncation bound per unit weight is below
+/// [`RANK_TAYLOR_TOL`], and that bound, for sources within `r / 2` kernel widths of their box
+/// centre. With `u`, `v` the target's and source's offsets from the centre in kernel widths,
+/// `exp(-(u - v)^2) = exp(-u^2) exp(-v^2) exp(2uv)`; truncating `exp(2uv)` after `p` terms
+/// errs by at most `t^p / p! e^t` with `t = r |u|`, so the kernel errs by at most
+/// `g(u) = exp(-u^2 + r u) (r u)^p / p!`, which is log-concave in `u > 0` with its maximum at
+/// `u* = (r + sqrt(r^2 + 8p)) / 4`.
+fn taylor_order(r: f64) -> Option<(usize, f64)> {
+    // The bound grows with r (for every u), so the order for r = one box width (a little
+    // more, for rounding) serves every r below it: computed once.
+    const R_USUAL: f64 = RANK_BOX_WIDTHS * (1.0 + 1e-9);
+    static USUAL: std::sync::OnceLock<Option<(usize, f64)>> = std::sync::OnceLock::new();
+    if r <= R_USUAL {
+        return *USUAL.get_or_init(|| taylor_order_for(R_USUAL));
+    }
+    taylor_order_for(r)
+}
+
+/// [`taylor_order`] computed for this `r`.
+fn taylor_order_for(r: f64) -> Option<(usize, f64)> {
+    let mut ln_factorial = 0.0;
+    for p in 1..=RANK_MAX_ORDER {
+        let pf = p as f64;
+        ln_factorial += pf.ln();
+        let u = (r + (r * r + 8.0 * pf).sqrt()) / 4.0;
+        let t = r * u;
+        // t = 0 (all sources at their centres): ln 0 = -inf, the bound is 0.
+        let bound = (-u * u + t + pf * t.ln() - ln_factorial).exp();
+        if bound <= RANK_TAYLOR_TOL {
+            return Some((p, bound));
+        }
+    }
+    None
+}
+
+/// `out[j] = exp(-arg(src[j]))` by batches of [`exp_neg_batch`] (`arg` >= 0).
+fn exp_neg_map(src: &[f64], out: &mut [f64], arg: impl Fn(f64) -> f64) {
+    let mut x = [0.0; EXP_BATCH];
+    let mut ex = [0.0; EXP_BATCH];
+    for (sb, ob) in src.chunks(EXP_BATCH).zip(out.chunks_mut(EXP_BATCH)) {
+        x.iter_mut().for_each(|t| *t = 0.0);
+        for (t, &s) in x.iter_mut().zip(sb) {
+            *t = arg(s);
+        }
+        exp_neg_batch(&x, &mut ex);
+        ob.copy_from_slice(&ex[..ob.len()]);
+    }
+}
+
+/// Adds one box's expansion at a batch of points: `sum += pre * f * P(u - offset)`, `P` the
+/// polynomial with coefficients `moments` (lowest first).
+#[inline(always)]
+fn add_box_expansion(
+    sum: &mut [f64; EXP_BATCH],
+    pre: &[f64; EXP_BATCH],
+    u: &[f64; EXP_BATCH],
+    offset: f64,
+    f: f64,
+    moments: &[f64],
+) {
+    let Some((&top, lower)) = moments.split_last() else {
+        return;
+    };
+    let mut shifted = [0.0; EXP_BATCH];
+    for (s, &ul) in shifted.iter_mut().zip(u) {
+        *s = ul - offset;
+    }
+    let mut poly = [top; EXP_BATCH];
+    for &m in lower.iter().rev() {
+        for (p, &s) in poly.iter_mut().zip(&shifted) {
+            *p = *p * s + m;
+        }
+    }
+    for ((acc, &p), &q) in sum.iter_mut().zip(pre).zip(&poly) {
+        *acc += p * f * q;
+    }
+}
+
+/// Approximate minus-energies `approx[a] ~ acc[a]` at every sorted position by a truncated
+/// Taylor expansion over a grid of boxes [`RANK_BOX_WIDTHS`] kernel widths wide (the "improved
+/// fast Gauss transform"), and a bound `delta` with `|approx[a] - acc[a]| <= delta` for the
+/// values `acc[a]` of the exact scan (truncation, the scan's cut-off, rounding in both). `None`
+/// when no expansion of order [`RANK_MAX_ORDER`] or less is accurate enough, when the grid
+/// would have far more boxes than points, or when the inputs are too extreme to bound.
+///
+/// Box `b` holds the points in `[x_0 + b h, x_0 + (b + 1) h)` (`h` the box width, `d = h / s`)
+/// and has the moments `sum_j w_j exp(-v_j^2) v_j^k 2^k / k!` of its points' offsets `v_j` from
+/// its centre, in kernel widths. A point `u` widths from its own box's centre is `u - k d` from
+/// the centre `k` boxes on, and `exp(-(u - k d)^2) = exp(-u^2) exp(2 u d)^k exp(-k^2 d^2)`: two
+/// exponentials per point, then per box within reach a multiplication and a polynomial.
+fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Option<f64> {
+    const D: f64 = RANK_BOX_WIDTHS;
+    let n = xs.len();
+    let weight_abs: f64 = weights.iter().map(|w| w.abs()).sum();
+    let width = D / inv_s;
+    let span_in_boxes = (xs[n - 1] - xs[0]) * inv_s / D;
+    // With more boxes than this the full scan is the better tool anyway.
+    let few_boxes = span_in_boxes < (4 * n + 16) as f64;
+    if !weight_abs.is_finite() || !width.is_finite() || !few_boxes {
+        return None;
+    }
+    let x0 = xs[0];
+    let box_of = |x: f64| ((x - x0) * inv_s / D) as usize; // `as` floors (the argument is >= 0)
+    let num_boxes = box_of(xs[n - 1]) + 1;
+    // starts[b]..starts[b + 1]: the (sorted) points of box b (box_of is monotone).
+    let mut starts = vec![0usize; num_boxes + 1];
+    let mut first = 0;
+    for (b, start) in starts.iter_mut().enumerate().skip(1) {
+        first += xs[first..].partition_point(|&x| box_of(x) < b);
+        *start = first;
+    }
+    // Per point: the offset v (in widths) from its box's centre, exp(-v^2), exp(-2 |v| d).
+    let mut buf = vec![0.0; 3 * n];
+    let (v, rest) = buf.split_at_mut(n);
+    let (gauss, ratio) = rest.split_at_mut(n);
+    for (b, w) in starts.windows(2).enumerate() {
+        let c = x0 + (b as f64 + 0.5) * width;
+        for (vj, &xj) in v[w[0]..w[1]].iter_mut().zip(&xs[w[0]..w[1]]) {
+            *vj = (xj - c) * inv_s;
+        }
+    }
+    let v_max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    if v_max.is_nan() || v_max > D {
+        return None; // offsets lost to rounding or overflow
+    }
+    let r = 2.0 * v_max;
+    let (order, truncation) = taylor_order(r)?;
+    exp_neg_map(v, gauss, |vj| vj * vj);
+    exp_neg_map(v, ratio, |vj| 2.0 * vj.abs() * D);
+    // Moments, scaled by the Taylor coefficients 2^k / k!.
+    let mut coeff = [0.0; RANK_MAX_ORDER];
+    coeff[0] = 1.0;
+    for k in 1..order {
+        coeff[k] = coeff[k - 1] * 2.0 / k as f64;
+    }
+    let mut moments = vec![0.0; num_boxes * order];
+    const LANES: usize = 4;
+    for (mom, w) in moments.chunks_exact_mut(order).zip(starts.windows(2)) {
+        // Four sources at a time, one partial moment per lane (independent chains).
+        let mut lanes = [[0.0; LANES]; RANK_MAX_ORDER];
+        for ((wc, gc), vc) in
+            weights[w[0]..w[1]].chunks(LANES).zip(gauss[w[0]..w[1]].chunks(LANES)).zip(v[w[0]..w[1]].chunks(LANES))
+        {
+            let mut term = [0.0; LANES];
+            let mut vl = [0.0; LANES];
+            for l in 0..wc.len() {
+                (term[l], vl[l]) = (wc[l] * gc[l], vc[l]);
+            }
+            for lane in lanes[..order].iter_mut() {
+                for l in 0..LANES {
+                    lane[l] += term[l];
+                    term[l] *= vl[l];
+                }
+            }
+        }
+        for ((m, lane), c) in mom.iter_mut().zip(&lanes).zip(&coeff) {
+            *m = ((lane[0] + lane[1]) + (lane[2] + lane[3])) * c;
+        }
+    }
+    // Boxes more than `reach` boxes away contribute below exp(-36.8) per unit weight (the
+    // scan's cut-off): |u - k d - v_j| >= k d - 2 v_max > sqrt(36.8).
+    let reach = ((SEED_SCAN_CUTOFF.sqrt() + 2.0 * v_max) / D).ceil() as usize;
+    // exp(-k^2 d^2) for k = 0..=reach (reach <= 9 as v_max <= d = 1).
+    let mut shift = [0.0; 16];
+    if reach >= shift.len() {
+        return None;
+    }
+    for (k, f) in shift[..=reach].iter_mut().enumerate() {
+        *f = (-(k as f64 * D) * (k as f64 * D)).exp();
+    }
+    let empty = |b: usize| starts[b] == starts[b + 1];
+    let mut u = [0.0; EXP_BATCH];
+    let mut up = [0.0; EXP_BATCH]; // exp(2 u d): one box up
+    let mut down = [0.0; EXP_BATCH]; // exp(-2 u d): one box down
+    let mut pre = [0.0; EXP_BATCH];
+    for t in 0..num_boxes {
+        let mut i = starts[t];
+        while i < starts[t + 1] {
+            let len = EXP_BATCH.min(starts[t + 1] - i);
+            let mut sum = [0.0; EXP_BATCH];
+            u.iter_mut().for_each(|ul| *ul = 0.0);
+            u[..len].copy_from_slice(&v[i..i + len]);
+            for l in 0..EXP_BATCH {
+                // Padding lanes: u = 0, factors 1, and pre = 0 (their sums are dropped).
+                let (toward, away) = if l < len { (ratio[i + l], 1.0 / ratio[i + l]) } else { (1.0, 1.0) };
+                (up[l], down[l]) = if u[l] >= 0.0 { (away, toward) } else { (toward, away) };
+                pre[l] = if l < len { gauss[i + l] } else { 0.0 };
+            }
+            // Boxes t, t + 1, ..., t + reach.
+            for (k, b) in (t..num_boxes.min(t + reach + 1)).enumerate() {
+                if !empty(b) {
+                    add_box_expansion(&mut sum, &pre, &u, k as f64 * D, shift[k], &moments[b * order..(b + 1) * order]);
+                }
+                pre.iter_mut().zip(&up).for_each(|(p, &f)| *p *= f);
+            }
+            // Boxes t - 1, ..., t - reach.
+            for l in 0..EXP_BATCH {
+                pre[l] = if l < len { gauss[i + l] * down[l] } else { 0.0 };
+            }
+            for (k, b) in (t.saturating_sub(reach)..t).rev().enumerate().map(|(k, b)| (k + 1, b)) {
+                if !empty(b) {
+                    add_box_expansion(
+                        &mut sum,
+                        &pre,
+                        &u,
+                        -(k as f64) * D,
+                        shift[k],
+                        &moments[b * order..(b + 1) * order],
+                    );
+                }
+                pre.iter_mut().zip(&down).for_each(|(p, &f)| *p *= f);
+            }
+            approx[i..i + len].copy_from_slice(&sum[..len]);
+            i += len;
+        }
+    }
+    // Rounding: the scan's sums (n terms), its exponentials (2 ulp, arguments to 4 ulp, times
+    // at most 36.8) and the expansion's (order terms of size up to exp(r^2 / 4), factors from up
+    // to `reach` multiplications); the cut-off drops at most exp(-36.8) per unit weight in both.
+    let rounding = 1e-10 + 64.0 * f64::EPSILON * (n + order + reach + 64) as f64;
+    Some(weight_abs * (truncation + rounding * 2.0 * (r * r / 4.0).exp()))
+}
+
+/// An integer that orders as [`f64::total_cmp`] orders the floats (the standard library's
+/// own transformation: flip the magnitude bits of negative numbers).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
 /// A weighted sum of Gaussian kernels in `d` dimensions, `E(y) = -sum_k a_k exp(-|y-c_k|^2/s_k^2)`.
 ///
 /// The widths `s_k` and weights `a_k` are read from the parameter vector `w` through index
@@ -138,8 +441,12 @@ impl RbfMixture {
                 "RBF index map points at parameter {i}, but there are only {num_params}"
             )));
         }
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&a, &b| centers[a * dim].total_cmp(&centers[b * dim]));
+        // Stable order by `total_cmp` of the first coordinate: sorting (key, index) pairs,
+        // whose integer key orders as `total_cmp` does, gives the same order without the
+        // indirect comparisons (this runs once per RANSAC training step).
+        let mut keyed: Vec<(i64, usize)> = (0..k).map(|i| (total_order_key(centers[i * dim]), i)).collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         let shared = width_index.iter().all(|&i| i == width_index[0]);
         let shared_1d_width = (dim == 1 && weight_index.is_none() && shared).then(|| width_index[0]);
         Ok(RbfMixture { dim, centers, width_index, weight_index, num_params, order, shared_1d_width })
@@ -245,6 +552,90 @@ impl RbfMixture {
         for (a, &k) in self.order.iter().enumerate() {
             out[k] = -acc[a];
         }
+    }
+
+    /// [`Energy::lowest_at`] for the RANSAC case (1-D, one shared width, seeds = centres):
+    /// ranks the seeds by a truncated Taylor expansion with a proven error bound
+    /// ([`rank_1d`]), then evaluates exactly, with the operations of the full scan
+    /// ([`scan_row_sum_1d`]), only the seeds that the bound cannot rule out. The seed returned
+    /// is therefore the full scan's, with its bit-identical value. `None` when the case does
+    /// not apply, when `force` is false and the full scan is estimated cheaper, or when too
+    /// many seeds stay candidates (then the caller runs the full scan).
+    fn lowest_at_centers_1d(&self, points: &[f64], w: &[f64], force: bool) -> Option<(usize, f64)> {
+        if self.dim != 1 || points != self.centers.as_slice() {
+            return None;
+        }
+        if !self.width_index.iter().all(|&i| i == self.width_index[0]) {
+            return None;
+        }
+        // The same width, radius and inverse as `values_at`.
+        let s = w[self.width_index[0]];
+        let max_s2 = s * s;
+        let radius = (SEED_SCAN_CUTOFF * max_s2).sqrt();
+        let inv_s2 = 1.0 / max_s2;
+        if !radius.is_finite() || !inv_s2.is_finite() || inv_s2 <= 0.0 {
+            return None;
+        }
+        let n = self.order.len();
+        // One buffer: the sorted centres, their weights, the approximate values.
+        let mut buf = vec![0.0; 3 * n];
+        let (xs, rest) = buf.split_at_mut(n);
+        let (weights, approx) = rest.split_at_mut(n);
+        for (x, &k) in xs.iter_mut().zip(&self.order) {
+            *x = self.centers[k];
+        }
+        if !force && !self.rank_is_cheaper(xs, radius, inv_s2) {
+            return None;
+        }
+        for (wk, &k) in weights.iter_mut().zip(&self.order) {
+            *wk = self.weight(k, w);
+        }
+        let (xs, weights) = (&*xs, &*weights);
+        let delta = rank_1d(xs, weights, 1.0 / s.abs(), approx)?;
+        // acc = -energy: the lowest energy has the largest acc. With |approx - acc| <= delta,
+        // the argmax of acc has approx >= max(approx) - 2 delta.
+        let top = approx.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
+        let threshold = top - 2.0 * delta * (1.0 + 1e-9);
+        if !threshold.is_finite() {
+            return None;
+        }
+        let candidates = approx.iter().filter(|&&a| a >= threshold).count();
+        if candidates > n / 4 + 2 {
+            return None;
+        }
+        let mut best: Option<(usize, f64)> = None;
+        for (a, _) in approx.iter().enumerate().filter(|(_, &a)| a >= threshold) {
+            let value = -scan_row_sum_1d(xs, weights, inv_s2, radius, a);
+            if !value.is_finite() {
+                return None;
+            }
+            let k = self.order[a];
+            if best.map_or(true, |(bk, bv)| value < bv || (value == bv && k < bk)) {
+                best = Some((k, value));
+            }
+        }
+        best
+    }
+
+    /// Whether the ranking of [`RbfMixture::lowest_at_centers_1d`] is estimated cheaper than
+    /// the full scan: the scan costs one (vectorised) exponential per pair within the radius,
+    /// the ranking about a polynomial of order 12 per (point, box within reach).
+    fn rank_is_cheaper(&self, xs: &[f64], radius: f64, inv_s2: f64) -> bool {
+        let n = xs.len();
+        let mut pairs = 0usize;
+        let mut hi = 0;
+        for (a, &xa) in xs.iter().enumerate() {
+            while hi < n && xs[hi] - xa <= radius {
+                hi += 1;
+            }
+            pairs += hi - a - 1;
+        }
+        let span_in_widths = (xs[n - 1] - xs[0]) * inv_s2.sqrt();
+        let boxes = (span_in_widths / RANK_BOX_WIDTHS).floor() + 1.0;
+        let boxes_in_reach =
+            boxes.min(2.0 * ((SEED_SCAN_CUTOFF.sqrt() + RANK_BOX_WIDTHS) / RANK_BOX_WIDTHS).ceil() + 1.0);
+        let rank_cost = n as f64 * boxes_in_reach * RANK_COST_PER_BOX + n as f64 * 2.0;
+        rank_cost < pairs as f64
     }
 
     /// The seed scan when the seeds are the centres themselves (RANSAC): the kernel matrix
@@ -419,6 +810,18 @@ impl Energy for RbfMixture {
         }
     }
 
+    /// In the RANSAC case (1-D, one shared width, seeds = centres) with wide kernels, only the
+    /// seeds that a proven bound cannot rule out are evaluated (see
+    /// `RbfMixture::lowest_at_centers_1d`); the result is bit-identical to the full scan's.
+    fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
+        if let Some(best) = self.lowest_at_centers_1d(points, w, false) {
+            return Some(best);
+        }
+        let mut values = vec![0.0; points.len() / self.dim];
+        self.values_at(points, w, &mut values);
+        crate::minimize::seeds::lowest_finite(&values)
+    }
+
     /// Seed scan: kernels are visited in order of their centre's first coordinate and only
     /// those within `sqrt(36.8) * max|s|` of the point on that axis are summed, so terms below
     /// `1.1e-16 * a_k` are dropped (the result can differ from [`Energy::value`] by that much
@@ -463,6 +866,8 @@ impl Energy for RbfMixture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Strategy;
+    use proptest::prelude::*;
 
     fn fd_check(e: &RbfMixture, y: &[f64], w: &[f64]) {
         let n = e.dim();
@@ -612,6 +1017,221 @@ mod tests {
             let eb = general.gradient(&[y], &[s, 1.0], &mut gb);
             assert_eq!((ea.to_bits(), ga[0].to_bits()), (eb.to_bits(), gb[0].to_bits()), "y {y} s {s}");
         }
+    }
+
+    /// The full scan's choice: values_at, then the lowest finite value (ties: first index).
+    fn full_lowest(e: &RbfMixture, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
+        let mut values = vec![0.0; points.len()];
+        e.values_at(points, w, &mut values);
+        crate::minimize::seeds::lowest_finite(&values)
+    }
+
+    /// Sorted centres and weights as the 1-D scan sees them.
+    fn sorted_1d(e: &RbfMixture, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        (e.order.iter().map(|&k| e.centers[k]).collect(), e.order.iter().map(|&k| e.weight(k, w)).collect())
+    }
+
+    /// Every sorted position's recomputed row sum equals the full scan's value bit for bit.
+    fn assert_rows_bit_identical(e: &RbfMixture, w: &[f64]) {
+        let s = w[e.width_index[0]];
+        let (radius, inv_s2) = ((SEED_SCAN_CUTOFF * s * s).sqrt(), 1.0 / (s * s));
+        let (xs, weights) = sorted_1d(e, w);
+        let mut full = vec![0.0; xs.len()];
+        e.values_at(e.centers(), w, &mut full);
+        for (a, &k) in e.order.iter().enumerate() {
+            let one = -scan_row_sum_1d(&xs, &weights, inv_s2, radius, a);
+            assert_eq!(one.to_bits(), full[k].to_bits(), "sigma {s} position {a}: {one} vs {}", full[k]);
+        }
+    }
+
+    /// The ranking's bound holds against the exact scan.
+    fn assert_rank_bound_holds(e: &RbfMixture, w: &[f64]) {
+        let s = w[e.width_index[0]];
+        let (xs, weights) = sorted_1d(e, w);
+        let mut approx = vec![0.0; xs.len()];
+        let Some(delta) = rank_1d(&xs, &weights, 1.0 / s.abs(), &mut approx) else {
+            return;
+        };
+        let mut full = vec![0.0; xs.len()];
+        e.values_at(e.centers(), w, &mut full);
+        for (a, &k) in e.order.iter().enumerate() {
+            let err = (approx[a] + full[k]).abs();
+            assert!(err <= delta, "sigma {s} position {a}: error {err:e} > bound {delta:e}");
+        }
+    }
+
+    #[test]
+    fn pruned_seed_choice_is_the_full_scans_on_ransac_like_samples() {
+        let centers: Vec<f64> = (0..110)
+            .map(|i| if i < 10 { 7.0 + ((i * 7) % 10) as f64 * 0.8 } else { ((i * 53) % 97) as f64 * 0.83 - 40.0 })
+            .collect();
+        let e = RbfMixture::shared_width(1, centers.clone()).unwrap();
+        for sigma in [0.5, 1.0, 3.0, 10.0, 20.0, 30.0, -47.0, 200.0, 1e6] {
+            assert_rows_bit_identical(&e, &[sigma]);
+            assert_rank_bound_holds(&e, &[sigma]);
+            let full = full_lowest(&e, &centers, &[sigma]).unwrap();
+            // Wide kernels: few candidates, the pruned path answers (at 1e6 every energy is
+            // within the bound of the lowest: it declines, and the full scan runs).
+            let pruned = e.lowest_at_centers_1d(&centers, &[sigma], true);
+            assert!(pruned.is_some() || !(3.0..=200.0).contains(&sigma.abs()), "sigma {sigma}: pruned path declined");
+            if let Some(pruned) = pruned {
+                assert_eq!((pruned.0, pruned.1.to_bits()), (full.0, full.1.to_bits()), "sigma {sigma}");
+            }
+            let public = e.lowest_at(&centers, &[sigma]).unwrap();
+            assert_eq!((public.0, public.1.to_bits()), (full.0, full.1.to_bits()), "sigma {sigma}");
+        }
+    }
+
+    /// A random 1-D sample: a cluster plus uniform points, some duplicated, with weights on
+    /// request (positive, or of both signs).
+    fn sample_1d() -> impl Strategy<Value = (Vec<f64>, Option<Vec<f64>>)> {
+        (1usize..150, 0usize..30, -40.0..40.0f64, 0.1..8.0f64, any::<u64>(), 0u8..3).prop_map(
+            |(n, inliers, centre, spread, seed, weighting)| {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let mut xs: Vec<f64> = (0..n)
+                    .map(|i| {
+                        if i < inliers {
+                            centre + rng.random_range(-spread..spread)
+                        } else {
+                            rng.random_range(-40.0..40.0)
+                        }
+                    })
+                    .collect();
+                // Exact duplicates (equal energies: the tie rule decides).
+                for i in 0..n / 8 {
+                    let j = rng.random_range(0..n);
+                    xs[j] = xs[i];
+                }
+                let weights = match weighting {
+                    0 => None,
+                    1 => Some((0..n).map(|_| rng.random_range(0.1..3.0)).collect()),
+                    _ => Some((0..n).map(|_| rng.random_range(-1.0..3.0)).collect()),
+                };
+                (xs, weights)
+            },
+        )
+    }
+
+    /// The mixture (weights mapped to `w[1..]`) and its parameter vector.
+    fn mixture(xs: &[f64], weights: &Option<Vec<f64>>, sigma: f64) -> (RbfMixture, Vec<f64>) {
+        let n = xs.len();
+        match weights {
+            None => (RbfMixture::shared_width(1, xs.to_vec()).unwrap(), vec![sigma]),
+            Some(ws) => {
+                let e = RbfMixture::new(1, xs.to_vec(), vec![0; n], Some((1..=n).collect()), n + 1).unwrap();
+                (e, std::iter::once(sigma).chain(ws.iter().copied()).collect())
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+        /// Forced onto the pruned path (whatever the cost estimate says), the chosen seed and
+        /// its value are the full scan's, bit for bit; the ranking's bound holds.
+        #[test]
+        fn pruned_scan_matches_the_full_scan(
+            (xs, weights) in sample_1d(),
+            log_sigma in -1.5..2.5f64,
+            negative in any::<bool>(),
+        ) {
+            let sigma = if negative { -(10f64.powf(log_sigma)) } else { 10f64.powf(log_sigma) };
+            let (e, w) = mixture(&xs, &weights, sigma);
+            assert_rows_bit_identical(&e, &w);
+            assert_rank_bound_holds(&e, &w);
+            let full = full_lowest(&e, &xs, &w).unwrap();
+            if let Some(pruned) = e.lowest_at_centers_1d(&xs, &w, true) {
+                proptest::prop_assert_eq!((pruned.0, pruned.1.to_bits()), (full.0, full.1.to_bits()));
+            }
+            let public = e.lowest_at(&xs, &w).unwrap();
+            proptest::prop_assert_eq!((public.0, public.1.to_bits()), (full.0, full.1.to_bits()));
+        }
+    }
+
+    #[test]
+    fn pruned_scan_edge_cases_match_the_full_scan() {
+        let cases: Vec<Vec<f64>> = vec![
+            vec![3.0],
+            vec![3.0, -2.0],
+            vec![5.0, 5.0],
+            vec![1.5; 40],
+            (0..60).map(|i| if i % 2 == 0 { -7.0 } else { 7.0 }).collect(),
+            (0..30).map(|i| 1e6 + i as f64).collect(),
+        ];
+        for xs in &cases {
+            for sigma in [0.01, 1.0, 30.0, -1e4] {
+                let e = RbfMixture::shared_width(1, xs.clone()).unwrap();
+                assert_rows_bit_identical(&e, &[sigma]);
+                assert_rank_bound_holds(&e, &[sigma]);
+                let full = full_lowest(&e, xs, &[sigma]).unwrap();
+                if let Some(pruned) = e.lowest_at_centers_1d(xs, &[sigma], true) {
+                    assert_eq!((pruned.0, pruned.1.to_bits()), (full.0, full.1.to_bits()), "{xs:?} {sigma}");
+                }
+                let public = e.lowest_at(xs, &[sigma]).unwrap();
+                assert_eq!((public.0, public.1.to_bits()), (full.0, full.1.to_bits()), "{xs:?} {sigma}");
+            }
+        }
+        // Equal energies everywhere: every seed stays a candidate, the first index wins.
+        let e = RbfMixture::shared_width(1, vec![1.5; 40]).unwrap();
+        assert_eq!(e.lowest_at(&[1.5; 40], &[30.0]).map(|b| b.0), Some(0));
+    }
+
+    #[test]
+    fn non_finite_or_degenerate_widths_behave_as_the_full_scan() {
+        let xs: Vec<f64> = (0..50).map(|i| ((i * 37) % 50) as f64 * 1.3 - 30.0).collect();
+        let e = RbfMixture::shared_width(1, xs.clone()).unwrap();
+        for sigma in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, 1e-200, 1e200, f64::MAX] {
+            assert_eq!(e.lowest_at_centers_1d(&xs, &[sigma], true), None, "{sigma}");
+            let (public, full) = (e.lowest_at(&xs, &[sigma]), full_lowest(&e, &xs, &[sigma]));
+            assert_eq!(public.map(|(i, v)| (i, v.to_bits())), full.map(|(i, v)| (i, v.to_bits())), "{sigma}");
+            // best_seed: the same seed, or the same typed error when no energy is finite.
+            let via_seeds = crate::minimize::seeds::best_seed(&e, &[sigma], &xs);
+            let expected = full.ok_or_else(|| WibergError::NonFinite { what: "energy at every seed".into() });
+            assert_eq!(format!("{via_seeds:?}"), format!("{expected:?}"), "{sigma}");
+        }
+        // Non-finite weights: the full scan's behaviour too.
+        let n = xs.len();
+        let e = RbfMixture::new(1, xs.clone(), vec![0; n], Some(vec![1; n]), 2).unwrap();
+        for weight in [f64::NAN, f64::INFINITY, 1e308] {
+            let w = [20.0, weight];
+            assert_eq!(e.lowest_at_centers_1d(&xs, &w, true), None, "{weight}");
+            let (public, full) = (e.lowest_at(&xs, &w), full_lowest(&e, &xs, &w));
+            assert_eq!(public.map(|(i, v)| (i, v.to_bits())), full.map(|(i, v)| (i, v.to_bits())), "{weight}");
+        }
+    }
+
+    #[test]
+    fn kernel_order_is_the_stable_total_cmp_order() {
+        let centers =
+            vec![0.0, -0.0, 3.5, -1e-300, 3.5, f64::MIN_POSITIVE, -7.25, 0.0, 1e300, -1e300, 3.5, -0.0, 2.0, -7.25];
+        let e = RbfMixture::shared_width(1, centers.clone()).unwrap();
+        let mut expected: Vec<usize> = (0..centers.len()).collect();
+        expected.sort_by(|&a, &b| centers[a].total_cmp(&centers[b]));
+        assert_eq!(e.order, expected);
+        // 2-D: by the first coordinate only, ties by index.
+        let e = RbfMixture::new(2, vec![1.0, 9.0, 0.5, 1.0, 1.0, -3.0, 0.5, 0.0], vec![0; 4], None, 1).unwrap();
+        assert_eq!(e.order, vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn taylor_truncation_bound_covers_the_remainder() {
+        for r in [0.0, 0.3, 1.0, 1.7] {
+            let (order, bound) = taylor_order(r).unwrap();
+            assert!(bound <= RANK_TAYLOR_TOL, "{r}");
+            // The true remainder of exp(z), |z| <= r u, times exp(-u^2), on a grid of u.
+            for i in 0..400 {
+                let u = i as f64 * 0.025;
+                for z in [r * u, -r * u] {
+                    let partial: f64 =
+                        (0..order).map(|k| z.powi(k as i32) / (1..=k).map(|j| j as f64).product::<f64>()).sum();
+                    let remainder = ((z.exp() - partial) * (-u * u).exp()).abs();
+                    assert!(remainder <= bound * (1.0 + 1e-6) + 1e-15, "r {r} u {u} z {z}: {remainder:e} > {bound:e}");
+                }
+            }
+        }
+        // Boxes one width wide (r <= 1) keep the polynomials short.
+        assert!(taylor_order(1.0).is_some_and(|o| o.0 <= 16));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::Result;
 
 /// Index and energy of the lowest-energy seed among the points stored consecutively in
 /// `points` (each of length `e.dim()`). Seeds with a non-finite energy are skipped; ties go
-/// to the first.
+/// to the first. Energies may skip seeds that provably cannot be the lowest
+/// ([`Energy::lowest_at`]); the result is the same as scanning them all.
 ///
 /// ```
 /// use wiberg::{minimize::seeds::best_seed, RbfMixture};
@@ -23,14 +24,17 @@ pub fn best_seed<E: Energy + ?Sized>(e: &E, w: &[f64], points: &[f64]) -> Result
             points.len()
         )));
     }
-    let m = points.len() / n;
-    let mut values = vec![0.0; m];
-    e.values_at(points, w, &mut values);
+    e.lowest_at(points, w).ok_or_else(|| WibergError::NonFinite { what: "energy at every seed".into() })
+}
+
+/// Index and value of the lowest finite entry of `values` (ties: the first), `None` when no
+/// entry is finite: the selection rule of [`best_seed`].
+pub(crate) fn lowest_finite(values: &[f64]) -> Option<(usize, f64)> {
     let mut best: Option<(usize, f64)> = None;
     for (i, v) in values.iter().enumerate() {
         if v.is_finite() && best.map_or(true, |(_, b)| *v < b) {
             best = Some((i, *v));
         }
     }
-    best.ok_or_else(|| WibergError::NonFinite { what: "energy at every seed".into() })
+    best
 }
