@@ -225,6 +225,26 @@ pub fn from_exact_json<T: serde::de::DeserializeOwned>(value: serde_json::Value)
     serde_json::from_value(decode(value)?).context("reading an exact-JSON value")
 }
 
+/// The top-level settings in which two JSON objects (written by [`to_exact_json`]) differ, as
+/// `name stored (state) vs current (now)` with `_` shown as `-` (like the flags): for the
+/// error of a resume whose arguments do not match the interrupted run.
+pub fn json_differences(stored: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "(absent)".to_string(),
+        Some(v) => from_exact_json::<serde_json::Value>(v.clone()).map_or_else(|_| v.to_string(), |v| v.to_string()),
+    };
+    let (Some(a), Some(b)) = (stored.as_object(), current.as_object()) else {
+        return vec!["the stored settings are not a JSON object".into()];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{} {} (state) vs {} (now)", k.replace('_', "-"), show(a.get(k)), show(b.get(k))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

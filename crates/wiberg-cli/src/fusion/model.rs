@@ -388,7 +388,7 @@ impl CornerEnergy<'_> {
 }
 
 /// The training loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Squared corner error over the ground-truth box size squared (both corners summed).

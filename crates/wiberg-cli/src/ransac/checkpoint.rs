@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::args::{Method, TrainConfig};
 use super::sampling::run_rng;
 use super::training::{CheckpointSink, Event, IterRecord, MethodRun};
-use crate::common::{exact_f64, exact_f64_vec, from_exact_json, to_exact_json};
+use crate::common::{exact_f64, exact_f64_vec, from_exact_json, json_differences, to_exact_json};
 
 /// Name of the state file in `--out`.
 pub const STATE_FILE: &str = "ransac-state.json";
@@ -215,7 +215,7 @@ pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
         file.version
     );
     let current = to_exact_json(config)?;
-    let differences = differences(&file.config, &current);
+    let differences = json_differences(&file.config, &current);
     if !differences.is_empty() {
         bail!(
             "the interrupted run had other settings: {}; resume with the same arguments (only --threads and \
@@ -243,24 +243,6 @@ pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
         trajectories.push(run);
     }
     Ok(Checkpoint { done: file.done, trajectories, wall_seconds: file.wall_seconds, cpu_seconds: file.cpu_seconds })
-}
-
-/// `name: state vs now` for every top-level setting that differs.
-fn differences(stored: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
-    let show = |v: Option<&serde_json::Value>| match v {
-        None => "(absent)".to_string(),
-        Some(v) => from_exact_json::<serde_json::Value>(v.clone()).map_or_else(|_| v.to_string(), |v| v.to_string()),
-    };
-    let (Some(a), Some(b)) = (stored.as_object(), current.as_object()) else {
-        return vec!["the stored configuration is not an object".into()];
-    };
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{} {} (state) vs {} (now)", k.replace('_', "-"), show(a.get(k)), show(b.get(k))))
-        .collect()
 }
 
 /// Writes the state file every `every` iterations (see [`CheckpointSink`]).
