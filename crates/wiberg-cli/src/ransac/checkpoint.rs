@@ -263,6 +263,12 @@ pub struct Writer<'a> {
     pub segment_cpu: &'a (dyn Fn() -> Option<f64> + Sync),
     /// For warnings without tearing the bar.
     pub progress: &'a ProgressBar,
+    /// Checkpoints written so far.
+    pub written: usize,
+    /// Wall time spent encoding and writing them, seconds.
+    pub seconds: f64,
+    /// Size of the last one, bytes.
+    pub last_bytes: usize,
 }
 
 impl CheckpointSink for Writer<'_> {
@@ -273,13 +279,19 @@ impl CheckpointSink for Writer<'_> {
     /// A checkpoint that cannot be written is a warning, not the end of the training: the
     /// previous state file stays valid (it is only ever replaced by a rename).
     fn save(&mut self, trajectories: &[MethodRun], done: usize) -> Result<()> {
+        let begun = Instant::now();
         let wall = self.wall_before + self.started.elapsed().as_secs_f64();
         let cpu = self.cpu_before.zip((self.segment_cpu)()).map(|(a, b)| a + b);
         let written = encode(self.config, trajectories, done, wall, cpu)
-            .and_then(|bytes| crate::common::atomic_write(&self.path, &bytes));
-        if let Err(e) = written {
-            self.progress.suspend(|| eprintln!("warning: checkpoint at iteration {done} not written: {e:#}"));
+            .and_then(|bytes| crate::common::atomic_write(&self.path, &bytes).map(|()| bytes.len()));
+        match written {
+            Ok(len) => {
+                self.written += 1;
+                self.last_bytes = len;
+            }
+            Err(e) => self.progress.suspend(|| eprintln!("warning: checkpoint at iteration {done} not written: {e:#}")),
         }
+        self.seconds += begun.elapsed().as_secs_f64();
         Ok(())
     }
 }

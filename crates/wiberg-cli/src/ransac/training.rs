@@ -288,6 +288,15 @@ pub trait CheckpointSink {
     fn save(&mut self, trajectories: &[MethodRun], done: usize) -> Result<()>;
 }
 
+impl<T: CheckpointSink + ?Sized> CheckpointSink for &mut T {
+    fn every(&self) -> usize {
+        (**self).every()
+    }
+    fn save(&mut self, trajectories: &[MethodRun], done: usize) -> Result<()> {
+        (**self).save(trajectories, done)
+    }
+}
+
 /// No checkpoints.
 pub struct NoCheckpoints;
 
@@ -321,7 +330,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
     let segment_cpu = move || cpu_started.zip(process_cpu_seconds()).map(|(a, b)| b - a);
-    let sink = checkpoint::Writer {
+    let mut sink = checkpoint::Writer {
         path: state_path.clone(),
         config: &config,
         every: args.checkpoint_interval(),
@@ -330,18 +339,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
         started,
         segment_cpu: &segment_cpu,
         progress: &progress,
+        written: 0,
+        seconds: 0.0,
+        last_bytes: 0,
     };
     let trajectories = crate::common::with_threads(args.threads, || {
         let mut printer = report::BlockPrinter::new(&config);
         printer.resume_at(done);
-        train_from(&config, trajectories, done, &progress, |t, d| progress.suspend(|| printer.print(t, d)), sink)
+        train_from(&config, trajectories, done, &progress, |t, d| progress.suspend(|| printer.print(t, d)), &mut sink)
     })??;
     let wall = Duration::from_secs_f64(wall_before) + started.elapsed();
     let cpu_seconds = cpu_before_resume.zip(segment_cpu()).map(|(a, b)| a + b);
     progress.finish_and_clear();
+    let (checkpoints, checkpoint_seconds, checkpoint_bytes) = (sink.written, sink.seconds, sink.last_bytes);
     let training = Training { config, trajectories, wall, threads, cpu_seconds };
     let summary = report::summarize(&training);
     report::print_final(&training, &summary);
+    if checkpoints > 0 {
+        println!(
+            "Checkpoints: {checkpoints} written to {} in {checkpoint_seconds:.3} s wall (included above; the last {:.1} MB).",
+            state_path.display(),
+            checkpoint_bytes as f64 / 1e6
+        );
+    }
     let csv_path = args.out.join("iterations.csv");
     report::write_csv(&training, &csv_path)?;
     let mut files = vec![csv_path];
