@@ -155,15 +155,17 @@ pub mod exact_f64 {
 /// digits per value, concatenated (compact for long columns of a checkpoint).
 pub mod exact_f64_vec {
     use serde::{Deserialize, Deserializer, Serializer};
-    use std::fmt::Write;
 
     /// Serialises the bits of every value.
     pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(16 * v.len());
+        // By hand rather than `format!`: checkpoints write millions of these.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = Vec::with_capacity(16 * v.len());
         for x in v {
-            let _ = write!(text, "{:016x}", x.to_bits());
+            let bits = x.to_bits();
+            text.extend((0..16).rev().map(|i| HEX[((bits >> (4 * i)) & 0xf) as usize]));
         }
-        s.serialize_str(&text)
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 
     /// Reads the values written by [`serialize`].

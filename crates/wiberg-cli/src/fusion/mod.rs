@@ -353,6 +353,9 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     crate::common::remove_stale_temporaries(&state_path);
     let settings = to_exact_json(&ResumeKey::new(args, ours_damping, &data))?;
     let saved = if args.resume { load_state(&state_path, &settings)? } else { Vec::new() };
+    if !args.resume && state_path.exists() {
+        println!("note: {} of an interrupted run will be replaced (--resume continues it)", state_path.display());
+    }
     atomic_write(
         &args.out.join(format!("split_{}_seed{}.txt", args.split.name(), args.seed)),
         train::split_text(&data, &split).as_bytes(),

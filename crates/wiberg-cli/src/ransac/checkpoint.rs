@@ -245,7 +245,9 @@ pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
     Ok(Checkpoint { done: file.done, trajectories, wall_seconds: file.wall_seconds, cpu_seconds: file.cpu_seconds })
 }
 
-/// Writes the state file every `every` iterations (see [`CheckpointSink`]).
+/// Writes the state file every `every` iterations (see [`CheckpointSink`]). The state is
+/// encoded at once, on the training thread; the write and its fsync run on a background
+/// thread while training goes on (one at a time). [`Writer::finish`] waits for the last one.
 pub struct Writer<'a> {
     /// The state file.
     pub path: PathBuf,
@@ -265,10 +267,55 @@ pub struct Writer<'a> {
     pub progress: &'a ProgressBar,
     /// Checkpoints written so far.
     pub written: usize,
-    /// Wall time spent encoding and writing them, seconds.
+    /// Wall time the training waited for checkpoints (encoding, and a previous write not yet
+    /// done), seconds.
     pub seconds: f64,
     /// Size of the last one, bytes.
     pub last_bytes: usize,
+    pending: Option<(usize, std::thread::JoinHandle<Result<()>>)>,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer to `path` every `every` iterations, for a segment that started at `started`
+    /// after `wall_before` / `cpu_before` seconds of earlier segments.
+    pub fn new(
+        path: PathBuf,
+        config: &'a TrainConfig,
+        every: usize,
+        (wall_before, cpu_before): (f64, Option<f64>),
+        started: Instant,
+        segment_cpu: &'a (dyn Fn() -> Option<f64> + Sync),
+        progress: &'a ProgressBar,
+    ) -> Self {
+        Writer {
+            path,
+            config,
+            every,
+            wall_before,
+            cpu_before,
+            started,
+            segment_cpu,
+            progress,
+            written: 0,
+            seconds: 0.0,
+            last_bytes: 0,
+            pending: None,
+        }
+    }
+
+    /// Waits for the write in flight, if any (before the results are written and the state
+    /// file removed, so that a late write cannot bring it back).
+    pub fn finish(&mut self) {
+        if let Some((done, handle)) = self.pending.take() {
+            let result = handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the writing thread panicked")));
+            match result {
+                Ok(()) => self.written += 1,
+                Err(e) => {
+                    self.progress.suspend(|| eprintln!("warning: checkpoint at iteration {done} not written: {e:#}"))
+                }
+            }
+        }
+    }
 }
 
 impl CheckpointSink for Writer<'_> {
@@ -282,12 +329,21 @@ impl CheckpointSink for Writer<'_> {
         let begun = Instant::now();
         let wall = self.wall_before + self.started.elapsed().as_secs_f64();
         let cpu = self.cpu_before.zip((self.segment_cpu)()).map(|(a, b)| a + b);
-        let written = encode(self.config, trajectories, done, wall, cpu)
-            .and_then(|bytes| crate::common::atomic_write(&self.path, &bytes).map(|()| bytes.len()));
-        match written {
-            Ok(len) => {
-                self.written += 1;
-                self.last_bytes = len;
+        let encoded = encode(self.config, trajectories, done, wall, cpu);
+        self.finish();
+        match encoded {
+            Ok(bytes) => {
+                self.last_bytes = bytes.len();
+                let path = self.path.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("checkpoint".into())
+                    .spawn(move || crate::common::atomic_write(&path, &bytes));
+                match spawned {
+                    Ok(handle) => self.pending = Some((done, handle)),
+                    Err(e) => self.progress.suspend(|| {
+                        eprintln!("warning: checkpoint at iteration {done} not written: no thread for it: {e}")
+                    }),
+                }
             }
             Err(e) => self.progress.suspend(|| eprintln!("warning: checkpoint at iteration {done} not written: {e:#}")),
         }

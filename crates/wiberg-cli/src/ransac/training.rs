@@ -316,6 +316,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     crate::common::remove_stale_temporaries(&state_path);
     let threads = if args.threads == 0 { rayon::current_num_threads() } else { args.threads };
     let resumed = if args.resume { Some(checkpoint::load(&state_path, &config)?) } else { None };
+    if resumed.is_none() && state_path.exists() {
+        println!("Note: {} of an interrupted run will be replaced (--resume continues it).", state_path.display());
+    }
     report::print_intro(&config, threads, &args.out);
     let (trajectories, done, wall_before, cpu_before_resume) = match resumed {
         Some(c) => {
@@ -330,24 +333,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
     let segment_cpu = move || cpu_started.zip(process_cpu_seconds()).map(|(a, b)| b - a);
-    let mut sink = checkpoint::Writer {
-        path: state_path.clone(),
-        config: &config,
-        every: args.checkpoint_interval(),
-        wall_before,
-        cpu_before: cpu_before_resume,
+    let mut sink = checkpoint::Writer::new(
+        state_path.clone(),
+        &config,
+        args.checkpoint_interval(),
+        (wall_before, cpu_before_resume),
         started,
-        segment_cpu: &segment_cpu,
-        progress: &progress,
-        written: 0,
-        seconds: 0.0,
-        last_bytes: 0,
-    };
+        &segment_cpu,
+        &progress,
+    );
     let trajectories = crate::common::with_threads(args.threads, || {
         let mut printer = report::BlockPrinter::new(&config);
         printer.resume_at(done);
         train_from(&config, trajectories, done, &progress, |t, d| progress.suspend(|| printer.print(t, d)), &mut sink)
     })??;
+    // The last write in flight is part of the training's cost.
+    sink.finish();
     let wall = Duration::from_secs_f64(wall_before) + started.elapsed();
     let cpu_seconds = cpu_before_resume.zip(segment_cpu()).map(|(a, b)| a + b);
     progress.finish_and_clear();
@@ -357,7 +358,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     report::print_final(&training, &summary);
     if checkpoints > 0 {
         println!(
-            "Checkpoints: {checkpoints} written to {} in {checkpoint_seconds:.3} s wall (included above; the last {:.1} MB).",
+            "Checkpoints: {checkpoints} written to {}, training waited {checkpoint_seconds:.3} s for them (the last {:.1} MB).",
             state_path.display(),
             checkpoint_bytes as f64 / 1e6
         );
