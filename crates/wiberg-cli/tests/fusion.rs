@@ -4,6 +4,7 @@ use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 use wiberg_cli::fusion::generate::{generate, GenerateConfig};
 use wiberg_cli::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
+use wiberg_cli::fusion::train::{train, train_from, OptimizerKind, TrainConfig, TrainState};
 use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
 use wiberg_cli::fusion::{run_train, TrainArgs};
 
@@ -237,4 +238,57 @@ fn iou_loss_gradient_matches_finite_differences() {
         }
     }
     assert!(checked >= 10, "only {checked} parameters checked");
+}
+
+/// A state saved mid-epoch or at an epoch end, read back from its JSON, continues to exactly
+/// the parameters and log of an uninterrupted training.
+#[test]
+fn a_saved_training_state_continues_bit_identically() {
+    let data = small(12, 2, 80.0, 8);
+    let layout = ParamLayout { trackers: 12, bins: 4 };
+    let frames = build_frames(&data, &layout).unwrap();
+    let train_idx: Vec<usize> =
+        (0..frames.len()).filter(|&i| i % 2 == 0 && !frames[i].is_empty() && frames[i].gt_size() >= 1.0).collect();
+    let cfg =
+        TrainConfig { epochs: 3, batch: 8, lr: 0.02, optimizer: OptimizerKind::Adam, loss: LossKind::Corner, seed: 3 };
+    let layer = ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig {
+            max_iters: 50,
+            memory: 5,
+            grad_tol: 1e-7,
+            max_evals: 200,
+            ..Default::default()
+        }),
+        polish: true,
+        damping: Damping::TrustRegion { lambda: 0.1 },
+        ..Default::default()
+    };
+    let pb = indicatif::ProgressBar::hidden();
+    let init = layout.initial(0.25);
+    let full = train(&frames, &train_idx, &layout, init.clone(), &layer, &cfg, &pb).unwrap();
+    let mut saved = Vec::new();
+    let state = TrainState::new(&train_idx, init, &cfg).unwrap();
+    train_from(&frames, &layout, state, &layer, &cfg, &pb, 3, &mut |s| {
+        saved.push((s.epoch, s.next_batch, serde_json::to_string(&s.save()?)?));
+        Ok(())
+    })
+    .unwrap();
+    let batches = train_idx.len().div_ceil(cfg.batch);
+    assert_eq!(saved.len(), cfg.epochs * (1 + (batches - 1) / 3), "checkpoints every 3 batches and at epoch ends");
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mid_epoch = saved.iter().find(|(e, b, _)| *e == 2 && *b > 0).unwrap();
+    let epoch_end = saved.iter().find(|(e, b, _)| *e == 2 && *b == 0).unwrap();
+    for (_, _, text) in [mid_epoch, epoch_end] {
+        let state = TrainState::restore(serde_json::from_str(text).unwrap(), &train_idx, &layout, &cfg).unwrap();
+        let done = train_from(&frames, &layout, state, &layer, &cfg, &pb, 0, &mut |_| Ok(())).unwrap().into_outcome();
+        assert_eq!(bits(&done.params), bits(&full.params));
+        let losses =
+            |o: &wiberg_cli::fusion::train::TrainOutcome| o.epochs.iter().map(|e| e.loss.to_bits()).collect::<Vec<_>>();
+        assert_eq!(losses(&done), losses(&full));
+        assert_eq!(done.diverged, full.diverged);
+    }
+    // A state from other training frames is refused.
+    let err =
+        TrainState::restore(serde_json::from_str(&mid_epoch.2).unwrap(), &train_idx[1..], &layout, &cfg).err().unwrap();
+    assert!(format!("{err:#}").contains("permutation"), "{err:#}");
 }

@@ -8,9 +8,12 @@ use std::process::Command;
 use wiberg::{ArgminLayer, Damping, Energy, Minimizer, RbfMixture, Start};
 use wiberg_cli::common::with_threads;
 use wiberg_cli::ransac::args::Method;
+use wiberg_cli::ransac::checkpoint;
 use wiberg_cli::ransac::sampling::{draw, run_rng, Protocol};
 use wiberg_cli::ransac::solve::{solve_points, SolveArgs};
-use wiberg_cli::ransac::training::{train, IterRecord};
+use wiberg_cli::ransac::training::{
+    fresh_trajectories, train, train_from, CheckpointSink, IterRecord, MethodRun, NoCheckpoints,
+};
 use wiberg_cli::ransac::{RansacCommand, TrainConfig};
 use wiberg_cli::{Cli, Command as Sub};
 
@@ -78,6 +81,55 @@ fn every_method_sees_the_same_samples() {
     assert_eq!(t.len(), 3);
     assert_eq!(t[0][0].sigma, t[1][0].sigma);
     assert_eq!(t[1][0].t_star.to_bits(), t[2][0].t_star.to_bits(), "trust-region = guarded at H > 0");
+}
+
+/// Captures the encoded state at one checkpoint.
+struct Capture<'a> {
+    config: &'a TrainConfig,
+    at: usize,
+    bytes: Option<Vec<u8>>,
+}
+
+impl CheckpointSink for Capture<'_> {
+    fn every(&self) -> usize {
+        70
+    }
+    fn save(&mut self, trajectories: &[MethodRun], done: usize) -> anyhow::Result<()> {
+        if done == self.at {
+            self.bytes = Some(checkpoint::encode(self.config, trajectories, done, 1.5, Some(1.0))?);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_checkpoint_continues_bit_identically_and_checks_the_settings() {
+    // SGD with momentum: the optimiser has a state (the buffer) that must survive too.
+    let c = config(&["--runs", "2", "--optimizer", "sgd", "--seed", "4"]);
+    let pb = ProgressBar::hidden();
+    let mut capture = Capture { config: &c, at: 140, bytes: None };
+    let full = with_threads(2, || train_from(&c, fresh_trajectories(&c).unwrap(), 0, &pb, |_, _| {}, &mut capture))
+        .unwrap()
+        .unwrap();
+    let bytes = capture.bytes.expect("no checkpoint at iteration 140 (every 70, blocks of 100)");
+    let restored = checkpoint::decode(&bytes, &c).unwrap();
+    assert_eq!((restored.done, restored.wall_seconds, restored.cpu_seconds), (140, 1.5, Some(1.0)));
+    let resumed =
+        with_threads(1, || train_from(&c, restored.trajectories, 140, &pb, |_, _| {}, NoCheckpoints)).unwrap().unwrap();
+    let records = |t: &[MethodRun]| -> Vec<Vec<IterRecord>> {
+        t.iter().map(|t| t.records.iter().map(|r| IterRecord { micros: 0.0, ..*r }).collect()).collect()
+    };
+    assert!(same(&records(&full), &records(&resumed)), "resumed trajectories differ");
+    assert!(full.iter().zip(&resumed).all(|(a, b)| a.sigma.to_bits() == b.sigma.to_bits()));
+    // The timing column is restored too (it is part of the CSV).
+    let restored_again = checkpoint::decode(&bytes, &c).unwrap();
+    assert_eq!(restored_again.trajectories[0].records[5].micros, full[0].records[5].micros);
+
+    let other = config(&["--runs", "2", "--optimizer", "sgd", "--seed", "5"]);
+    let err = format!("{:#}", checkpoint::decode(&bytes, &other).err().unwrap());
+    assert!(err.contains("seed 4 (state) vs 5 (now)"), "{err}");
+    let err = format!("{:#}", checkpoint::decode(&bytes[..bytes.len() / 2], &c).err().unwrap());
+    assert!(err.contains("not a readable training state"), "{err}");
 }
 
 /// Two points at +-1.2 with sigma = 1: d2E/dt2 is about -1.8 at the midpoint and +2 at the

@@ -18,10 +18,12 @@ pub mod report;
 pub mod train;
 pub mod vot;
 
-use crate::common::{atomic_write, progress_bar, with_threads, write_json};
+use crate::common::{
+    atomic_write, from_exact_json, json_differences, progress_bar, to_exact_json, with_threads, write_json,
+};
 use anyhow::{bail, Context, Result};
 use model::{build_frames, predict, LossKind, ParamLayout};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use train::{OptimizerKind, SplitKind, TrainConfig};
@@ -140,6 +142,16 @@ pub struct TrainArgs {
     /// Worker threads (0 = all cores); results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write the training state to `<out>/fusion-state.json` (atomically) every this many
+    /// batches, besides the end of every epoch (0 = at epoch ends only).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: usize,
+    /// Continue an interrupted training from `<out>/fusion-state.json`. The other arguments
+    /// must be those of the interrupted run and the data the same (--threads and
+    /// --checkpoint-every may differ); the results are those of an uninterrupted run, timing
+    /// fields aside.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl TrainArgs {
@@ -163,6 +175,8 @@ impl TrainArgs {
             figure_frame: None,
             seed: 0,
             threads: 0,
+            checkpoint_every: 10,
+            resume: false,
         }
     }
 }
@@ -334,6 +348,14 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     let frames = build_frames(&data, &layout)?;
     let read_seconds = t0.elapsed().as_secs_f64();
     let split = train::make_split(&data, args.split, args.train_fraction, args.seed);
+    let state_path = args.out.join(STATE_FILE);
+    // Temporaries of a write that a kill interrupted; never read, so just tidied away.
+    crate::common::remove_stale_temporaries(&state_path);
+    let settings = to_exact_json(&ResumeKey::new(args, ours_damping, &data))?;
+    let saved = if args.resume { load_state(&state_path, &settings)? } else { Vec::new() };
+    if !args.resume && state_path.exists() {
+        println!("note: {} of an interrupted run will be replaced (--resume continues it)", state_path.display());
+    }
     atomic_write(
         &args.out.join(format!("split_{}_seed{}.txt", args.split.name(), args.seed)),
         train::split_text(&data, &split).as_bytes(),
@@ -368,17 +390,22 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     let init = layout.initial(args.width0);
     let ours_layer = layer_with(ours_damping);
     let implicit_layer = layer_with(Damping::Implicit);
-    let total = (train_idx.len() * args.epochs) as u64;
-    let pb = progress_bar(total, ours_damping.name());
-    let ours = train::train(&frames, &train_idx, &layout, init.clone(), &ours_layer, &cfg, &pb)?;
-    pb.finish_and_clear();
+    let mut resumed = saved.into_iter();
+    let mut finished: Option<Vec<train::SavedTrainState>> = Some(Vec::new());
+    let mut phase = Phase {
+        frames: &frames,
+        train_idx: &train_idx,
+        layout: &layout,
+        cfg: &cfg,
+        state_path: &state_path,
+        settings: &settings,
+        checkpoint_every: args.checkpoint_every,
+    };
+    let ours = phase.train(ours_damping.name(), resumed.next(), &init, &ours_layer, &mut finished)?;
     let implicit = if args.no_implicit {
         None
     } else {
-        let pb = progress_bar(total, "implicit");
-        let out = train::train(&frames, &train_idx, &layout, init.clone(), &implicit_layer, &cfg, &pb)?;
-        pb.finish_and_clear();
-        Some(out)
+        Some(phase.train("implicit", resumed.next(), &init, &implicit_layer, &mut finished)?)
     };
     let status = |o: &train::TrainOutcome| {
         if o.converged() {
@@ -482,19 +509,28 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
         let before = predict(f, &init, &ours_layer).ok();
         let after = predict(f, &ours.params, &ours_layer).ok();
         let path = args.out.join("figure2.png");
-        report::draw_figure2(
-            &path,
-            f,
-            &data.sequences[f.seq].name,
-            &[
-                report::Panel { title: "before training".into(), params: &init, prediction: before },
-                report::Panel {
-                    title: format!("after training ({})", ours_damping.name()),
-                    params: &ours.params,
-                    prediction: after,
-                },
-            ],
-        )?;
+        // Drawn into a temporary file, then renamed: a kill never leaves a torn PNG.
+        crate::common::atomic_write_with(&path, |tmp| {
+            report::draw_figure2(
+                tmp,
+                f,
+                &data.sequences[f.seq].name,
+                &[
+                    report::Panel { title: "before training".into(), params: &init, prediction: before },
+                    report::Panel {
+                        title: format!("after training ({})", ours_damping.name()),
+                        params: &ours.params,
+                        prediction: after,
+                    },
+                ],
+            )
+        })?;
+    }
+    // Every result is on disk: the state has served its purpose.
+    match std::fs::remove_file(&state_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("warning: could not remove {}: {e}", state_path.display()),
     }
     println!("results in {}", args.out.display());
     Ok(TrainReport { table, trust_region: ours, implicit, train_frames: train_idx.len() })
@@ -547,4 +583,215 @@ impl ParamsFile {
 /// Reads a data set (re-exported for tests).
 pub fn read(root: &Path) -> Result<(vot::Dataset, vot::ReadReport)> {
     vot::read_dataset(root)
+}
+
+/// Name of the training state file in `--out`.
+pub const STATE_FILE: &str = "fusion-state.json";
+const STATE_FORMAT: &str = "wiberg fusion training state";
+const STATE_VERSION: u32 = 1;
+
+/// Everything that decides the result of `wiberg fusion train`: a resume must see the same.
+#[derive(Debug, Serialize, Deserialize)]
+struct ResumeKey {
+    /// Hash of the data set's content (not its path: a moved copy still resumes).
+    data_fingerprint: String,
+    split: SplitKind,
+    train_fraction: f64,
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    optimizer: OptimizerKind,
+    loss: LossKind,
+    damping: String,
+    lambda: f64,
+    bins: usize,
+    width0: f64,
+    no_implicit: bool,
+    figure_frame: Option<String>,
+    seed: u64,
+}
+
+impl ResumeKey {
+    fn new(args: &TrainArgs, damping: Damping, data: &vot::Dataset) -> Self {
+        ResumeKey {
+            data_fingerprint: format!("{:016x}", fingerprint(data)),
+            split: args.split,
+            train_fraction: args.train_fraction,
+            epochs: args.epochs,
+            batch: args.batch,
+            lr: args.lr,
+            optimizer: args.optimizer,
+            loss: args.loss,
+            damping: damping.name().to_string(),
+            lambda: args.lambda,
+            bins: args.bins,
+            width0: args.width0,
+            no_implicit: args.no_implicit,
+            figure_frame: args.figure_frame.clone(),
+            seed: args.seed,
+        }
+    }
+}
+
+/// FNV-1a over the data set's names, sizes, regions and tracker entries (bit patterns).
+fn fingerprint(data: &vot::Dataset) -> u64 {
+    struct Fnv(u64);
+    impl Fnv {
+        fn bytes(&mut self, b: &[u8]) {
+            for &x in b {
+                self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        fn num(&mut self, x: u64) {
+            self.bytes(&x.to_le_bytes());
+        }
+        fn region(&mut self, r: &vot::Region) {
+            let values: &[f64] = match r {
+                vot::Region::Rect(v) => v,
+                vot::Region::Polygon(v) => v,
+            };
+            self.num(values.len() as u64);
+            values.iter().for_each(|v| self.num(v.to_bits()));
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    for seq in &data.sequences {
+        h.bytes(seq.name.as_bytes());
+        h.num(seq.groundtruth.len() as u64);
+        seq.image_size.iter().flatten().for_each(|v| h.num(v.to_bits()));
+        seq.groundtruth.iter().for_each(|r| h.region(r));
+    }
+    for (name, per_seq) in data.trackers.iter().zip(&data.results) {
+        h.bytes(name.as_bytes());
+        for entries in per_seq {
+            for e in entries {
+                match e {
+                    vot::Entry::Init => h.num(1),
+                    vot::Entry::Failure => h.num(2),
+                    vot::Entry::NotTracked => h.num(0),
+                    vot::Entry::Box(r) => {
+                        h.num(3);
+                        h.region(r);
+                    }
+                }
+            }
+        }
+    }
+    h.0
+}
+
+/// The state file: the settings it was written under and the models trained so far (ours
+/// first, then the implicit baseline), the last one possibly unfinished.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: String,
+    version: u32,
+    settings: serde_json::Value,
+    models: Vec<train::SavedTrainState>,
+}
+
+/// Reads the state file for `--resume` and checks its settings against the current ones.
+fn load_state(path: &Path, settings: &serde_json::Value) -> Result<Vec<train::SavedTrainState>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--resume: no training state {} (the run finished, which removes it, or never reached its first \
+             checkpoint, or --out differs); run without --resume to start afresh",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("--resume: reading {}", path.display())),
+    };
+    let file: StateFile = serde_json::from_slice(&bytes)
+        .with_context(|| format!("--resume: {} is not a readable training state", path.display()))?;
+    if file.format != STATE_FORMAT || file.version != STATE_VERSION {
+        bail!(
+            "--resume: {} was written by another format (`{}` version {}), expected `{STATE_FORMAT}` version {STATE_VERSION}",
+            path.display(),
+            file.format,
+            file.version
+        );
+    }
+    let differences = json_differences(&file.settings, settings);
+    if !differences.is_empty() {
+        bail!(
+            "--resume: {}: the interrupted run had other settings: {}; resume with the same arguments and data (only \
+             --threads and --checkpoint-every may change) or run without --resume to start afresh",
+            path.display(),
+            differences.join(", ")
+        );
+    }
+    let no_implicit: bool = from_exact_json(settings["no_implicit"].clone()).unwrap_or(false);
+    let max_models = if no_implicit { 1 } else { 2 };
+    if file.models.len() > max_models {
+        bail!("--resume: {} holds {} models, expected at most {max_models}", path.display(), file.models.len());
+    }
+    Ok(file.models)
+}
+
+/// One model's training with checkpoints (ours, then the implicit baseline).
+struct Phase<'a> {
+    frames: &'a [model::Frame],
+    train_idx: &'a [usize],
+    layout: &'a ParamLayout,
+    cfg: &'a TrainConfig,
+    state_path: &'a Path,
+    settings: &'a serde_json::Value,
+    checkpoint_every: usize,
+}
+
+impl Phase<'_> {
+    /// Trains one model from `saved` (a resume) or from `init`; `finished` holds the saved
+    /// states of the models finished before (None when one of them could not be saved: then
+    /// no further checkpoint is written, with a warning).
+    fn train(
+        &mut self,
+        name: &str,
+        saved: Option<train::SavedTrainState>,
+        init: &[f64],
+        layer: &ArgminLayer,
+        finished: &mut Option<Vec<train::SavedTrainState>>,
+    ) -> Result<train::TrainOutcome> {
+        let state = match saved {
+            Some(s) => train::TrainState::restore(s, self.train_idx, self.layout, self.cfg)
+                .with_context(|| format!("--resume: {} ({name})", self.state_path.display()))?,
+            None => train::TrainState::new(self.train_idx, init.to_vec(), self.cfg)?,
+        };
+        let pb = progress_bar((self.train_idx.len() * self.cfg.epochs) as u64, name);
+        pb.set_position(state.frames_done(self.cfg) as u64);
+        let mut save = |state: &train::TrainState| -> Result<()> {
+            let written = finished.as_ref().context("an earlier model's state could not be saved").and_then(|done| {
+                let mut models = done.clone();
+                models.push(state.save()?);
+                let file = StateFile {
+                    format: STATE_FORMAT.into(),
+                    version: STATE_VERSION,
+                    settings: self.settings.clone(),
+                    models,
+                };
+                let bytes = serde_json::to_vec(&file).context("serialising the training state")?;
+                atomic_write(self.state_path, &bytes)
+            });
+            if let Err(e) = written {
+                pb.suspend(|| eprintln!("warning: checkpoint not written: {e:#}"));
+            }
+            Ok(())
+        };
+        let state =
+            train::train_from(self.frames, self.layout, state, layer, self.cfg, &pb, self.checkpoint_every, &mut save)?;
+        pb.finish_and_clear();
+        match state.save() {
+            Ok(s) => {
+                if let Some(done) = finished.as_mut() {
+                    done.push(s);
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: the finished {name} training cannot be checkpointed ({e:#}); no further checkpoints"
+                );
+                *finished = None;
+            }
+        }
+        Ok(state.into_outcome())
+    }
 }

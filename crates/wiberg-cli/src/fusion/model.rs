@@ -10,7 +10,8 @@
 
 use super::iou::{BoxXyxy, GroundTruthArea};
 use super::vot::{Dataset, Entry};
-use anyhow::{bail, Result};
+use crate::common::median_finite;
+use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 use wiberg::optim::BoxConstraints;
 use wiberg::{ArgminLayer, Energy, Start, WibergError};
@@ -93,16 +94,6 @@ pub struct Frame {
     pub gt: GroundTruthArea,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 impl Frame {
     /// Number of trackers with a box.
     pub fn len(&self) -> usize {
@@ -163,8 +154,8 @@ impl Frame {
         if self.is_empty() {
             return None;
         }
-        let m = |v: &[f64], i: usize| median(&mut v.iter().skip(i).step_by(2).copied().collect::<Vec<_>>());
-        Some(self.box_pixels([m(&self.tl, 0), m(&self.tl, 1)], [m(&self.br, 0), m(&self.br, 1)]))
+        let m = |v: &[f64], i: usize| median_finite(v.iter().skip(i).step_by(2).copied());
+        Some(self.box_pixels([m(&self.tl, 0)?, m(&self.tl, 1)?], [m(&self.br, 0)?, m(&self.br, 1)?]))
     }
 
     /// The ground-truth box's corners in normalised coordinates, and the loss scale
@@ -208,11 +199,13 @@ pub fn build_frames(data: &Dataset, layout: &ParamLayout) -> Result<Vec<Frame>> 
             let (origin, scale) = if boxes.is_empty() {
                 ([0.0, 0.0], 1.0)
             } else {
-                let mut cx: Vec<f64> = boxes.iter().map(|(_, _, b)| 0.5 * (b[0] + b[2])).collect();
-                let mut cy: Vec<f64> = boxes.iter().map(|(_, _, b)| 0.5 * (b[1] + b[3])).collect();
-                let mut sz: Vec<f64> =
-                    boxes.iter().map(|(_, _, b)| ((b[2] - b[0]).abs() * (b[3] - b[1]).abs()).sqrt()).collect();
-                ([median(&mut cx), median(&mut cy)], median(&mut sz).max(1.0))
+                let no_box = || format!("sequence `{}` frame {}: no finite tracker box", seq.name, f + 1);
+                let cx = median_finite(boxes.iter().map(|(_, _, b)| 0.5 * (b[0] + b[2]))).with_context(no_box)?;
+                let cy = median_finite(boxes.iter().map(|(_, _, b)| 0.5 * (b[1] + b[3]))).with_context(no_box)?;
+                let sz =
+                    median_finite(boxes.iter().map(|(_, _, b)| ((b[2] - b[0]).abs() * (b[3] - b[1]).abs()).sqrt()))
+                        .with_context(no_box)?;
+                ([cx, cy], sz.max(1.0))
             };
             let mut frame = Frame {
                 seq: s,
@@ -395,7 +388,7 @@ impl CornerEnergy<'_> {
 }
 
 /// The training loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Squared corner error over the ground-truth box size squared (both corners summed).

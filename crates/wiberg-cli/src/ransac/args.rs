@@ -2,14 +2,14 @@
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 
 use super::sampling::Protocol;
 
 /// How the derivative `dt*/dsigma` (and the polish step) is damped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// `lambda = 0` (Samuel & Tappen; eq. 6 of the paper).
@@ -40,7 +40,7 @@ impl Method {
 }
 
 /// What the forward pass runs after picking the lowest-energy point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardMode {
     /// L-BFGS (at most 10 iterations), then the damped Newton polish.
@@ -51,7 +51,7 @@ pub enum ForwardMode {
 }
 
 /// The outer optimiser of `sigma`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerKind {
     /// Averaged SGD, PyTorch semantics (lr 0.5, lambd 5e-4, alpha 0.75, t0 0).
@@ -153,10 +153,21 @@ pub struct TrainArgs {
     /// Skip the figures (CSV and JSON only).
     #[arg(long)]
     pub no_plots: bool,
+    /// Write the training state to `<out>/ransac-state.json` every this many iterations
+    /// (atomically; 0 = never) [default: a quarter of --iterations, so the whole default run
+    /// writes 3 checkpoints and their cost stays proportional to the CSV's].
+    #[arg(long, value_parser = parse_count)]
+    pub checkpoint_every: Option<usize>,
+    /// Continue an interrupted run from `<out>/ransac-state.json`. The other arguments must
+    /// be those of the interrupted run (--threads and --checkpoint-every may differ); the
+    /// results are those of an uninterrupted run, timing columns aside.
+    #[arg(long)]
+    pub resume: bool,
 }
 
-/// The validated configuration of a training experiment (also written to `summary.json`).
-#[derive(Debug, Clone, Serialize)]
+/// The validated configuration of a training experiment (also written to `summary.json` and
+/// to the checkpoint, where a resume checks it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Sample protocol.
     pub protocol: Protocol,
@@ -240,14 +251,42 @@ impl TrainArgs {
     }
 }
 
+impl TrainArgs {
+    /// Iterations between checkpoints (0 = none): `--checkpoint-every`, or a quarter of the
+    /// iterations.
+    pub fn checkpoint_interval(&self) -> usize {
+        self.checkpoint_every.unwrap_or(self.iterations.div_ceil(4))
+    }
+}
+
+/// The outer optimiser of one trajectory, as a concrete (serialisable) type so that a
+/// checkpoint can store its state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OuterOptimizer {
+    /// Averaged SGD.
+    Asgd(wiberg::optim::Asgd),
+    /// SGD with momentum.
+    Sgd(wiberg::optim::Sgd),
+}
+
+impl wiberg::optim::Optimizer for OuterOptimizer {
+    fn step(&mut self, params: &mut [f64], grad: &[f64]) -> wiberg::Result<()> {
+        match self {
+            OuterOptimizer::Asgd(o) => o.step(params, grad),
+            OuterOptimizer::Sgd(o) => o.step(params, grad),
+        }
+    }
+}
+
 impl TrainConfig {
     /// A fresh outer optimiser for one method's run.
-    pub fn optimizer(&self) -> Result<Box<dyn wiberg::optim::Optimizer + Send>> {
+    pub fn optimizer(&self) -> Result<OuterOptimizer> {
         Ok(match self.optimizer {
             OptimizerKind::Asgd => {
-                Box::new(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
+                OuterOptimizer::Asgd(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
             }
-            OptimizerKind::Sgd => Box::new(wiberg::optim::Sgd::new(self.lr, self.momentum)?),
+            OptimizerKind::Sgd => OuterOptimizer::Sgd(wiberg::optim::Sgd::new(self.lr, self.momentum)?),
         })
     }
 

@@ -10,6 +10,7 @@
 //! (see [`SolveArgs`]).
 
 pub mod args;
+pub mod checkpoint;
 pub mod plots;
 pub mod report;
 pub mod sampling;

@@ -13,6 +13,7 @@ use wiberg::{Energy, RbfMixture};
 use super::args::Method;
 use super::sampling::{draw, run_rng, Sample};
 use super::training::{sample_step, Event, MethodRun, Training};
+use crate::common::atomic_write_with;
 
 const WIDTH: u32 = 1400;
 const FIGURE1_HEIGHT: u32 = 1000;
@@ -44,10 +45,13 @@ fn plot_err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> anyhow::Err
 /// Draws every figure into `out`, returning the paths written.
 pub fn draw_all(training: &Training, out: &Path) -> Result<Vec<PathBuf>> {
     check_fonts()?;
+    // Drawn into a temporary file, then renamed: a kill never leaves a torn PNG.
     let figure1 = out.join("figure1.png");
-    draw_figure1(training, &figure1).with_context(|| format!("writing {}", figure1.display()))?;
+    atomic_write_with(&figure1, |tmp| draw_figure1(training, tmp))
+        .with_context(|| format!("writing {}", figure1.display()))?;
     let energy = out.join("energy.png");
-    draw_energy(training, &energy).with_context(|| format!("writing {}", energy.display()))?;
+    atomic_write_with(&energy, |tmp| draw_energy(training, tmp))
+        .with_context(|| format!("writing {}", energy.display()))?;
     Ok(vec![figure1, energy])
 }
 

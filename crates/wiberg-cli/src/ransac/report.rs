@@ -36,18 +36,9 @@ pub fn num(x: f64) -> String {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+/// The median of the finite values, NaN (shown as `-`, written as null) when there is none.
+fn median(v: Vec<f64>) -> f64 {
+    crate::common::median_finite(v).unwrap_or(f64::NAN)
 }
 
 fn mean_finite(v: impl Iterator<Item = f64>) -> f64 {
@@ -113,6 +104,7 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
 pub struct BlockPrinter {
     methods: Vec<Method>,
     runs: usize,
+    report_every: usize,
     last: usize,
     header_done: bool,
 }
@@ -120,7 +112,20 @@ pub struct BlockPrinter {
 impl BlockPrinter {
     /// A printer for this configuration.
     pub fn new(config: &TrainConfig) -> Self {
-        BlockPrinter { methods: config.methods.clone(), runs: config.runs, last: 0, header_done: false }
+        BlockPrinter {
+            methods: config.methods.clone(),
+            runs: config.runs,
+            report_every: config.report_every,
+            last: 0,
+            header_done: false,
+        }
+    }
+
+    /// Continues after a resume at iteration `done`: the next row covers the iterations since
+    /// the last multiple of `report_every`, as it would have without the interruption (the
+    /// restored trajectories hold every record).
+    pub fn resume_at(&mut self, done: usize) {
+        self.last = done - done % self.report_every.max(1);
     }
 
     /// Prints the rows of the block that ended at iteration `done`.

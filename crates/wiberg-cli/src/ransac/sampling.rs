@@ -4,7 +4,7 @@ use clap::ValueEnum;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Inliers per sample.
 pub const INLIERS: usize = 10;
@@ -14,7 +14,7 @@ pub const OUTLIERS: usize = 100;
 pub const INLIER_STD: f64 = 4.0;
 
 /// How a sample is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// The paper: centre `m ~ U[-40, 40]`, 10 inliers `N(m, 4^2)`, 100 outliers `U[-40, 40]`.

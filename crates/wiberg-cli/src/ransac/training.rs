@@ -1,6 +1,7 @@
 //! The training loop: every method of a run sees the identical sample stream; methods and
 //! runs are independent sequential trajectories, advanced in parallel in blocks of
 //! `report_every` iterations (so the result does not depend on the number of threads).
+//! Between blocks the whole state can be checkpointed (see [`super::checkpoint`]).
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use wiberg::optim::Optimizer;
 use wiberg::{ArgminLayer, RbfMixture, Report, Start, WibergError};
 
-use super::args::{Method, TrainArgs, TrainConfig};
+use super::args::{Method, OuterOptimizer, TrainArgs, TrainConfig};
+use super::checkpoint;
 use super::sampling::{draw, run_rng, Protocol, Sample};
 use super::{plots, report};
 
@@ -117,8 +119,8 @@ pub struct MethodRun {
     pub error_messages: Vec<String>,
     layer: ArgminLayer,
     protocol: Protocol,
-    optimizer: Box<dyn Optimizer + Send>,
-    rng: ChaCha8Rng,
+    pub(super) optimizer: OuterOptimizer,
+    pub(super) rng: ChaCha8Rng,
 }
 
 impl MethodRun {
@@ -224,49 +226,143 @@ pub struct Training {
 
 pub use crate::common::process_cpu_seconds;
 
-/// Trains every (run, method) of `config` for `config.iterations` iterations, calling
-/// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
-pub fn train(
-    config: &TrainConfig,
-    progress: &ProgressBar,
-    mut on_block: impl FnMut(&[MethodRun], usize),
-) -> Result<Vec<MethodRun>> {
+/// Fresh trajectories of every (run, method) of `config`, runs outer.
+pub fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
     let mut trajectories = Vec::new();
     for run in 0..config.runs {
         for &method in &config.methods {
             trajectories.push(MethodRun::new(config, run, method)?);
         }
     }
-    let mut done = 0;
+    Ok(trajectories)
+}
+
+/// Trains every (run, method) of `config` for `config.iterations` iterations, calling
+/// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
+pub fn train(
+    config: &TrainConfig,
+    progress: &ProgressBar,
+    on_block: impl FnMut(&[MethodRun], usize),
+) -> Result<Vec<MethodRun>> {
+    train_from(config, fresh_trajectories(config)?, 0, progress, on_block, NoCheckpoints)
+}
+
+/// Continues `trajectories` (all at iteration `done`) to `config.iterations`. Blocks end at
+/// every multiple of `report_every` (then `on_block` is called) and of `checkpoint_every`
+/// (then `checkpoint(trajectories, done)` is called; 0 = never), and at the end. Where the
+/// blocks end does not change the trajectories, only when the callbacks see them.
+pub fn train_from(
+    config: &TrainConfig,
+    mut trajectories: Vec<MethodRun>,
+    mut done: usize,
+    progress: &ProgressBar,
+    mut on_block: impl FnMut(&[MethodRun], usize),
+    mut checkpoint: impl CheckpointSink,
+) -> Result<Vec<MethodRun>> {
+    let every = checkpoint.every();
+    let next_multiple = |n: usize, k: usize| (n / k + 1) * k;
     while done < config.iterations {
-        let end = (done + config.report_every).min(config.iterations);
+        let mut end = next_multiple(done, config.report_every).min(config.iterations);
+        if every > 0 {
+            end = end.min(next_multiple(done, every));
+        }
         trajectories.par_iter_mut().for_each(|t| t.advance(end, progress));
         done = end;
-        on_block(&trajectories, done);
+        if done % config.report_every == 0 || done == config.iterations {
+            on_block(&trajectories, done);
+        }
+        if every > 0 && done % every == 0 && done < config.iterations {
+            checkpoint.save(&trajectories, done)?;
+        }
     }
     Ok(trajectories)
 }
 
-/// `wiberg ransac`: trains, prints the tables, writes the CSV, summary and figures.
+/// Where [`train_from`] sends its checkpoints.
+pub trait CheckpointSink {
+    /// Iterations between checkpoints (0 = never).
+    fn every(&self) -> usize {
+        0
+    }
+    /// Saves the state of `trajectories` after `done` iterations.
+    fn save(&mut self, trajectories: &[MethodRun], done: usize) -> Result<()>;
+}
+
+impl<T: CheckpointSink + ?Sized> CheckpointSink for &mut T {
+    fn every(&self) -> usize {
+        (**self).every()
+    }
+    fn save(&mut self, trajectories: &[MethodRun], done: usize) -> Result<()> {
+        (**self).save(trajectories, done)
+    }
+}
+
+/// No checkpoints.
+pub struct NoCheckpoints;
+
+impl CheckpointSink for NoCheckpoints {
+    fn save(&mut self, _: &[MethodRun], _: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `wiberg ransac`: trains (or resumes), prints the tables, writes the CSV, summary and
+/// figures, then removes the state file.
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating output directory {}", args.out.display()))?;
+    let state_path = args.out.join(checkpoint::STATE_FILE);
+    // Temporaries of a write that a kill interrupted; never read, so just tidied away.
+    crate::common::remove_stale_temporaries(&state_path);
     let threads = if args.threads == 0 { rayon::current_num_threads() } else { args.threads };
+    let resumed = if args.resume { Some(checkpoint::load(&state_path, &config)?) } else { None };
+    if resumed.is_none() && state_path.exists() {
+        println!("Note: {} of an interrupted run will be replaced (--resume continues it).", state_path.display());
+    }
     report::print_intro(&config, threads, &args.out);
+    let (trajectories, done, wall_before, cpu_before_resume) = match resumed {
+        Some(c) => {
+            println!("Resuming from iteration {} of {} ({}).\n", c.done, config.iterations, state_path.display());
+            (c.trajectories, c.done, c.wall_seconds, c.cpu_seconds)
+        }
+        None => (fresh_trajectories(&config)?, 0, 0.0, Some(0.0)),
+    };
     let total = (config.iterations * config.runs * config.methods.len()) as u64;
     let progress = crate::common::progress_bar(total, "ransac");
+    progress.set_position((done * trajectories.len()) as u64);
     let started = Instant::now();
-    let cpu_before = process_cpu_seconds();
+    let cpu_started = process_cpu_seconds();
+    let segment_cpu = move || cpu_started.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+    let mut sink = checkpoint::Writer::new(
+        state_path.clone(),
+        &config,
+        args.checkpoint_interval(),
+        (wall_before, cpu_before_resume),
+        started,
+        &segment_cpu,
+        &progress,
+    );
     let trajectories = crate::common::with_threads(args.threads, || {
         let mut printer = report::BlockPrinter::new(&config);
-        train(&config, &progress, |t, done| progress.suspend(|| printer.print(t, done)))
+        printer.resume_at(done);
+        train_from(&config, trajectories, done, &progress, |t, d| progress.suspend(|| printer.print(t, d)), &mut sink)
     })??;
-    let wall = started.elapsed();
-    let cpu_seconds = cpu_before.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+    // The last write in flight is part of the training's cost.
+    sink.finish();
+    let wall = Duration::from_secs_f64(wall_before) + started.elapsed();
+    let cpu_seconds = cpu_before_resume.zip(segment_cpu()).map(|(a, b)| a + b);
     progress.finish_and_clear();
+    let (checkpoints, checkpoint_seconds, checkpoint_bytes) = (sink.written, sink.seconds, sink.last_bytes);
     let training = Training { config, trajectories, wall, threads, cpu_seconds };
     let summary = report::summarize(&training);
     report::print_final(&training, &summary);
+    if checkpoints > 0 {
+        println!(
+            "Checkpoints: {checkpoints} written to {}, training waited {checkpoint_seconds:.3} s for them (the last {:.1} MB).",
+            state_path.display(),
+            checkpoint_bytes as f64 / 1e6
+        );
+    }
     let csv_path = args.out.join("iterations.csv");
     report::write_csv(&training, &csv_path)?;
     let mut files = vec![csv_path];
@@ -285,6 +381,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let summary_path = args.out.join("summary.json");
     report::write_summary(&training, &summary, &summary_path)?;
     files.push(summary_path);
+    // Every result is on disk: the state has served its purpose.
+    match std::fs::remove_file(&state_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("warning: could not remove {}: {e}", state_path.display()),
+    }
     println!();
     println!("Wrote:");
     for f in &files {
