@@ -37,9 +37,15 @@ pub fn action_of(name: &str) -> String {
 /// Checks `.npy` bytes without trusting the header: the header and the data it declares
 /// (`elem_size` bytes per value) must fit in `bytes` exactly, checked *before* anything is
 /// allocated (ndarray-npy allocates the declared size first, so a 100-byte file declaring
-/// 10^15 values would abort the process). Returns the dtype descriptor as numpy writes it
-/// (e.g. `'<f8'`) and the shape. Errors start with `what` (the file name).
-pub fn check_npy(bytes: &[u8], elem_size: usize, what: &str) -> Result<(String, Vec<usize>)> {
+/// 10^15 values would abort the process). With `want_descr`, the dtype descriptor must be one
+/// of those (as numpy writes them, quoted: `"'<f8'"`). Returns the descriptor and the shape.
+/// Errors start with `what` (the file name).
+pub fn check_npy(
+    bytes: &[u8],
+    elem_size: usize,
+    want_descr: Option<&[&str]>,
+    what: &str,
+) -> Result<(String, Vec<usize>)> {
     const MAGIC: &[u8] = b"\x93NUMPY";
     ensure!(
         bytes.len() >= 10 && bytes.starts_with(MAGIC),
@@ -62,6 +68,14 @@ pub fn check_npy(bytes: &[u8], elem_size: usize, what: &str) -> Result<(String, 
     let mut rest = bytes;
     let header = ndarray_npy::npy::header::Header::from_reader(&mut rest)
         .map_err(|e| anyhow::anyhow!("{what}: bad npy header: {e}"))?;
+    let descr = header.type_descriptor.to_string();
+    if let Some(want) = want_descr {
+        ensure!(
+            want.contains(&descr.as_str()),
+            "{what}: dtype {descr}, expected {}",
+            want.iter().map(|d| format!("'{}'", d.trim_matches('\''))).collect::<Vec<_>>().join(" or ")
+        );
+    }
     let need = header.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(elem_size));
     let Some(need) = need else { bail!("{what}: npy shape {:?} is too large", header.shape) };
     ensure!(
@@ -71,22 +85,18 @@ pub fn check_npy(bytes: &[u8], elem_size: usize, what: &str) -> Result<(String, 
         header.shape,
         rest.len()
     );
-    Ok((header.type_descriptor.to_string(), header.shape))
+    Ok((descr, header.shape))
 }
 
 /// Decodes `.npy` bytes of element type `A` (`elem_size` bytes each) after [`check_npy`].
 pub fn parse_npy<A: ndarray_npy::ReadableElement>(bytes: &[u8], elem_size: usize, what: &str) -> Result<ArrayD<A>> {
-    check_npy(bytes, elem_size, what)?;
+    check_npy(bytes, elem_size, None, what)?;
     <ArrayD<A> as ndarray_npy::ReadNpyExt>::read_npy(bytes).with_context(|| format!("{what}: reading npy data"))
 }
 
 /// Decodes float64 `.npy` bytes (either byte order); another dtype is an error naming it.
 pub fn parse_npy_f64(bytes: &[u8], what: &str) -> Result<ArrayD<f64>> {
-    let (descr, _) = check_npy(bytes, 8, what)?;
-    ensure!(
-        descr == "'<f8'" || descr == "'>f8'",
-        "{what}: dtype {descr}, expected float64 ('<f8'); convert with numpy's astype(np.float64)"
-    );
+    check_npy(bytes, 8, Some(&["'<f8'", "'>f8'"]), what)?;
     <ArrayD<f64> as ndarray_npy::ReadNpyExt>::read_npy(bytes).with_context(|| format!("{what}: reading npy data"))
 }
 
