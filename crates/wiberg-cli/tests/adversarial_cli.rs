@@ -693,3 +693,17 @@ fn pose_commands_bad_data_and_numeric_arguments() {
     }
     fails_with(&["pose", "eval", "--data", data, "--checkpoint", &tome, "--every", "0"], &["--every"]);
 }
+
+#[test]
+fn pose_generate_numeric_arguments() {
+    let Some(tome) = common::tome_dir() else { return };
+    let tome = tome.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gen");
+    let out = out.to_str().unwrap();
+    for bad in ["nan", "inf", "-1", "-inf"] {
+        let flag = format!("--noise-scale={bad}");
+        fails_with(&["pose", "generate", "--out", out, "--model-dir", &tome, &flag], &["--noise-scale"]);
+    }
+    assert!(!Path::new(out).exists(), "a refused run wrote {out}");
+}
