@@ -199,6 +199,27 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Sequence>> {
 mod tests {
     use super::*;
 
+    fn npy_with_header(dict: &str) -> Vec<u8> {
+        let mut out = b"\x93NUMPY\x02\x00".to_vec();
+        out.extend_from_slice(&(dict.len() as u32 + 1).to_le_bytes());
+        out.extend_from_slice(dict.as_bytes());
+        out.push(b'\n');
+        out
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_errors_not_stack_overflows() {
+        for depth in [100, 10_000, 1_000_000] {
+            let dict = format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': {}0{}, }}",
+                "(".repeat(depth),
+                ")".repeat(depth)
+            );
+            let err = parse_npy_f64(&npy_with_header(&dict), "deep.npy").unwrap_err().to_string();
+            assert!(err.contains("deep.npy"), "{err}");
+        }
+    }
+
     #[test]
     fn actions_strip_numeric_suffix() {
         assert_eq!(action_of("Directions_1"), "Directions");
