@@ -76,8 +76,20 @@ pub fn check_npy(
             want.iter().map(|d| format!("'{}'", d.trim_matches('\''))).collect::<Vec<_>>().join(" or ")
         );
     }
-    let need = header.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(elem_size));
-    let Some(need) = need else { bail!("{what}: npy shape {:?} is too large", header.shape) };
+    // ndarray also refuses (by panicking inside ndarray-npy) a shape whose non-zero
+    // dimensions multiply past isize::MAX, even when another dimension is 0.
+    let product = |skip_zeros: bool| {
+        header
+            .shape
+            .iter()
+            .filter(|&&d| !(skip_zeros && d == 0))
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(elem_size))
+            .filter(|&bytes| bytes <= isize::MAX as usize)
+    };
+    let (Some(need), Some(_)) = (product(false), product(true)) else {
+        bail!("{what}: npy shape {:?} is too large", header.shape)
+    };
     ensure!(
         rest.len() == need,
         "{what}: {}: the header declares shape {:?} ({need} bytes of data) but {} bytes follow",
@@ -218,6 +230,16 @@ mod tests {
             let err = parse_npy_f64(&npy_with_header(&dict), "deep.npy").unwrap_err().to_string();
             assert!(err.contains("deep.npy"), "{err}");
         }
+    }
+
+    #[test]
+    fn empty_array_with_huge_dimensions_is_an_error_not_a_panic() {
+        // Found by the pose_npy fuzz target: 0 values, but 2^62 x 4 overflows ndarray's size check.
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 4611686018427387904, 4), }";
+        let err = parse_npy_f64(&npy_with_header(dict), "z.npy").unwrap_err().to_string();
+        assert!(err.contains("z.npy: npy shape [0, 4611686018427387904, 4] is too large"), "{err}");
+        let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 17, 3), }";
+        assert_eq!(parse_npy_f64(&npy_with_header(dict), "z.npy").unwrap().shape(), &[0, 17, 3]);
     }
 
     #[test]
