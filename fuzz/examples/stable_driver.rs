@@ -15,12 +15,16 @@ use std::time::{Duration, Instant};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 9] = [
     ("rbf_layer", wiberg_fuzz::check_rbf_layer),
     ("autodiff_layer", wiberg_fuzz::check_autodiff_layer),
     ("least_squares", wiberg_fuzz::check_least_squares),
     ("damped_system", wiberg_fuzz::check_damped_system),
     ("optimizers", wiberg_fuzz::check_optimizers),
+    ("ransac_points", wiberg_fuzz::check_ransac_points),
+    ("vot_text", wiberg_fuzz::check_vot_text),
+    ("vot_dataset", wiberg_fuzz::check_vot_dataset),
+    ("pose_npy", wiberg_fuzz::check_pose_npy),
 ];
 
 /// SplitMix64: a tiny, dependency-free generator (reproducible for a seed).

@@ -12,6 +12,9 @@
 //! Hangs are caught by libFuzzer's `-timeout` (and by the stable driver's slow-input report).
 #![deny(missing_docs)]
 
+mod parsers;
+pub use parsers::{check_pose_npy, check_ransac_points, check_vot_dataset, check_vot_text};
+
 use arbitrary::{Result, Unstructured};
 use nalgebra::{DMatrix, DVector};
 use wiberg::autodiff::DualScalar;
@@ -478,36 +481,37 @@ pub fn check_optimizers(data: &[u8]) {
 fn optimizers(u: &mut Unstructured<'_>) -> Result<()> {
     let p = u.int_in_range(1..=4)?;
     let mut params = floats(u, p)?;
-    // `moderate`: settings under which an update cannot overflow from finite, moderate inputs.
-    // Outside them a finite step can overflow to inf and is still returned as `Ok`: a known
-    // issue reported in docs/reliability.md (fix belongs in optim.rs), so it is not asserted here.
+    // Every step is committed only when the new parameters and state are finite, so an `Ok`
+    // step always leaves finite parameters (whatever the settings); invalid settings
+    // (ASGD alpha < 0 or lambd * lr >= 2, betas outside [0, 1), ...) are refused up front.
     let lr = positive(u)?;
     let desc;
-    let (opt, mut moderate): (Option<Box<dyn Optimizer>>, bool) = match u.int_in_range(0..=3)? {
+    let opt: Option<Box<dyn Optimizer>> = match u.int_in_range(0..=3)? {
         0 => {
             let o = Sgd::new(lr, float(u)?.abs().min(2.0)).ok();
             desc = format!("{o:?}");
-            (o.map(|o| Box::new(o) as Box<dyn Optimizer>), lr <= 1e3)
+            o.map(|o| Box::new(o) as Box<dyn Optimizer>)
         }
         1 => {
             let o = Sgd::new(lr, 0.9).ok().map(Sgd::nesterov);
             desc = format!("{o:?}");
-            (o.map(|o| Box::new(o) as Box<dyn Optimizer>), lr <= 1e3)
+            o.map(|o| Box::new(o) as Box<dyn Optimizer>)
         }
         2 => {
             let (lambd, alpha, t0) = (float(u)?, float(u)?, float(u)?);
-            let ok = lr <= 1e3 && (0.0..=1e3).contains(&lambd) && lambd * lr <= 2.0 && (0.0..=10.0).contains(&alpha);
             let o = Asgd::new(lr, lambd, alpha, t0).ok();
+            if o.is_some() {
+                assert!(alpha >= 0.0 && lambd >= 0.0 && lambd * lr < 2.0, "ASGD accepted {lr} {lambd} {alpha} {t0}");
+            }
             desc = format!("{o:?}");
-            (o.map(|o| Box::new(o) as Box<dyn Optimizer>), ok)
+            o.map(|o| Box::new(o) as Box<dyn Optimizer>)
         }
         _ => {
             let mode = if u.arbitrary()? { AdamEpsilon::PyTorch } else { AdamEpsilon::TensorFlow };
             let (b1, b2, eps) = (float(u)?, float(u)?, positive(u)?);
-            let ok = lr <= 1e3 && eps >= 1e-12;
             let o = Adam::with_params(lr, b1, b2, eps, mode).ok();
             desc = format!("{o:?}");
-            (o.map(|o| Box::new(o) as Box<dyn Optimizer>), ok)
+            o.map(|o| Box::new(o) as Box<dyn Optimizer>)
         }
     };
     let Some(mut opt) = opt else { return Ok(()) };
@@ -526,15 +530,10 @@ fn optimizers(u: &mut Unstructured<'_>) -> Result<()> {
         match opt.step(&mut params, &g) {
             Ok(()) => {
                 assert!(l == p && all_finite(&g), "optimiser accepted a bad gradient {g:?}");
-                let small = |v: &[f64]| v.iter().all(|x| x.abs() < 1e100);
-                // Optimiser state (momentum, moments) carries earlier huge gradients forward.
-                moderate &= small(&before) && small(&g);
-                if moderate {
-                    assert!(
-                        all_finite(&params),
-                        "{desc}: step made finite parameters non-finite: {before:?} -> {params:?} with gradient {g:?}"
-                    );
-                }
+                assert!(
+                    all_finite(&params),
+                    "{desc}: Ok step left non-finite parameters: {before:?} -> {params:?} with gradient {g:?}"
+                );
             }
             Err(_) => {
                 let same = before.iter().zip(&params).all(|(a, b)| a.to_bits() == b.to_bits());

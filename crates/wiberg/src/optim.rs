@@ -2,7 +2,10 @@
 //! PyTorch's semantics, Adam (PyTorch's or TensorFlow's epsilon), and box clipping.
 //!
 //! Every `step` refuses a gradient of the wrong length or with a NaN/infinity (typed error,
-//! parameters untouched), so a bad sample can never poison the parameters silently.
+//! parameters untouched), so a bad sample can never poison the parameters silently. A step
+//! is computed into temporaries and committed only when the new parameters and the
+//! optimiser's state are all finite: an overflowing step (learning rate too large for the
+//! gradient) is a [`WibergError::NonFinite`] with the parameters and the state unchanged.
 
 use crate::error::{check_finite, check_len, WibergError};
 use crate::Result;
@@ -68,29 +71,39 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
         check_step(params, grad)?;
+        let mut new_params = params.to_vec();
         if self.momentum == 0.0 {
-            for (p, g) in params.iter_mut().zip(grad) {
+            for (p, g) in new_params.iter_mut().zip(grad) {
                 *p -= self.lr * g;
             }
+            check_finite(&new_params, "parameters after the SGD step (learning rate too large?)")?;
+            params.copy_from_slice(&new_params);
             return Ok(());
         }
         // PyTorch: the buffer starts as a copy of the first gradient.
         let first = self.buffer.is_none();
-        let buf = self.buffer.get_or_insert_with(|| grad.to_vec());
-        if buf.len() != grad.len() {
-            return Err(WibergError::DimensionMismatch {
-                what: "SGD momentum buffer".into(),
-                expected: buf.len(),
-                got: grad.len(),
-            });
-        }
-        for ((p, g), b) in params.iter_mut().zip(grad).zip(buf.iter_mut()) {
+        let mut buf = match &self.buffer {
+            Some(b) if b.len() != grad.len() => {
+                return Err(WibergError::DimensionMismatch {
+                    what: "SGD momentum buffer".into(),
+                    expected: b.len(),
+                    got: grad.len(),
+                })
+            }
+            Some(b) => b.clone(),
+            None => grad.to_vec(),
+        };
+        for ((p, g), b) in new_params.iter_mut().zip(grad).zip(buf.iter_mut()) {
             if !first {
                 *b = self.momentum * *b + g;
             }
             let d = if self.nesterov { g + self.momentum * *b } else { *b };
             *p -= self.lr * d;
         }
+        check_finite(&buf, "SGD momentum buffer after the step (gradient too large?)")?;
+        check_finite(&new_params, "parameters after the SGD step (learning rate too large?)")?;
+        params.copy_from_slice(&new_params);
+        self.buffer = Some(buf);
         Ok(())
     }
 }
@@ -123,12 +136,20 @@ pub struct Asgd {
 }
 
 impl Asgd {
-    /// ASGD with PyTorch's parameters (`lr`, `lambd`, `alpha`, `t0`).
+    /// ASGD with PyTorch's parameters (`lr`, `lambd`, `alpha`, `t0`). Refused
+    /// (`InvalidArgument`): a non-finite or non-positive `lr`, `lambd < 0`, `alpha < 0` (the
+    /// step size would grow with `t`), `lambd * lr >= 2` (divergent decay), non-finite values.
     pub fn new(lr: f64, lambd: f64, alpha: f64, t0: f64) -> Result<Self> {
         check_lr(lr)?;
-        if !(lambd.is_finite() && lambd >= 0.0 && alpha.is_finite() && t0.is_finite()) {
+        if !(lambd.is_finite() && lambd >= 0.0 && alpha.is_finite() && alpha >= 0.0 && t0.is_finite()) {
             return Err(WibergError::InvalidArgument(format!(
-                "ASGD needs finite lambd >= 0, alpha and t0, got {lambd}, {alpha}, {t0}"
+                "ASGD needs finite lambd >= 0, alpha >= 0 and t0, got {lambd}, {alpha}, {t0}"
+            )));
+        }
+        // eta <= lr for alpha >= 0, so the decay 1 - lambd eta stays in (-1, 1].
+        if lambd * lr >= 2.0 {
+            return Err(WibergError::InvalidArgument(format!(
+                "ASGD needs lambd * lr < 2 (else the decay 1 - lambd lr is below -1 and w diverges), got {lambd} * {lr}"
             )));
         }
         Ok(Asgd { lr, lambd, alpha, t0, step: 0, eta: lr, mu: 1.0, average: None })
@@ -148,22 +169,27 @@ impl Asgd {
 impl Optimizer for Asgd {
     fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
         check_step(params, grad)?;
-        self.step += 1;
+        if let Some(ax) = &self.average {
+            check_len(params.len(), ax.len(), "parameters (ASGD average)")?;
+        }
+        let step = self.step + 1;
         let decay = 1.0 - self.lambd * self.eta;
-        for (p, g) in params.iter_mut().zip(grad) {
-            *p = *p * decay - self.eta * g;
-        }
-        let ax = self.average.get_or_insert_with(|| vec![0.0; params.len()]);
-        if self.mu != 1.0 {
-            for (a, p) in ax.iter_mut().zip(params.iter()) {
-                *a += (p - *a) * self.mu;
-            }
-        } else {
-            ax.copy_from_slice(params);
-        }
-        let t = self.step as f64;
-        self.eta = self.lr / (1.0 + self.lambd * self.lr * t).powf(self.alpha);
-        self.mu = 1.0 / (t - self.t0).max(1.0);
+        let new_params: Vec<f64> = params.iter().zip(grad).map(|(p, g)| p * decay - self.eta * g).collect();
+        let new_average: Vec<f64> = match &self.average {
+            Some(ax) if self.mu != 1.0 => ax.iter().zip(&new_params).map(|(a, p)| a + (p - a) * self.mu).collect(),
+            _ => new_params.clone(),
+        };
+        let t = step as f64;
+        let eta = self.lr / (1.0 + self.lambd * self.lr * t).powf(self.alpha);
+        let mu = 1.0 / (t - self.t0).max(1.0);
+        check_finite(&new_params, "parameters after the ASGD step (learning rate too large?)")?;
+        check_finite(&new_average, "ASGD average after the step")?;
+        check_finite(&[eta, mu], "ASGD step size")?;
+        params.copy_from_slice(&new_params);
+        self.average = Some(new_average);
+        self.step = step;
+        self.eta = eta;
+        self.mu = mu;
         Ok(())
     }
 }
@@ -249,24 +275,33 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
         check_step(params, grad)?;
-        if self.m.is_empty() {
-            self.m = vec![0.0; params.len()];
-            self.v = vec![0.0; params.len()];
-        }
-        check_len(params.len(), self.m.len(), "parameters (Adam state)")?;
-        self.t += 1;
-        let t = self.t as i32;
+        let (mut m, mut v) = if self.m.is_empty() {
+            (vec![0.0; params.len()], vec![0.0; params.len()])
+        } else {
+            check_len(params.len(), self.m.len(), "parameters (Adam state)")?;
+            (self.m.clone(), self.v.clone())
+        };
+        let steps = self.t + 1;
+        let t = i32::try_from(steps).unwrap_or(i32::MAX);
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
+        let mut new_params = params.to_vec();
         for i in 0..params.len() {
             let g = grad[i];
-            self.m[i] = self.beta1 * self.m[i] + (1.0 - self.beta1) * g;
-            self.v[i] = self.beta2 * self.v[i] + (1.0 - self.beta2) * g * g;
-            params[i] -= match self.epsilon_mode {
-                AdamEpsilon::PyTorch => self.lr * (self.m[i] / bc1) / ((self.v[i] / bc2).sqrt() + self.eps),
-                AdamEpsilon::TensorFlow => self.lr * bc2.sqrt() / bc1 * self.m[i] / (self.v[i].sqrt() + self.eps),
+            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g;
+            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g * g;
+            new_params[i] -= match self.epsilon_mode {
+                AdamEpsilon::PyTorch => self.lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + self.eps),
+                AdamEpsilon::TensorFlow => self.lr * bc2.sqrt() / bc1 * m[i] / (v[i].sqrt() + self.eps),
             };
         }
+        check_finite(&m, "Adam first moments after the step (gradient too large?)")?;
+        check_finite(&v, "Adam second moments after the step (gradient too large?)")?;
+        check_finite(&new_params, "parameters after the Adam step (learning rate too large?)")?;
+        params.copy_from_slice(&new_params);
+        self.m = m;
+        self.v = v;
+        self.t = steps;
         Ok(())
     }
 }
@@ -386,5 +421,79 @@ mod tests {
         assert!(opt.step(&mut w, &[1.0]).is_err());
         assert!(Sgd::new(-1.0, 0.0).is_err());
         assert!(Asgd::new(0.5, -1.0, 0.75, 0.0).is_err());
+    }
+
+    fn is_non_finite(r: Result<()>) -> bool {
+        matches!(r, Err(WibergError::NonFinite { .. }))
+    }
+
+    #[test]
+    fn overflowing_step_is_an_error_with_params_and_state_unchanged() {
+        let huge = [1e308, -1.0];
+        // Plain SGD: 1 - 10 * 1e308 = -inf.
+        let mut sgd = Sgd::new(10.0, 0.0).unwrap();
+        let mut w = [1.0, 2.0];
+        assert!(is_non_finite(sgd.step(&mut w, &huge)));
+        assert_eq!(w, [1.0, 2.0]);
+        // Momentum: the refused step must not leave an infinite buffer behind, so the next
+        // steps equal those of a fresh optimiser.
+        let mut sgd = Sgd::new(10.0, 0.9).unwrap().nesterov();
+        let mut fresh = Sgd::new(10.0, 0.9).unwrap().nesterov();
+        let (mut w, mut w_fresh) = ([1.0, 2.0], [1.0, 2.0]);
+        sgd.step(&mut w, &[0.5, 0.5]).unwrap();
+        fresh.step(&mut w_fresh, &[0.5, 0.5]).unwrap();
+        assert!(is_non_finite(sgd.step(&mut w, &huge)));
+        assert_eq!(w, w_fresh);
+        sgd.step(&mut w, &[0.1, 0.2]).unwrap();
+        fresh.step(&mut w_fresh, &[0.1, 0.2]).unwrap();
+        assert_eq!(w, w_fresh);
+        // ASGD: same, and the step counter and eta do not move.
+        let mut asgd = Asgd::new(10.0, 1e-4, 0.75, 0.0).unwrap();
+        let mut w = [1.0, 2.0];
+        asgd.step(&mut w, &[0.1, 0.1]).unwrap();
+        let (before, eta, avg) = (w, asgd.eta(), asgd.averaged().unwrap().to_vec());
+        assert!(is_non_finite(asgd.step(&mut w, &huge)));
+        assert_eq!((w, asgd.eta(), asgd.averaged().unwrap().to_vec()), (before, eta, avg));
+        // Adam: the update itself stays finite (m / sqrt(v)), but v = g^2 overflows: refused,
+        // and the step count and moments are unchanged.
+        let mut adam = Adam::new(10.0).unwrap();
+        let mut w = [1.0, 2.0];
+        adam.step(&mut w, &[0.1, 0.1]).unwrap();
+        let (before, steps, m) = (w, adam.steps(), adam.moments().0.to_vec());
+        assert!(is_non_finite(adam.step(&mut w, &huge)));
+        assert_eq!((w, adam.steps(), adam.moments().0.to_vec()), (before, steps, m));
+        // Parameters near the top of the range: a moderate step overflows them.
+        let mut sgd = Sgd::new(10.0, 0.0).unwrap();
+        let mut w = [f64::MAX];
+        assert!(is_non_finite(sgd.step(&mut w, &[-1e300])));
+        assert_eq!(w, [f64::MAX]);
+    }
+
+    #[test]
+    fn invalid_hyper_parameters_are_refused_at_construction() {
+        let invalid = |r: Result<()>| matches!(r, Err(WibergError::InvalidArgument(_)));
+        assert!(invalid(Asgd::new(0.5, 5e-4, -0.75, 0.0).map(|_| ())));
+        assert!(invalid(Asgd::new(0.5, 5e-4, f64::NAN, 0.0).map(|_| ())));
+        assert!(invalid(Asgd::new(0.5, 5e-4, 0.75, f64::INFINITY).map(|_| ())));
+        assert!(invalid(Asgd::new(10.0, 0.3, 0.75, 0.0).map(|_| ())), "lambd * lr = 3 diverges");
+        assert!(invalid(Asgd::new(0.0, 5e-4, 0.75, 0.0).map(|_| ())));
+        assert!(Asgd::new(0.5, 5e-4, 0.0, 0.0).is_ok(), "alpha = 0 (constant step) is valid");
+        assert!(invalid(Sgd::new(f64::INFINITY, 0.0).map(|_| ())));
+        assert!(invalid(Sgd::new(0.1, 1.0).map(|_| ())));
+        assert!(invalid(Sgd::new(0.1, f64::NAN).map(|_| ())));
+        assert!(invalid(Adam::with_params(0.1, 1.0, 0.999, 1e-8, AdamEpsilon::PyTorch).map(|_| ())));
+        assert!(invalid(Adam::with_params(0.1, 0.9, -0.1, 1e-8, AdamEpsilon::PyTorch).map(|_| ())));
+        assert!(invalid(Adam::with_params(0.1, 0.9, 0.999, 0.0, AdamEpsilon::PyTorch).map(|_| ())));
+        assert!(invalid(Adam::with_params(f64::NAN, 0.9, 0.999, 1e-8, AdamEpsilon::PyTorch).map(|_| ())));
+    }
+
+    #[test]
+    fn asgd_state_length_mismatch_is_refused() {
+        let mut asgd = Asgd::new(0.5, 5e-4, 0.75, 0.0).unwrap();
+        let mut w = [1.0, 2.0];
+        asgd.step(&mut w, &[0.1, 0.1]).unwrap();
+        let mut w3 = [1.0, 2.0, 3.0];
+        assert!(asgd.step(&mut w3, &[0.1, 0.1, 0.1]).is_err());
+        assert_eq!(w3, [1.0, 2.0, 3.0]);
     }
 }

@@ -136,6 +136,10 @@ pub fn result_path(root: &Path, tracker: &str, seq: &str) -> PathBuf {
     root.join("results").join(tracker).join("baseline").join(seq).join(format!("{seq}_001.txt"))
 }
 
+/// Largest coordinate (and image size) accepted, in pixels: far beyond any image, and small
+/// enough that areas, unions and the fusion energy's squares stay finite.
+pub const MAX_COORDINATE: f64 = 1e9;
+
 fn parse_numbers(line: &str, path: &Path, lineno: usize) -> Result<Vec<f64>> {
     line.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
@@ -144,6 +148,9 @@ fn parse_numbers(line: &str, path: &Path, lineno: usize) -> Result<Vec<f64>> {
                 tok.parse().with_context(|| format!("{}:{}: `{tok}` is not a number", path.display(), lineno))?;
             if !v.is_finite() {
                 bail!("{}:{}: non-finite value `{tok}`", path.display(), lineno);
+            }
+            if v.abs() > MAX_COORDINATE {
+                bail!("{}:{}: `{tok}` is out of range (|value| <= {MAX_COORDINATE:e} pixels)", path.display(), lineno);
             }
             Ok(v)
         })
@@ -222,8 +229,8 @@ pub fn parse_meta(text: &str, path: &Path) -> Result<([f64; 2], Option<usize>)> 
         let v = v.trim();
         let num = |v: &str| -> Result<f64> {
             let x: f64 = v.parse().with_context(|| format!("{}:{}: `{v}` is not a number", path.display(), i + 1))?;
-            if !(x.is_finite() && x > 0.0) {
-                bail!("{}:{}: `{v}` must be a positive number", path.display(), i + 1);
+            if !(x.is_finite() && x > 0.0 && x <= MAX_COORDINATE) {
+                bail!("{}:{}: `{v}` must be a positive number up to {MAX_COORDINATE:e}", path.display(), i + 1);
             }
             Ok(x)
         };

@@ -183,7 +183,7 @@ impl PoseParams {
             check_shape(&arr, grp.shape, &store.describe(Kind::Checkpoint, grp.name))?;
             values[o..o + grp.len()].copy_from_slice(&flat(&arr));
         }
-        let epoch = store.read_epoch().unwrap_or(0);
+        let epoch = store.read_epoch()?;
         let avg_cameras = store.read_cameras()?;
         let p = PoseParams { values, avg_cameras, epoch };
         p.check_finite()?;
@@ -385,7 +385,8 @@ impl Store {
         match self {
             Store::Npy(d) => {
                 let p = d.join(npy_name(kind, name));
-                ndarray_npy::read_npy::<_, ArrayD<f64>>(&p).with_context(|| format!("reading {}", p.display()))
+                let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                super::data::parse_npy_f64(&bytes, &p.display().to_string())
             }
             Store::H5 { checkpoint, ppca, cameras } => {
                 let f = match kind {
@@ -402,13 +403,17 @@ impl Store {
         match self {
             Store::Npy(d) => {
                 let p = d.join("trained_model__epoch.npy");
-                let a =
-                    ndarray_npy::read_npy::<_, ArrayD<i64>>(&p).with_context(|| format!("reading {}", p.display()))?;
-                a.iter().next().copied().context("empty epoch")
+                if !p.exists() {
+                    return Ok(0);
+                }
+                let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                let a = super::data::parse_npy::<i64>(&bytes, 8, &p.display().to_string())?;
+                a.iter().next().copied().with_context(|| format!("{}: empty epoch", p.display()))
             }
             Store::H5 { checkpoint, .. } => {
-                let a = h5::read_f64(checkpoint, "epoch")?;
-                a.iter().next().map(|v| *v as i64).context("empty epoch")
+                // The authors' files may lack an epoch: count from 0 then.
+                let Ok(a) = h5::read_f64(checkpoint, "epoch") else { return Ok(0) };
+                Ok(a.iter().next().filter(|v| v.is_finite()).map(|v| *v as i64).unwrap_or(0))
             }
         }
     }

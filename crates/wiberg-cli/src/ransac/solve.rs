@@ -98,7 +98,20 @@ pub fn solve_points(points: &[f64], args: &SolveArgs) -> Result<SolveOutput> {
     let layer = solve_layer(args);
     let energy = RbfMixture::shared_width(1, points.to_vec())?;
     let w = [args.sigma];
-    let sol = layer.forward(&energy, &w, Start::Seeds(points)).context("forward pass")?;
+    let sol = layer.forward(&energy, &w, Start::Seeds(points)).map_err(|err| {
+        let hint = if matches!(err, wiberg::WibergError::NonFinite { .. }) {
+            // The energy's terms scale like (x - t)^2 / sigma^2 and 1 / sigma^4: they overflow
+            // when sigma is tiny (or huge) for the points' spread.
+            format!(
+                " (|sigma| = {:e} is out of range for points spread over {:e}: rescale them)",
+                args.sigma.abs(),
+                spread(points)
+            )
+        } else {
+            String::new()
+        };
+        anyhow::Error::new(err).context(format!("forward pass with sigma = {:e}{hint}", args.sigma))
+    })?;
     let (dt_dsigma, derivative_error) = match layer.backward(&energy, &w, &sol, &[1.0]) {
         Ok(b) => (Some(b.grad_w[0]), None),
         Err(err) => (None, Some(err.to_string())),
@@ -113,6 +126,11 @@ pub fn solve_points(points: &[f64], args: &SolveArgs) -> Result<SolveOutput> {
         num_points: points.len(),
         report: sol.report,
     })
+}
+
+fn spread(points: &[f64]) -> f64 {
+    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(*p), h.max(*p)));
+    hi - lo
 }
 
 /// Runs `wiberg ransac solve`.
