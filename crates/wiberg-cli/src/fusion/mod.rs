@@ -40,10 +40,10 @@ pub struct FusionArgs {
     #[arg(long, default_value = "fusion-demo")]
     pub out: PathBuf,
     /// Seed of the demonstration.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub seed: u64,
     /// Worker threads of the demonstration (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
 }
 
@@ -63,19 +63,19 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Number of sequences.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, allow_hyphen_values = true)]
     pub sequences: usize,
     /// Number of trackers.
-    #[arg(long, default_value_t = 72)]
+    #[arg(long, default_value_t = 72, allow_hyphen_values = true)]
     pub trackers: usize,
     /// Mean sequence length (log-normal lengths cut to 40..=1500; 356 x 60 = VOT2018's 21,356).
-    #[arg(long, default_value_t = 356.0)]
+    #[arg(long, default_value_t = 356.0, allow_hyphen_values = true)]
     pub mean_frames: f64,
     /// Seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub seed: u64,
     /// Worker threads (0 = all cores); the output does not depend on it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
 }
 
@@ -101,16 +101,16 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = SplitKind::Frames)]
     pub split: SplitKind,
     /// Fraction of frames (or sequences) used for training.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_hyphen_values = true)]
     pub train_fraction: f64,
     /// Epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub epochs: usize,
     /// Frames per mini-batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_hyphen_values = true)]
     pub batch: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, allow_hyphen_values = true)]
     pub lr: f64,
     /// Outer optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
@@ -122,13 +122,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = DampingKind::TrustRegion)]
     pub damping: DampingKind,
     /// Damping lambda (in the normalised units of the energy).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
     pub lambda: f64,
     /// Number of log-spaced age bins per tracker.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true)]
     pub bins: usize,
     /// Initial shared width, as a fraction of the frame's median tracker box size.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, allow_hyphen_values = true)]
     pub width0: f64,
     /// Skip the implicit-derivative baseline (halves the run time).
     #[arg(long)]
@@ -137,14 +137,14 @@ pub struct TrainArgs {
     #[arg(long)]
     pub figure_frame: Option<String>,
     /// Seed of the split and the batch order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub seed: u64,
     /// Worker threads (0 = all cores); results do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
     /// Write the training state to `<out>/fusion-state.json` (atomically) every this many
     /// batches, besides the end of every epoch (0 = at epoch ends only).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub checkpoint_every: usize,
     /// Continue an interrupted training from `<out>/fusion-state.json`. The other arguments
     /// must be those of the interrupted run and the data the same (--threads and

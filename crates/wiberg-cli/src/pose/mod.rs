@@ -135,7 +135,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Metric::Mpjpe)]
     pub metric: Metric,
     /// Use every K-th frame of each sequence.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub every: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -144,7 +144,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Worker threads (0 = all cores). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
 }
 

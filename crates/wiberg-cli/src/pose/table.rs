@@ -40,7 +40,7 @@ pub struct TableArgs {
     #[arg(long, value_enum, default_value_t = Metric::Mpjpe)]
     pub metric: Metric,
     /// Use every K-th frame of each test sequence.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub every: usize,
     /// Directory of the authors' files for the `checkpoint` and `init` literals.
     /// Default: $WIBERG_TOME2018_DIR.
@@ -50,7 +50,7 @@ pub struct TableArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Worker threads (0 = all cores). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
 }
 

@@ -51,31 +51,31 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Damping::TrustRegion)]
     pub damping: Damping,
     /// Trust-region lambda of the backward solves (`--damping trust-region`).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
     pub lambda: f64,
     /// Epochs.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_hyphen_values = true)]
     pub epochs: usize,
     /// Frames per batch (an incomplete last batch of an epoch is dropped).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_hyphen_values = true)]
     pub batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_hyphen_values = true)]
     pub lr: f64,
     /// Use every K-th frame of each sequence.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_hyphen_values = true)]
     pub every: usize,
     /// Write a checkpoint every N batches (and at the end of each epoch).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_hyphen_values = true)]
     pub checkpoint_every: usize,
     /// Stop after this many batches in total (0 = no limit), for short runs.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub max_batches: usize,
     /// Seed of the per-epoch shuffles.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub seed: u64,
     /// Worker threads (0 = all cores). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
     /// Continue from the latest checkpoint of --out. The settings that decide the parameters
     /// (--variant, --damping, --lambda, --batch, --lr, --every, --seed, the training data, and
