@@ -45,6 +45,10 @@ pub struct FusionArgs {
     /// Worker threads of the demonstration (0 = all cores).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub threads: usize,
+    /// Continue an interrupted demonstration from `<out>/run` (its data set is regenerated
+    /// identically from the seed; the training resumes from its state file).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// The steps of `wiberg fusion`.
@@ -203,6 +207,7 @@ pub fn run(args: FusionArgs) -> Result<()> {
             t.epochs = 5;
             t.seed = args.seed;
             t.threads = args.threads;
+            t.resume = args.resume;
             run_train(&t).map(|_| ())
         }
     }
