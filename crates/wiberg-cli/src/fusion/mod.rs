@@ -329,6 +329,10 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
     if !(args.width0.is_finite() && args.width0 > 0.0) || args.bins == 0 {
         bail!("--width0 must be > 0 and --bins >= 1");
     }
+    // Checked before anything is written: the resume state stores the settings.
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr: the learning rate must be finite and > 0, got {}", args.lr);
+    }
     let ours_damping = match args.damping {
         DampingKind::TrustRegion => Damping::TrustRegion { lambda: args.lambda },
         DampingKind::Guarded => Damping::Guarded { lambda: args.lambda },

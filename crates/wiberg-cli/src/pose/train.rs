@@ -357,7 +357,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     ensure!(args.every >= 1, "--every must be at least 1");
     ensure!(args.checkpoint_every >= 1, "--checkpoint-every must be at least 1");
     ensure!(args.lambda.is_finite() && args.lambda >= 0.0, "--lambda must be finite and >= 0");
-    ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be finite and > 0");
+    ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr: the learning rate must be finite and > 0, got {}", args.lr);
     let variant = args.model.variant;
     let lambda = backward_lambda(args.damping, args.lambda);
     let seqs = data::load_dir(&args.data)?;
