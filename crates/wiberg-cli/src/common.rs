@@ -247,6 +247,20 @@ pub fn json_differences(stored: &serde_json::Value, current: &serde_json::Value)
         .collect()
 }
 
+/// Reads a training state file for `--resume`; a missing file is an error that says why it may
+/// be missing and what to do (shared by `wiberg ransac` and `wiberg fusion train`).
+pub fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "--resume: no training state {} (the run finished, which removes it, or never reached its first \
+             checkpoint, or --out differs); run without --resume to start afresh",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("--resume: reading {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -701,15 +701,7 @@ struct StateFile {
 
 /// Reads the state file for `--resume` and checks its settings against the current ones.
 fn load_state(path: &Path, settings: &serde_json::Value) -> Result<Vec<train::SavedTrainState>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--resume: no training state {} (the run finished, which removes it, or never reached its first \
-             checkpoint, or --out differs); run without --resume to start afresh",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("--resume: reading {}", path.display())),
-    };
+    let bytes = crate::common::read_resume_state(path)?;
     let file: StateFile = serde_json::from_slice(&bytes)
         .with_context(|| format!("--resume: {} is not a readable training state", path.display()))?;
     if file.format != STATE_FORMAT || file.version != STATE_VERSION {

@@ -193,15 +193,7 @@ pub struct Checkpoint {
 
 /// Reads `path` and checks it against `config`; errors say what is wrong and what to do.
 pub fn load(path: &Path, config: &TrainConfig) -> Result<Checkpoint> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "--resume: no training state {} (the run finished, which removes it, or never reached its first \
-             checkpoint, or --out differs); run without --resume to start afresh",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("--resume: reading {}", path.display())),
-    };
+    let bytes = crate::common::read_resume_state(path)?;
     decode(&bytes, config).with_context(|| format!("--resume: {}", path.display()))
 }
 
