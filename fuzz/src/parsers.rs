@@ -10,6 +10,7 @@ use wiberg_cli::fusion::vot::{self, Entry, Region};
 use wiberg_cli::pose::data;
 use wiberg_cli::ransac::args::Method;
 use wiberg_cli::ransac::solve::{parse_points, solve_points, SolveArgs};
+use wiberg::Linearization;
 
 use crate::float;
 
@@ -115,6 +116,7 @@ fn ransac_points(u: &mut Unstructured<'_>) -> Result<()> {
         lambda,
         lbfgs_iterations: u.int_in_range(0..=12)?,
         no_polish: u.ratio(1, 4)?,
+        linearization: if u.ratio(1, 2)? { Linearization::AtSolution } else { Linearization::PolishStart },
     };
     if let Ok(out) = solve_points(&points, &args) {
         assert!(out.t_star.is_finite() && out.energy.is_finite(), "non-finite Ok solve: {out:?}");

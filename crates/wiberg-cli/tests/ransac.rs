@@ -162,9 +162,10 @@ fn negative_curvature_near_minus_lambda_trust_region_explodes_guarded_is_bounded
     let m = e.mixed_matrix(&[t0], &[1.0])[(0, 0)];
     assert!(m.abs() > 0.1, "M = {m}");
     let derivative = |method: Method| {
+        // No minimiser and no polish: t0 itself is the solution, so H at y* is -lambda + 1e-9.
         let layer = ArgminLayer {
             minimizer: Minimizer::None,
-            polish: true,
+            polish: false,
             damping: method.damping(lambda),
             ..Default::default()
         };
@@ -357,4 +358,93 @@ fn short_run_writes_csv_summary_and_figures() {
             assert!(bytes.len() > 10_000 && bytes.starts_with(b"\x89PNG"), "{f}");
         }
     }
+}
+
+/// `E(t) = -sum_i exp(-(x_i - t)^2 / sigma^2)`: its second derivative in t and the mixed
+/// derivative d^2E/(dt dsigma), written out by hand (no library code), summed in the points'
+/// order. Returns (H, M).
+fn closed_form_h_m(points: &[f64], t: f64, sigma: f64) -> (f64, f64) {
+    let (s2, s3) = (sigma * sigma, sigma * sigma * sigma);
+    let (mut h, mut m) = (0.0, 0.0);
+    for &x in points {
+        let r = x - t;
+        let k = (-(r * r) / s2).exp();
+        // d/dt of -k * 2r/s^2, and d/dsigma of the same.
+        h -= k * (4.0 * r * r / (s2 * s2) - 2.0 / s2);
+        m -= k * (4.0 * r * r * r / (s3 * s2) - 4.0 * r / s3);
+    }
+    (h, m)
+}
+
+/// `wiberg ransac solve --lbfgs-iterations 0` (best point and polish only: the polish has not
+/// converged) returns exactly `-M(t*) / (H(t*) + s)` at the *returned* t*, for every damping;
+/// `--linearization polish-start` returns the polish start's instead, which differs.
+#[test]
+fn solve_without_lbfgs_equals_the_closed_form_at_the_returned_t_star() {
+    let dir = tempfile::tempdir().unwrap();
+    let lambda = 0.1;
+    let mut rng = run_rng(11, 0);
+    let mut far_from_start = 0;
+    for sample in 0..4 {
+        let points = draw(Protocol::Paper, &mut rng).points;
+        let file = dir.path().join(format!("points{sample}.txt"));
+        let text: Vec<String> = points.iter().map(|p| format!("{p:?}")).collect();
+        std::fs::write(&file, text.join("\n")).unwrap();
+        for sigma in [2.0, 5.0] {
+            for method in ["implicit", "trust-region", "guarded"] {
+                let run = |linearization: &str| {
+                    let sigma_arg = format!("{sigma}");
+                    let (ok, stdout, stderr) = wiberg(&[
+                        "ransac",
+                        "solve",
+                        "--points",
+                        file.to_str().unwrap(),
+                        "--sigma",
+                        &sigma_arg,
+                        "--damping",
+                        method,
+                        "--lbfgs-iterations",
+                        "0",
+                        "--linearization",
+                        linearization,
+                    ]);
+                    assert!(ok, "{stderr}");
+                    serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()
+                };
+                let v = run("at-solution");
+                let t = v["t_star"].as_f64().unwrap();
+                let (h, m) = closed_form_h_m(&points, t, sigma);
+                let shift = match method {
+                    "implicit" => 0.0,
+                    "trust-region" => lambda,
+                    _ => lambda + (-h).max(0.0),
+                };
+                let expected = -m / (h + shift);
+                let got = v["dt_dsigma"].as_f64().unwrap();
+                assert!(
+                    (got - expected).abs() <= 1e-12 * expected.abs(),
+                    "sample {sample}, sigma {sigma}, {method}: {got} vs closed form {expected}"
+                );
+                assert!((v["report"]["diagnostics"]["min_eigenvalue"].as_f64().unwrap() - h).abs() <= 1e-12 * h.abs());
+                // The polish start is the seed point; its derivative is another number unless
+                // the polish barely moved.
+                let old = run("polish-start");
+                assert_eq!(old["t_star"], v["t_star"], "the forward pass does not depend on the linearisation");
+                let seed = points[v["report"]["seed_index"].as_u64().unwrap() as usize];
+                let (h0, m0) = closed_form_h_m(&points, seed, sigma);
+                let shift0 = match method {
+                    "implicit" => 0.0,
+                    "trust-region" => lambda,
+                    _ => lambda + (-h0).max(0.0),
+                };
+                let expected0 = -m0 / (h0 + shift0);
+                let got0 = old["dt_dsigma"].as_f64().unwrap();
+                assert!((got0 - expected0).abs() <= 1e-12 * expected0.abs(), "{got0} vs {expected0}");
+                if (got0 - got).abs() > 1e-3 * got.abs() {
+                    far_from_start += 1;
+                }
+            }
+        }
+    }
+    assert!(far_from_start > 0, "no sample where the two linearisations differ: the test shows nothing");
 }

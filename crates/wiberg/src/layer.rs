@@ -37,6 +37,33 @@ pub enum LinearSolve {
     },
 }
 
+/// Where the backward pass takes the Hessian `H` and the mixed derivatives `M`.
+///
+/// After the inner minimiser stops at `y0`, the polish step moves to
+/// `y* = y0 - (H(y0) + s I)^-1 g(y0)`. The derivative `-(H + s I)^-1 M` is that of the
+/// stationarity condition at the point it is evaluated: at `y*` it describes how the returned
+/// minimiser moves with `w`, which is what the design (and the authors' released code, which
+/// recomputes `H` and `M` after its Newton step) uses. The two points coincide when the inner
+/// solve converged; when it did not (few L-BFGS iterations, or none) they can differ a lot: on
+/// RANSAC samples with the polish only, `dt*/dsigma` at `y*` agrees with finite differences of
+/// the whole forward map to about 1 % where the polish-start derivative was off by 30 % or had
+/// the wrong sign (README, Experiment 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Linearization {
+    /// `H` and `M` at the returned `y*` (after the polish step): one more Hessian and
+    /// factorisation per forward pass than [`Linearization::PolishStart`]. The default.
+    #[default]
+    AtSolution,
+    /// `H` and `M` where the polish step started, reusing the polish step's factorisation.
+    /// Saves one Hessian evaluation and factorisation per sample; the derivative is then that
+    /// of the stationarity condition at the pre-polish point, which differs from the returned
+    /// minimiser's when the inner solve has not converged. Kept to reproduce results made
+    /// before `AtSolution` became the default, and for energies whose Hessian is expensive
+    /// and whose inner solves always converge (then the two agree).
+    PolishStart,
+}
+
 /// The differentiable argmin layer: configuration of the forward and backward passes.
 ///
 /// ```
@@ -49,7 +76,7 @@ pub enum LinearSolve {
 /// assert!(sol.y[0].abs() < 0.2 && sol.report.final_grad_norm < 1e-12);
 /// // dl/dsigma for l = t*: one backward pass, dl/dw = -M (H + s)^-1 dl/dy* in 1-D.
 /// let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
-/// let h = sol.report.diagnostics.min_eigenvalue; // n = 1: the Hessian itself
+/// let h = sol.report.diagnostics.min_eigenvalue; // n = 1: the Hessian at y* itself
 /// let mut m = [0.0];
 /// e.mixed_vjp(sol.linearization_point(), &[1.0], &[1.0], &mut m);
 /// assert!((back.grad_w[0] - (-m[0] / h)).abs() < 1e-12);
@@ -69,6 +96,9 @@ pub struct ArgminLayer {
     pub damping: Damping,
     /// Dense or matrix-free linear algebra.
     pub linear_solve: LinearSolve,
+    /// Where the backward pass linearises (at the returned `y*` by default).
+    #[serde(default)]
+    pub linearization: Linearization,
 }
 
 impl Default for ArgminLayer {
@@ -78,6 +108,7 @@ impl Default for ArgminLayer {
             polish: true,
             damping: Damping::default(),
             linear_solve: LinearSolve::Dense,
+            linearization: Linearization::AtSolution,
         }
     }
 }
@@ -89,7 +120,8 @@ pub struct Solution {
     pub y: Vec<f64>,
     /// What happened on the way.
     pub report: Report,
-    /// The point where `H` and `M` are taken: where the polish step started, or `y*`.
+    /// The point where `H` and `M` are taken: `y*`, or where the polish step started
+    /// ([`Linearization::PolishStart`]).
     linearization: Vec<f64>,
     system: Linearized,
 }
@@ -101,8 +133,9 @@ enum Linearized {
 }
 
 impl Solution {
-    /// The point at which the Hessian and the mixed derivatives are evaluated: where the
-    /// polish step started (it makes the derivative that of the polish step), or `y*`.
+    /// The point at which the Hessian and the mixed derivatives are evaluated: the returned
+    /// `y*` (the default, [`Linearization::AtSolution`]), or where the polish step started
+    /// ([`Linearization::PolishStart`]).
     pub fn linearization_point(&self) -> &[f64] {
         &self.linearization
     }
@@ -134,44 +167,36 @@ impl ArgminLayer {
         let n = e.dim();
         check_len(w.len(), e.num_params(), "energy parameters w")?;
         check_finite(w, "energy parameters w")?;
-        let (mut y, seed_index) = match start {
+        let (mut y, seed_index, seed_evaluations) = match start {
             Start::Point(p) => {
                 check_len(p.len(), n, "start point")?;
                 check_finite(p, "start point")?;
-                (p.to_vec(), None)
+                (p.to_vec(), None, 0)
             }
             Start::Seeds(s) => {
                 check_finite(s, "seeds")?;
                 let (i, _) = seeds::best_seed(e, w, s)?;
-                (s[i * n..(i + 1) * n].to_vec(), Some(i))
+                (s[i * n..(i + 1) * n].to_vec(), Some(i), s.len() / n.max(1))
             }
         };
         let mut g = vec![0.0; n];
         let outcome = self.minimizer.minimize_into(e, w, &mut y, &mut g)?;
         check_finite(&[outcome.energy, outcome.grad_norm], "energy and |gradient| where the minimiser stopped")?;
         check_finite(&y, "inner minimiser result")?;
+        if let LinearSolve::ConjugateGradient { tol, max_iters } = self.linear_solve {
+            if tol.is_nan() || tol <= 0.0 || max_iters == 0 {
+                return Err(WibergError::InvalidArgument(format!(
+                    "conjugate gradients need tol > 0 and max_iters >= 1, got {tol} and {max_iters}"
+                )));
+            }
+        }
         let linearization = y.clone();
-        let (system, diagnostics) = match self.linear_solve {
-            LinearSolve::Dense => {
-                let mut h = DMatrix::zeros(n, n);
-                e.hessian(&y, w, &mut h);
-                let sys = DampedSystem::factorize(h, self.damping);
-                let diag = sys.as_ref().ok().map(|s| *s.diagnostics());
-                (Linearized::Dense(sys), diag)
-            }
-            LinearSolve::ConjugateGradient { tol, max_iters } => {
-                if tol.is_nan() || tol <= 0.0 || max_iters == 0 {
-                    return Err(WibergError::InvalidArgument(format!(
-                        "conjugate gradients need tol > 0 and max_iters >= 1, got {tol} and {max_iters}"
-                    )));
-                }
-                (Linearized::Cg { shift: self.damping.shift(0.0) }, None)
-            }
-        };
+        let (system, diagnostics) = self.linearize(e, w, &y);
         let mut sol = Solution {
             y,
             report: Report {
                 seed_index,
+                seed_evaluations,
                 iterations: outcome.iterations,
                 evaluations: outcome.evaluations,
                 grad_norm: outcome.grad_norm,
@@ -180,14 +205,7 @@ impl ArgminLayer {
                 converged: outcome.stop.is_converged(),
                 stop: outcome.stop,
                 polished: false,
-                diagnostics: diagnostics.unwrap_or(Diagnostics {
-                    min_eigenvalue: f64::NAN,
-                    max_eigenvalue: f64::NAN,
-                    eigen_exact: false,
-                    condition: f64::NAN,
-                    shift: self.damping.lambda(),
-                    solver: LinearSolver::NotFactorized,
-                }),
+                diagnostics,
             },
             linearization,
             system,
@@ -204,11 +222,47 @@ impl ArgminLayer {
             sol.report.energy = e.gradient(&sol.y, w, &mut g);
             sol.report.final_grad_norm = norm(&g);
             check_finite(&g, "energy gradient at the polished solution")?;
+            if self.linearization == Linearization::AtSolution {
+                // H and M at the returned point, not where the polish started: a second
+                // Hessian and factorisation, so that the derivative is the returned y*'s.
+                let (system, diagnostics) = self.linearize(e, w, &sol.y);
+                sol.linearization.copy_from_slice(&sol.y);
+                sol.system = system;
+                sol.report.diagnostics = diagnostics;
+            }
         }
         if !sol.report.energy.is_finite() {
             return Err(WibergError::NonFinite { what: "energy at the solution".into() });
         }
         Ok(sol)
+    }
+
+    /// Prepares the damped system at `y`: the dense factorisation of `H(y) + s I` (kept as
+    /// its error if that fails, for the backward pass to return), or the matrix-free
+    /// marker. Diagnostics are NaN with [`LinearSolver::NotFactorized`] when nothing was
+    /// factorised.
+    fn linearize<E: Energy + ?Sized>(&self, e: &E, w: &[f64], y: &[f64]) -> (Linearized, Diagnostics) {
+        let not_factorized = Diagnostics {
+            min_eigenvalue: f64::NAN,
+            max_eigenvalue: f64::NAN,
+            eigen_exact: false,
+            condition: f64::NAN,
+            shift: self.damping.lambda(),
+            solver: LinearSolver::NotFactorized,
+        };
+        match self.linear_solve {
+            LinearSolve::Dense => {
+                let n = y.len();
+                let mut h = DMatrix::zeros(n, n);
+                e.hessian(y, w, &mut h);
+                let sys = DampedSystem::factorize(h, self.damping);
+                let diag = sys.as_ref().map(|s| *s.diagnostics()).unwrap_or(not_factorized);
+                (Linearized::Dense(sys), diag)
+            }
+            LinearSolve::ConjugateGradient { .. } => {
+                (Linearized::Cg { shift: self.damping.shift(0.0) }, not_factorized)
+            }
+        }
     }
 
     /// Solves `(H + s I) x = v` at the solution's linearisation point, caching the dense

@@ -38,11 +38,11 @@ pub mod minimize;
 pub mod optim;
 pub mod rbf;
 
-pub use autodiff::{AutoDiff, DualEnergy};
+pub use autodiff::{AutoDiff, DualEnergy, DualScalar};
 pub use derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
 pub use energy::Energy;
 pub use error::WibergError;
-pub use layer::{ArgminLayer, Backward, LinearSolve, Solution, Start};
+pub use layer::{ArgminLayer, Backward, LinearSolve, Linearization, Solution, Start};
 pub use minimize::{LbfgsConfig, Minimizer, NewtonConfig, Report, StopReason};
 pub use rbf::RbfMixture;
 

@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use wiberg::least_squares::{IrlsConfig, LeastSquares, RobustLeastSquares};
 use wiberg::optim::{Adam, Asgd, BoxConstraints, Optimizer, Sgd};
 use wiberg::{
-    ArgminLayer, DampedSystem, Damping, Energy, LbfgsConfig, LinearSolve, Minimizer, NewtonConfig, RbfMixture,
-    Solution, Start, WibergError,
+    ArgminLayer, DampedSystem, Damping, Energy, LbfgsConfig, LinearSolve, Linearization, Minimizer, NewtonConfig,
+    RbfMixture, Solution, Start, WibergError,
 };
 
 const BAD: [f64; 3] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
@@ -33,7 +33,15 @@ fn layers() -> Vec<ArgminLayer> {
     for minimizer in minimizers {
         for damping in dampings {
             for polish in [false, true] {
-                out.push(ArgminLayer { minimizer, polish, damping, linear_solve: LinearSolve::Dense });
+                for linearization in [Linearization::AtSolution, Linearization::PolishStart] {
+                    out.push(ArgminLayer {
+                        minimizer,
+                        polish,
+                        damping,
+                        linear_solve: LinearSolve::Dense,
+                        linearization,
+                    });
+                }
             }
         }
     }

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
+use wiberg::{ArgminLayer, Damping, LbfgsConfig, Linearization, Minimizer};
 
 use super::sampling::Protocol;
 
@@ -61,12 +61,28 @@ pub enum OptimizerKind {
 }
 
 /// The forward/backward layer of one method: seeds, L-BFGS (or nothing), polish.
-pub fn layer(method: Method, lambda: f64, forward: ForwardMode, lbfgs_iterations: usize) -> ArgminLayer {
+pub fn layer(
+    method: Method,
+    lambda: f64,
+    forward: ForwardMode,
+    lbfgs_iterations: usize,
+    linearization: Linearization,
+) -> ArgminLayer {
     let minimizer = match forward {
         ForwardMode::Full if lbfgs_iterations > 0 => Minimizer::Lbfgs(LbfgsConfig::with_max_iters(lbfgs_iterations)),
         _ => Minimizer::None,
     };
-    ArgminLayer { minimizer, polish: true, damping: method.damping(lambda), ..Default::default() }
+    ArgminLayer { minimizer, polish: true, damping: method.damping(lambda), linearization, ..Default::default() }
+}
+
+/// Parses `--linearization`: `at-solution` (H and M at the returned t*, the default) or
+/// `polish-start` (where the polish step started: the derivative of earlier versions).
+pub(crate) fn parse_linearization(s: &str) -> std::result::Result<Linearization, String> {
+    match s.trim() {
+        "at-solution" => Ok(Linearization::AtSolution),
+        "polish-start" => Ok(Linearization::PolishStart),
+        other => Err(format!("must be at-solution or polish-start, got '{other}'")),
+    }
 }
 
 fn parse_positive_int(s: &str) -> std::result::Result<usize, String> {
@@ -120,6 +136,10 @@ pub struct TrainArgs {
     /// Damping lambda of `trust-region` and `guarded` (> 0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
     pub lambda: f64,
+    /// Where dt*/dsigma takes H and M: `at-solution` (the returned t*) or `polish-start`
+    /// (where the polish step started, reusing its factorisation; earlier versions' derivative).
+    #[arg(long, default_value = "at-solution", value_parser = parse_linearization)]
+    pub linearization: Linearization,
     /// Outer optimiser of sigma.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Asgd)]
     pub optimizer: OptimizerKind,
@@ -177,6 +197,11 @@ pub struct TrainConfig {
     pub methods: Vec<Method>,
     /// Damping of trust-region and guarded.
     pub lambda: f64,
+    /// Where the derivative takes H and M (absent in files written before it existed, whose
+    /// derivative was the polish start's; a resume of such a state is refused by the
+    /// configuration check, since the default now differs).
+    #[serde(default = "polish_start")]
+    pub linearization: Linearization,
     /// Outer optimiser.
     pub optimizer: OptimizerKind,
     /// Learning rate.
@@ -201,6 +226,10 @@ pub struct TrainConfig {
     pub initial_sigma: f64,
     /// Rows every this many iterations.
     pub report_every: usize,
+}
+
+fn polish_start() -> Linearization {
+    Linearization::PolishStart
 }
 
 impl TrainArgs {
@@ -235,6 +264,7 @@ impl TrainArgs {
             forward: self.forward,
             methods,
             lambda: self.lambda,
+            linearization: self.linearization,
             optimizer: self.optimizer,
             lr,
             momentum,
@@ -292,6 +322,6 @@ impl TrainConfig {
 
     /// The layer of one method under this configuration.
     pub fn layer(&self, method: Method) -> ArgminLayer {
-        layer(method, self.lambda, self.forward, self.lbfgs_iterations)
+        layer(method, self.lambda, self.forward, self.lbfgs_iterations, self.linearization)
     }
 }

@@ -174,7 +174,7 @@ fn draw_panel(
                 .label(legend_label(t.method, lambda))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], col.stroke_width(3)));
         }
-        // Negative curvature at the polish point: triangles; skipped steps: crosses at the top.
+        // Negative curvature at the linearisation point (t*): triangles; skipped steps: crosses at the top.
         let marks: Vec<(f64, f64)> = t
             .records
             .iter()
@@ -204,7 +204,7 @@ fn draw_panel(
     let note = if legend {
         "sigma^2 at every iteration (the sign of sigma is not shown; only sigma^2 enters the energy)"
     } else {
-        "dots: every iteration; lines: maximum per 1% of the run;  triangles: polish point with negative curvature;  crosses (top): step skipped"
+        "dots: every iteration; lines: maximum per 1% of the run;  triangles: H < 0 at t* (negative curvature);  crosses (top): step skipped"
     };
     area.draw(&Text::new(note, (110, 18), ("sans-serif", 16).into_font().color(&BLACK.mix(0.7))))
         .map_err(plot_err("the note"))?;

@@ -189,7 +189,7 @@ pub struct Stats {
     pub runs_grad_over_1000: usize,
     /// Runs where |sigma| passed 1000.
     pub runs_sigma_over_1000: usize,
-    /// Iterations whose polish point had negative curvature (not a minimum).
+    /// Iterations with negative curvature where the derivative was taken (not a minimum).
     pub negative_curvature: usize,
     /// Steps skipped for a singular Hessian.
     pub singular: usize,
@@ -379,7 +379,7 @@ pub fn print_final(training: &Training, summary: &Summary) {
     let neg: usize = summary.per_method.iter().map(|s| s.negative_curvature).sum();
     if neg > 0 {
         println!(
-            "Note: 'neg. curv.' counts samples whose polish point had d2E/dt2 < 0 (a maximum or inflection, not a minimum);\n      there H + lambda can be ~0 and the trust-region derivative unbounded, the guarded shift keeps it <= |M| / lambda."
+            "Note: 'neg. curv.' counts samples with d2E/dt2 < 0 where dt*/dsigma was taken (a maximum or inflection, not a minimum);\n      there H + lambda can be ~0 and the trust-region derivative unbounded, the guarded shift keeps it <= |M| / lambda."
         );
     }
 }
@@ -450,7 +450,7 @@ pub fn write_summary(training: &Training, summary: &Summary, path: &Path) -> Res
         config: &training.config,
         summary,
         error_messages,
-        columns: "iterations.csv: sigma is the width used for the sample (before the update); loss, grad and t_star are empty when the step failed; negative_curvature marks a polish point with d2E/dt2 < 0; event is singular, non-finite or error when the step was skipped",
+        columns: "iterations.csv: sigma is the width used for the sample (before the update); loss, grad and t_star are empty when the step failed; negative_curvature marks d2E/dt2 < 0 where dt*/dsigma was taken (t* by default); event is singular, non-finite or error when the step was skipped",
     };
     crate::common::write_json(path, &file)
 }

@@ -3,9 +3,9 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use wiberg::{ArgminLayer, LbfgsConfig, Minimizer, RbfMixture, Report, Start};
+use wiberg::{ArgminLayer, LbfgsConfig, Linearization, Minimizer, RbfMixture, Report, Start};
 
-use super::args::{parse_nonzero_f64, parse_positive_f64, Method};
+use super::args::{parse_linearization, parse_nonzero_f64, parse_positive_f64, Method};
 
 /// Options of `wiberg ransac solve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +28,10 @@ pub struct SolveArgs {
     /// Skip the final damped Newton step.
     #[arg(long)]
     pub no_polish: bool,
+    /// Where dt*/dsigma takes H and M: `at-solution` (the returned t*) or `polish-start`
+    /// (where the polish step started; earlier versions' derivative).
+    #[arg(long, default_value = "at-solution", value_parser = parse_linearization)]
+    pub linearization: Linearization,
 }
 
 /// What `solve` prints.
@@ -90,7 +94,13 @@ pub fn solve_layer(args: &SolveArgs) -> ArgminLayer {
     } else {
         Minimizer::Lbfgs(LbfgsConfig::with_max_iters(args.lbfgs_iterations))
     };
-    ArgminLayer { minimizer, polish: !args.no_polish, damping: args.damping.damping(args.lambda), ..Default::default() }
+    ArgminLayer {
+        minimizer,
+        polish: !args.no_polish,
+        damping: args.damping.damping(args.lambda),
+        linearization: args.linearization,
+        ..Default::default()
+    }
 }
 
 /// Forward pass from the lowest-energy point, then `dt*/dsigma`.

@@ -68,9 +68,10 @@ pub struct IterRecord {
     pub inner_iterations: usize,
     /// Whether L-BFGS converged (always false with `--forward reference`).
     pub converged: bool,
-    /// Whether the Hessian at the polish point was negative (not a minimum).
+    /// Whether the Hessian where the derivative was taken (t*, or the polish start under
+    /// `--linearization polish-start`) was negative (not a minimum).
     pub negative_curvature: bool,
-    /// The Hessian `d2E/dt2` at the polish point.
+    /// The Hessian `d2E/dt2` where the derivative was taken.
     pub min_eigenvalue: f64,
     /// The shift added to it by the method's damping.
     pub shift: f64,
