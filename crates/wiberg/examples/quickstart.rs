@@ -74,8 +74,8 @@ fn main() -> wiberg::Result<()> {
     let r = &sol.report;
     println!("\nsample 0: t* = {:.4}, mean of inliers = {:.4}", sol.y[0], train[0].target);
     println!(
-        "report: seed {:?}, {} iterations, {} evaluations, stop {:?}, |grad| {:.2e} -> {:.2e} after polish",
-        r.seed_index, r.iterations, r.evaluations, r.stop, r.grad_norm, r.final_grad_norm
+        "report: seed {:?} of {} ranked, {} iterations, {} evaluations, stop {:?}, |grad| {:.2e} -> {:.2e} after polish",
+        r.seed_index, r.seed_evaluations, r.iterations, r.evaluations, r.stop, r.grad_norm, r.final_grad_norm
     );
     let d = &back.diagnostics;
     println!(

@@ -36,7 +36,24 @@ use num_dual::{Dual64, DualNum, DualSVec, DualSVec64, HyperDualSVec64};
 /// The scalar types an energy is written for: any num-dual number over `f64` that is `Copy`
 /// (plain `f64` included). A shorthand for `num_dual::DualNum<Primitive = f64> + Copy`.
 ///
-/// Constants enter as `D::from(2.0)`; `D * 2.0` and `D + 2.0` work directly.
+/// Constants enter as `D::from(2.0)`; `D * 2.0` and `D + 2.0` work directly. With an `f64` on
+/// the *left* the operators do not exist (Rust cannot implement `f64: Mul<D>` for a generic
+/// `D`), so `2.0 * d` and `x - d` do not compile: write `d * 2.0` and `D::from(x) - d`.
+///
+/// ```
+/// use wiberg::DualScalar;
+/// fn residual<D: DualScalar>(x: f64, z: f64, slope: D) -> D {
+///     D::from(z) - slope * x // not `z - slope * x`
+/// }
+/// assert_eq!(residual(2.0, 5.0, 1.5), 2.0);
+/// ```
+///
+/// ```compile_fail
+/// use wiberg::DualScalar;
+/// fn twice<D: DualScalar>(d: D) -> D {
+///     2.0 * d // error: cannot multiply `f64` by `D`
+/// }
+/// ```
 pub trait DualScalar: DualNum<Primitive = f64> + Copy {}
 impl<T: DualNum<Primitive = f64> + Copy> DualScalar for T {}
 

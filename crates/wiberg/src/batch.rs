@@ -36,17 +36,44 @@ where
     S: Sync,
     F: Fn(usize, &S) -> Result<(f64, Vec<f64>)> + Sync,
 {
+    mean_loss_and_grad_with(samples, num_params, |i, s| f(i, s).map(|(l, g)| (l, g, ()))).map(|(out, _)| out)
+}
+
+/// [`mean_loss_and_grad`] with a per-sample extra returned beside the loss and gradient (for
+/// example the forward pass's [`Report`](crate::Report): convergence, diagnostics), so that
+/// callers need no side channel out of the parallel closure. `extras[i]` is sample `i`'s extra,
+/// `None` when the sample failed (its error is in `failures`) or its loss or gradient was
+/// non-finite.
+///
+/// ```
+/// use wiberg::batch::mean_loss_and_grad_with;
+/// let xs = [1.0, -2.0, 3.0];
+/// let (out, extras) = mean_loss_and_grad_with(&xs, 1, |_, x| Ok((x * x, vec![2.0 * x], *x > 0.0))).unwrap();
+/// assert_eq!(out.count, 3);
+/// assert_eq!(extras, [Some(true), Some(false), Some(true)]);
+/// ```
+pub fn mean_loss_and_grad_with<S, X, F>(
+    samples: &[S],
+    num_params: usize,
+    f: F,
+) -> Result<(BatchOutcome, Vec<Option<X>>)>
+where
+    S: Sync,
+    X: Send,
+    F: Fn(usize, &S) -> Result<(f64, Vec<f64>, X)> + Sync,
+{
     if samples.is_empty() {
         return Err(WibergError::InvalidArgument("empty batch".into()));
     }
-    let results: Vec<Result<(f64, Vec<f64>)>> = samples.par_iter().enumerate().map(|(i, s)| f(i, s)).collect();
+    let results: Vec<Result<(f64, Vec<f64>, X)>> = samples.par_iter().enumerate().map(|(i, s)| f(i, s)).collect();
     let mut loss = 0.0;
     let mut grad = vec![0.0; num_params];
     let mut count = 0;
     let mut failures = Vec::new();
+    let mut extras = Vec::with_capacity(samples.len());
     for (i, r) in results.into_iter().enumerate() {
         match r {
-            Ok((l, g)) => {
+            Ok((l, g, x)) => {
                 if g.len() != num_params {
                     return Err(WibergError::DimensionMismatch {
                         what: format!("gradient of sample {i}"),
@@ -56,6 +83,7 @@ where
                 }
                 if !l.is_finite() || !g.iter().all(|v| v.is_finite()) {
                     failures.push((i, WibergError::NonFinite { what: format!("loss or gradient of sample {i}") }));
+                    extras.push(None);
                     continue;
                 }
                 loss += l;
@@ -63,8 +91,12 @@ where
                     *a += b;
                 }
                 count += 1;
+                extras.push(Some(x));
             }
-            Err(e) => failures.push((i, e)),
+            Err(e) => {
+                failures.push((i, e));
+                extras.push(None);
+            }
         }
     }
     if count == 0 {
@@ -72,7 +104,7 @@ where
     }
     let inv = 1.0 / count as f64;
     grad.iter_mut().for_each(|g| *g *= inv);
-    Ok(BatchOutcome { loss: loss * inv, grad, count, failures })
+    Ok((BatchOutcome { loss: loss * inv, grad, count, failures }, extras))
 }
 
 #[cfg(test)]
@@ -111,6 +143,15 @@ mod tests {
         assert_eq!(out.count, 2);
         assert_eq!(out.loss, 2.0);
         assert_eq!(out.failures.len(), 2);
+        let (_, extras) = mean_loss_and_grad_with(&xs, 1, |i, x: &f64| {
+            if *x < 0.0 {
+                Err(WibergError::InvalidArgument("negative".into()))
+            } else {
+                Ok((*x, vec![*x], i))
+            }
+        })
+        .unwrap();
+        assert_eq!(extras, [Some(0), None, Some(2), None]);
         assert!(mean_loss_and_grad(&[-1.0], 1, |_, _: &f64| Err::<(f64, Vec<f64>), _>(WibergError::InvalidArgument(
             "x".into()
         )))
