@@ -13,7 +13,7 @@
 //! ```text
 //! cargo run --release -p wiberg --example stress -- 1000000 [seed]
 //! ```
-//! The same check runs in the test suite (`tests/stress.rs`) at 20,000 samples.
+//! The same check runs in the test suite (`tests/suite/stress.rs`) at 20,000 samples.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -11,7 +11,7 @@ use wiberg_cli::pose::table::{self, TableArgs};
 use wiberg_cli::pose::train::{self, TrainArgs};
 use wiberg_cli::pose::{evaluate, EvalArgs, ModelArgs};
 
-mod common;
+use crate::common;
 use common::tome_dir;
 
 fn model_args(checkpoint: &Path, variant: Variant) -> ModelArgs {

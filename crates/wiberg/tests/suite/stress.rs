@@ -2,7 +2,7 @@
 //! command). Size from env `WIBERG_STRESS_SAMPLES` (default 20,000).
 
 #[allow(dead_code)]
-#[path = "../examples/stress.rs"]
+#[path = "../../examples/stress.rs"]
 mod stress;
 
 use wiberg::Damping;

@@ -7,7 +7,7 @@
 //! Commands run as the real binary (`CARGO_BIN_EXE_wiberg`, so argument parsing and error
 //! printing are covered); the file readers are also called in-process.
 
-mod common;
+use crate::common;
 
 use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;

@@ -1,7 +1,7 @@
 //! Inner minimisers: both L-BFGS back-ends, the argmin budget guard, trust-region Newton from
 //! negative curvature.
 
-mod common;
+use crate::common;
 
 use common::{rng, Smooth};
 use nalgebra::DMatrix;

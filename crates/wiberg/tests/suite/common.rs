@@ -1,5 +1,4 @@
 //! Test energies shared by the integration tests.
-#![allow(dead_code)]
 
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};

@@ -12,7 +12,7 @@ use wiberg_cli::pose::params::{ParamSource, PoseParams};
 use wiberg_cli::pose::train::{self, TrainArgs};
 use wiberg_cli::pose::{evaluate, ModelArgs};
 
-mod common;
+use crate::common;
 use common::tome_dir;
 
 fn latest(out: &Path) -> PathBuf {

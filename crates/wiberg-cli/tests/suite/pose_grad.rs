@@ -9,7 +9,7 @@ use wiberg_cli::pose::grad::{self, Damping};
 use wiberg_cli::pose::model::{normalise, PoseModel, Variant, Workspace};
 use wiberg_cli::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
 
-mod common;
+use crate::common;
 use common::tome_dir;
 
 /// Indices to check: per group the largest |gradient| plus two spread entries.

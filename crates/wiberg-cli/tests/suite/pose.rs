@@ -9,7 +9,7 @@ use wiberg_cli::pose::model::{self, PoseModel, Variant, Workspace, N_ROWS};
 use wiberg_cli::pose::params::{self, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
 use wiberg_cli::pose::schur::{self, NA, NX};
 
-mod common;
+use crate::common;
 use common::tome_dir;
 
 fn checkpoint(dir: &Path, robust: bool) -> PoseParams {

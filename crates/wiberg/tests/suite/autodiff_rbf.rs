@@ -1,7 +1,7 @@
 //! `AutoDiff` against the analytic `RbfMixture`, and the matrix-free (CG) path against the
 //! dense one.
 
-mod common;
+use crate::common;
 
 use common::{rng, Smooth};
 use nalgebra::DMatrix;

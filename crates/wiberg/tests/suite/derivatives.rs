@@ -1,7 +1,7 @@
 //! Derivatives of the argmin layer: closed forms on quadratics, finite differences and the
 //! 1/lambda bounds on random smooth energies, singular Hessians.
 
-mod common;
+use crate::common;
 
 use common::{frobenius, random_matrix, random_psd, rng, Quadratic, Smooth};
 use nalgebra::DMatrix;
