@@ -136,7 +136,9 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 
 fn plant_torn_temporary(state: &Path) -> PathBuf {
     let name = state.file_name().unwrap().to_string_lossy().to_string();
-    let torn = state.with_file_name(format!(".{name}.tmp4242424"));
+    // The temporary-name pattern `.<name>.tmp<pid>.<ext>`; 4242424 is above the largest
+    // process id Linux hands out (2^22): a dead writer.
+    let torn = state.with_file_name(format!(".{name}.tmp4242424.json"));
     std::fs::write(&torn, b"{\"format\": \"wiberg ransac tra").unwrap();
     torn
 }
