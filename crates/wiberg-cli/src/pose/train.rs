@@ -7,7 +7,8 @@
 //!   `trained_model__*.npy` layout (+ `avg_cameras__cams.npy`), `train_state.json` (run settings,
 //!   position, optimiser), `adam_moments.npy` (bit-exact moments) and `train_log.csv`;
 //! - `checkpoint.json`: names that directory;
-//! - `train_log.csv` (a copy of the checkpoint's log) and `train_summary.json` (throughput).
+//! - `train_log.csv` (a copy of the checkpoint's log; after a kill it may be one checkpoint ahead
+//!   of it until the run is resumed) and `train_summary.json` (throughput).
 //!
 //! A checkpoint is written into a temporary directory, each file synced, renamed to
 //! `step-<N>`, then `train_log.csv` is replaced, and only then is `checkpoint.json` atomically
