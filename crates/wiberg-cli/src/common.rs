@@ -3,26 +3,75 @@
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, then
-/// rename, so a crash or kill leaves either the old file or the new one, never a torn one.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+/// The directory `path` lives in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// The file name of `path` as text (an error when it has none).
+fn file_name_of(path: &Path) -> Result<String> {
     let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// The one temporary-name pattern of every atomic write: `.<name>.tmp<pid>[.<ext>]` beside the
+/// target `<name>` (hidden, tagged with the writing process's id, keeping the extension so
+/// writers that choose the format by extension, plotters' PNG encoder, still work). Used for
+/// files ([`atomic_write`], [`atomic_write_with`]) and for directories written as a unit (a
+/// pose checkpoint). [`remove_stale_temporaries`] recognises exactly this pattern.
+pub fn temporary_path(path: &Path) -> Result<PathBuf> {
+    let name = file_name_of(path)?;
+    Ok(parent_dir(path).join(temporary_name(&name, std::process::id())))
+}
+
+fn temporary_name(name: &str, pid: u32) -> String {
+    let ext = Path::new(name).extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    format!(".{name}.tmp{pid}{ext}")
+}
+
+/// The process id in a file name of the pattern of [`temporary_path`], `None` for any other
+/// name (so a result file that merely contains `.tmp` is never taken for a temporary).
+fn temporary_pid(file_name: &str) -> Option<u32> {
+    let body = file_name.strip_prefix('.')?;
+    body.match_indices(".tmp").find_map(|(at, _)| {
+        let name = &body[..at];
+        let after = &body[at + 4..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let pid: u32 = after[..digits].parse().ok()?;
+        (!name.is_empty() && temporary_name(name, pid) == file_name).then_some(pid)
+    })
+}
+
+/// Whether `file_name` follows the pattern of [`temporary_path`].
+pub fn is_temporary_name(file_name: &str) -> bool {
+    temporary_pid(file_name).is_some()
+}
+
+/// Writes `path` and syncs it, without the temporary file and rename: for files inside a
+/// temporary directory that is itself renamed into place once complete.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", path.display()))
+}
+
+/// Syncs a directory, which persists the renames and removals in it (best effort: not every
+/// platform can sync a directory).
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
-        // Persist the rename itself; not all platforms allow syncing a directory.
         let _ = d.sync_all();
     }
-    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (see
+/// [`temporary_path`]), fsync, then rename, so a crash or kill leaves either the old file or the
+/// new one, never a torn one. A kill can leave the temporary file behind:
+/// [`remove_stale_temporaries`] tidies it away.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display())))
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
@@ -60,57 +109,191 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// The temporary name [`atomic_write`] and [`atomic_write_with`] use beside `path`: hidden,
-/// tagged with the process id, keeping the extension (`.name.tmp<pid>.ext`) so writers that
-/// choose the format by extension (plotters' PNG encoder) still work.
-fn temporary_path(path: &Path) -> Result<std::path::PathBuf> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-    Ok(dir.join(format!(".{}.tmp{}{ext}", name.to_string_lossy(), std::process::id())))
-}
-
 /// Writes `path` atomically through a writer that only takes a path (an image encoder, say):
-/// `write` writes a temporary file in the same directory (same extension), which is then
-/// fsynced and renamed over `path`. On error the temporary file is removed.
+/// `write` writes the temporary file of [`temporary_path`] (same directory, same extension),
+/// which is then fsynced and renamed over `path`, and the directory synced. On error the
+/// temporary file is removed.
 pub fn atomic_write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    let name = file_name_of(path)?;
     let tmp = temporary_path(path)?;
     let result = write(&tmp).and_then(|()| {
         let f = std::fs::File::open(&tmp).with_context(|| format!("opening {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))
+    });
+    let result = result.and_then(|()| {
+        fault::reached("after-temp-write", &name);
         std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
+    fault::reached("after-rename", &name);
     Ok(())
 }
 
-/// Removes the temporary files that [`atomic_write`] / [`atomic_write_with`] left beside
-/// `path` when a process was killed mid-write (`.name.tmp<pid>*`), except this process's own.
-/// Returns how many were removed. They are never read: a resume only trusts `path` itself.
-pub fn remove_stale_temporaries(path: &Path) -> usize {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Some(name) = path.file_name() else { return 0 };
-    let prefix = format!(".{}.tmp", name.to_string_lossy());
-    let own = format!("{prefix}{}", std::process::id());
+/// Whether `path` is named like a temporary of [`temporary_path`] whose writer is gone, so that
+/// nothing will ever rename it into place: no process with its id exists (or only a zombie),
+/// or the process with that id started after the temporary was last modified (the id was
+/// reused). Where `/proc` is not available the writer cannot be checked and the temporary is
+/// kept.
+pub fn is_stale_temporary(path: &Path) -> bool {
+    let Some(pid) = path.file_name().and_then(|n| temporary_pid(&n.to_string_lossy())) else { return false };
+    let modified = std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok();
+    !writer_may_be_alive(pid, modified)
+}
+
+/// See [`is_stale_temporary`].
+fn writer_may_be_alive(pid: u32, modified: Option<SystemTime>) -> bool {
+    if !Path::new("/proc/self/stat").exists() {
+        return true;
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
+    };
+    // The fields after the parenthesised command name start with field 3, the state; field 22
+    // is the start time in clock ticks after boot (100 per second, the Linux `USER_HZ`).
+    let Some((_, rest)) = stat.rsplit_once(')') else { return true };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z" | &"X")) {
+        return false;
+    }
+    let started = fields
+        .get(19)
+        .and_then(|t| t.parse::<u64>().ok())
+        .zip(boot_time())
+        .map(|(ticks, boot)| boot + Duration::from_millis(ticks.saturating_mul(10)));
+    match (started, modified) {
+        // The boot time is in whole seconds: allow for that.
+        (Some(started), Some(modified)) => started <= modified + Duration::from_secs(2),
+        _ => true,
+    }
+}
+
+/// The boot time, from `/proc/stat` (Linux).
+fn boot_time() -> Option<SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Removes the temporaries in `dir` that killed processes left behind (files, or directories
+/// written as a unit, named as by [`temporary_path`] and stale as [`is_stale_temporary`]
+/// says), for every file a command writes there; the temporaries of a live process are kept.
+/// Every command calls it on its `--out` when it starts. Returns how many were removed.
+/// Temporaries are never read: a resume trusts only what was renamed into place.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().to_string();
-        let Some(rest) = file.strip_prefix(&prefix) else { continue };
-        let is_temporary = rest.starts_with(|c: char| c.is_ascii_digit());
-        if is_temporary && !file.starts_with(&own) && std::fs::remove_file(entry.path()).is_ok() {
+        let path = entry.path();
+        if is_stale_temporary(&path) && remove_path(&path).is_ok() {
             removed += 1;
         }
     }
+    if removed > 0 {
+        sync_dir(dir);
+    }
     removed
+}
+
+/// Removes a file, or a directory with its contents.
+pub fn remove_path(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Test-only fault injection for the crash-safety tests; the variables below are not meant to
+/// be set in normal use.
+///
+/// Every atomic write ([`atomic_write`], [`atomic_write_with`], a pose checkpoint directory)
+/// passes two named points: `after-temp-write:<file name>` (the temporary is complete and
+/// synced, not yet renamed; stopping here leaves the temporary behind, as a kill at the worst
+/// moment does) and `after-rename:<file name>` (the new file is in place).
+///
+/// - `WIBERG_FAULT_AT=<point>[:<n>]`: the process exits at once with status [`EXIT_CODE`], as
+///   if killed, the n-th time (default the first) it reaches `<point>`; no destructor, no
+///   cleanup runs.
+/// - `WIBERG_FAULT_LIST=<file>`: the process appends `<point>:<n>` to `<file>` for every point
+///   it passes, so a test can enumerate the points of a run and then stop a run at each.
+///
+/// The environment is read once; without these variables a point costs one check of an
+/// initialised `OnceLock`.
+pub mod fault {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+
+    /// The exit status of a process stopped at `WIBERG_FAULT_AT`.
+    pub const EXIT_CODE: i32 = 86;
+
+    struct Config {
+        at: Option<(String, usize)>,
+        list: Option<PathBuf>,
+        counts: Mutex<HashMap<String, usize>>,
+    }
+
+    fn config() -> Option<&'static Config> {
+        static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| {
+                let at = std::env::var("WIBERG_FAULT_AT").ok().filter(|s| !s.is_empty()).map(|s| parse_at(&s));
+                let list = std::env::var_os("WIBERG_FAULT_LIST").filter(|s| !s.is_empty()).map(PathBuf::from);
+                (at.is_some() || list.is_some()).then(|| Config { at, list, counts: Mutex::default() })
+            })
+            .as_ref()
+    }
+
+    /// `<kind>:<name>[:<n>]` as the point and n (1 when not given).
+    fn parse_at(text: &str) -> (String, usize) {
+        match text.rsplit_once(':') {
+            Some((point, n)) if point.contains(':') => match n.parse() {
+                Ok(n) => (point.to_string(), n),
+                Err(_) => (text.to_string(), 1),
+            },
+            _ => (text.to_string(), 1),
+        }
+    }
+
+    /// The point `<kind>:<name>` is reached (see the module documentation).
+    pub fn reached(kind: &str, name: &str) {
+        let Some(config) = config() else { return };
+        let point = format!("{kind}:{name}");
+        let mut counts = config.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(point.clone()).or_insert(0);
+        *n += 1;
+        if let Some(list) = &config.list {
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(list)
+                .and_then(|mut f| writeln!(f, "{point}:{n}"));
+            if let Err(e) = appended {
+                eprintln!("warning: WIBERG_FAULT_LIST {}: {e}", list.display());
+            }
+        }
+        if config.at.as_ref().is_some_and(|(p, k)| *p == point && k == n) {
+            std::process::exit(EXIT_CODE);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_count_is_optional_and_names_may_hold_dots() {
+            assert_eq!(super::parse_at("after-rename:table.json"), ("after-rename:table.json".into(), 1));
+            assert_eq!(super::parse_at("after-temp-write:a.json:3"), ("after-temp-write:a.json".into(), 3));
+            assert_eq!(super::parse_at("after-rename:x:y"), ("after-rename:x:y".into(), 1));
+        }
+    }
 }
 
 /// The median of the finite values of `values`, `None` when there is none (NaN and
@@ -295,17 +478,74 @@ mod tests {
     }
 
     #[test]
-    fn stale_temporaries_are_removed_but_not_other_files() {
+    fn temporaries_follow_one_pattern() {
+        let pid = std::process::id();
+        assert_eq!(temporary_path(Path::new("d/a.json")).unwrap(), Path::new(&format!("d/.a.json.tmp{pid}.json")));
+        assert_eq!(
+            temporary_path(Path::new("step-00000004")).unwrap(),
+            Path::new(&format!("./.step-00000004.tmp{pid}"))
+        );
+        assert_eq!(temporary_pid(".a.json.tmp12.json"), Some(12));
+        assert_eq!(temporary_pid(".step-00000004.tmp7"), Some(7));
+        assert_eq!(temporary_pid(".x.tmp.json.tmp9.json"), Some(9));
+        for other in ["a.json", ".a.json.tmp12", ".a.json.tmp12.png", ".a.json.tmpx.json", "a.json.tmp12.json", ".tmp3"]
+        {
+            assert_eq!(temporary_pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_but_not_live_ones_or_other_files() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.json");
-        for name in [".state.json.tmp123", ".state.json.tmp45.json", "state.json", ".state.json.tmpx", "other"] {
+        // A process that has exited (and been waited for): its id is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let own = std::process::id();
+        let stale = [format!(".state.json.tmp{dead}.json"), format!(".figure.png.tmp{dead}.png")];
+        let kept = [
+            format!(".state.json.tmp{own}.json"),
+            ".state.json.tmpx".to_string(),
+            format!(".state.json.tmp{dead}"),
+            "state.json".to_string(),
+            "other.tmp3".to_string(),
+        ];
+        for name in stale.iter().chain(&kept) {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        assert_eq!(remove_stale_temporaries(&p), 2);
+        std::fs::create_dir(dir.path().join(format!(".step-00000002.tmp{dead}"))).unwrap();
+        std::fs::write(dir.path().join(format!(".step-00000002.tmp{dead}/a.npy")), b"x").unwrap();
+        if !Path::new("/proc/self/stat").exists() {
+            // No way to tell a live writer from a dead one: nothing is removed.
+            assert_eq!(remove_stale_temporaries(dir.path()), 0);
+            return;
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()), 3);
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         left.sort();
-        assert_eq!(left, [".state.json.tmpx", "other", "state.json"]);
+        let mut expected = kept.to_vec();
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn a_reused_process_id_does_not_keep_a_temporary() {
+        if !Path::new("/proc/self/stat").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Our own id on a file modified long before this process started: an earlier process
+        // that had the same id wrote it.
+        let old = dir.path().join(format!(".a.json.tmp{}.json", std::process::id()));
+        std::fs::write(&old, b"x").unwrap();
+        let f = std::fs::File::options().write(true).open(&old).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(3 * 24 * 3600)).unwrap();
+        let young = dir.path().join(".b.json.tmp1.json");
+        std::fs::write(&young, b"x").unwrap();
+        // pid 1 runs since boot, before `young` was written: it may be writing it.
+        assert!(is_stale_temporary(&old) || boot_time().is_none());
+        assert!(!is_stale_temporary(&young));
     }
 
     #[test]

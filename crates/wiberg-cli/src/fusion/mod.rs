@@ -358,8 +358,9 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     let read_seconds = t0.elapsed().as_secs_f64();
     let split = train::make_split(&data, args.split, args.train_fraction, args.seed);
     let state_path = args.out.join(STATE_FILE);
-    // Temporaries of a write that a kill interrupted; never read, so just tidied away.
-    crate::common::remove_stale_temporaries(&state_path);
+    // Temporaries of writes that a kill interrupted (state, split, results, figure): never
+    // read, so just tidied away.
+    crate::common::remove_stale_temporaries(&args.out);
     let settings = to_exact_json(&ResumeKey::new(args, ours_damping, &data))?;
     let saved = if args.resume { load_state(&state_path, &settings)? } else { Vec::new() };
     if !args.resume && state_path.exists() {

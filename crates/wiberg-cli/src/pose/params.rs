@@ -271,6 +271,12 @@ impl PoseParams {
     /// Saves in the checkpoint layout: `trained_model__<name>.npy` for every group,
     /// `trained_model__epoch.npy` (int64) and `avg_cameras__cams.npy`, each written atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with(dir, crate::common::atomic_write)
+    }
+
+    /// [`Self::save`] with every file written by `write(path, bytes)` (a checkpoint writes
+    /// into a temporary directory that is renamed into place as a whole).
+    pub fn save_with(&self, dir: &Path, write: impl Fn(&Path, &[u8]) -> Result<()>) -> Result<()> {
         use ndarray_npy::WriteNpyExt;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (gi, grp) in GROUPS.iter().enumerate() {
@@ -278,16 +284,16 @@ impl PoseParams {
                 .context("shaping a parameter group")?;
             let mut bytes = Vec::new();
             arr.write_npy(&mut bytes).with_context(|| format!("encoding {}", grp.name))?;
-            crate::common::atomic_write(&dir.join(format!("trained_model__{}.npy", grp.name)), &bytes)?;
+            write(&dir.join(format!("trained_model__{}.npy", grp.name)), &bytes)?;
         }
         let mut bytes = Vec::new();
         ndarray::arr0(self.epoch).write_npy(&mut bytes).context("encoding epoch")?;
-        crate::common::atomic_write(&dir.join("trained_model__epoch.npy"), &bytes)?;
+        write(&dir.join("trained_model__epoch.npy"), &bytes)?;
         let cams: Vec<f64> = self.avg_cameras.iter().flatten().flatten().copied().collect();
         let arr = ArrayD::from_shape_vec(IxDyn(&[N_CAMERAS, 3, 3]), cams).context("shaping cameras")?;
         let mut bytes = Vec::new();
         arr.write_npy(&mut bytes).context("encoding avg_cameras")?;
-        crate::common::atomic_write(&dir.join("avg_cameras__cams.npy"), &bytes)?;
+        write(&dir.join("avg_cameras__cams.npy"), &bytes)?;
         Ok(())
     }
 }

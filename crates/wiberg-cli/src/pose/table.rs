@@ -363,20 +363,6 @@ pub fn draw_chart(table: &Table, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Draws the chart into a temporary file beside `path`, syncs it and renames it into place.
-fn draw_chart_atomically(table: &Table, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".table.tmp{}.png", std::process::id()));
-    let drawn = draw_chart(table, &tmp).and_then(|()| {
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    });
-    if drawn.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    drawn
-}
-
 /// Runs `wiberg pose table`.
 pub fn run(args: TableArgs) -> Result<()> {
     ensure!(args.every >= 1, "--every must be at least 1");
@@ -387,6 +373,7 @@ pub fn run(args: TableArgs) -> Result<()> {
     print!("{}", table.to_text());
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        crate::common::remove_stale_temporaries(out);
         crate::common::atomic_write(&out.join("table.csv"), table.to_csv()?.as_bytes())?;
         crate::common::atomic_write(&out.join("table.md"), table.to_markdown().as_bytes())?;
         crate::common::write_json(&out.join("table.json"), &table)?;
@@ -394,7 +381,9 @@ pub fn run(args: TableArgs) -> Result<()> {
         match crate::ransac::plots::check_fonts() {
             Ok(()) => {
                 let png = out.join("table.png");
-                draw_chart_atomically(&table, &png).with_context(|| format!("writing {}", png.display()))?;
+                // Drawn into a temporary file, then renamed: a kill never leaves a torn PNG.
+                crate::common::atomic_write_with(&png, |tmp| draw_chart(&table, tmp))
+                    .with_context(|| format!("writing {}", png.display()))?;
                 written.push_str(", table.png");
             }
             Err(e) => eprintln!("table.png skipped: {e:#}"),

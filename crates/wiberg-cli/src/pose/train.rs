@@ -7,13 +7,15 @@
 //!   `trained_model__*.npy` layout (+ `avg_cameras__cams.npy`), `train_state.json` (run settings,
 //!   position, optimiser), `adam_moments.npy` (bit-exact moments) and `train_log.csv`;
 //! - `checkpoint.json`: names that directory;
-//! - `train_log.csv` (a copy of the checkpoint's log) and `train_summary.json` (throughput).
+//! - `train_log.csv` (a copy of the checkpoint's log; after a kill it may be one checkpoint ahead
+//!   of it until the run is resumed) and `train_summary.json` (throughput).
 //!
 //! A checkpoint is written into a temporary directory, each file synced, renamed to
-//! `step-<N>`, and only then is `checkpoint.json` atomically replaced; older directories are
-//! removed after that. A SIGKILL at any moment thus leaves `checkpoint.json` naming a complete,
-//! self-consistent checkpoint (parameters and state of the same step), and `--resume`
-//! continues from it, ignoring anything else in `checkpoints/`. `pose eval --checkpoint <out>`
+//! `step-<N>`, then `train_log.csv` is replaced, and only then is `checkpoint.json` atomically
+//! replaced; older directories are removed after that. A SIGKILL at any moment thus leaves
+//! `checkpoint.json` naming a complete, self-consistent checkpoint (parameters and state of the
+//! same step), and `--resume` continues from it, removing anything else in `checkpoints/` and
+//! the temporaries of killed writes in `--out`. `pose eval --checkpoint <out>`
 //! (or the step directory itself) evaluates the latest checkpoint.
 
 use super::data::{self, Frame2d, Pose3d};
@@ -178,6 +180,7 @@ pub const POINTER_FILE: &str = "checkpoint.json";
 /// Name of the state file in a checkpoint directory.
 pub const STATE_FILE: &str = "train_state.json";
 const MOMENTS_FILE: &str = "adam_moments.npy";
+const LOG_FILE: &str = "train_log.csv";
 const CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// The latest complete checkpoint of the training output `out`, from its `checkpoint.json`
@@ -228,56 +231,76 @@ pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
     Ok(Some(state))
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Persists renames and removals; not every platform can sync a directory.
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes a complete checkpoint of `params` and `state` into `<out>/checkpoints/step-<N>/`
-/// (temporary directory, every file synced, renamed into place), then atomically points
-/// `<out>/checkpoint.json` at it, then removes every other entry of `checkpoints/`. Returns
-/// the checkpoint directory.
+/// Writes a complete checkpoint of `params` and `state` into `<out>/checkpoints/step-<N>/`,
+/// then points `<out>/checkpoint.json` at it, then removes every other entry of
+/// `checkpoints/`. Returns the checkpoint directory.
+///
+/// The order makes a kill at any moment recoverable by `--resume`: the files go into a
+/// temporary directory (`.step-<N>.tmp<pid>`, see [`crate::common::temporary_path`]), each
+/// synced, which is renamed to `step-<N>` once complete; then `<out>/train_log.csv` is replaced
+/// (before the pointer, so it is never behind the checkpoint the pointer names); only then is
+/// the pointer replaced. A kill before the pointer leaves it naming the previous checkpoint;
+/// whatever else is in `checkpoints/` is ignored and removed by the next run.
 pub fn write_checkpoint(out: &Path, params: &PoseParams, state: &TrainState) -> Result<PathBuf> {
+    use crate::common::{fault, sync_dir, write_synced};
     use ndarray_npy::WriteNpyExt;
     let root = out.join(CHECKPOINTS_DIR);
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let name = format!("step-{:08}", state.step);
-    let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
+    let dir = root.join(&name);
+    let tmp = crate::common::temporary_path(&dir)?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
-    params.save(&tmp)?;
-    crate::common::write_json(&tmp.join(STATE_FILE), state)?;
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    params.save_with(&tmp, write_synced)?;
+    let json = serde_json::to_vec_pretty(state).context("serialising the training state")?;
+    write_synced(&tmp.join(STATE_FILE), &json)?;
     let (m, v) = state.adam.moments();
     let mut flat = m.to_vec();
     flat.extend_from_slice(v);
     let arr = ndarray::Array2::from_shape_vec((2, m.len()), flat).context("shaping the Adam moments")?;
     let mut bytes = Vec::new();
     arr.write_npy(&mut bytes).context("encoding the Adam moments")?;
-    crate::common::atomic_write(&tmp.join(MOMENTS_FILE), &bytes)?;
-    crate::common::atomic_write(&tmp.join("train_log.csv"), state.log.as_bytes())?;
-    let dir = root.join(&name);
+    write_synced(&tmp.join(MOMENTS_FILE), &bytes)?;
+    write_synced(&tmp.join(LOG_FILE), state.log.as_bytes())?;
+    sync_dir(&tmp);
+    fault::reached("after-temp-write", &name);
     if dir.exists() {
         // A complete but never-pointed-to checkpoint of an earlier, killed process.
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     sync_dir(&root);
+    fault::reached("after-rename", &name);
+    crate::common::atomic_write(&out.join(LOG_FILE), state.log.as_bytes())?;
     let ptr = CheckpointPointer { latest: format!("{CHECKPOINTS_DIR}/{name}"), step: state.step, epoch: state.epoch };
     crate::common::write_json(&out.join(POINTER_FILE), &ptr)?;
-    crate::common::atomic_write(&out.join("train_log.csv"), state.log.as_bytes())?;
-    for entry in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
+    prune_checkpoints(&root, Some(&name))?;
+    Ok(dir)
+}
+
+/// Removes every entry of the checkpoints directory `root` except `keep` (the checkpoint the
+/// pointer names, `None` when there is none): older checkpoints, complete ones the pointer
+/// never reached and the temporary directories of killed processes. A temporary directory whose
+/// writer is still running is left alone.
+fn prune_checkpoints(root: &Path, keep: Option<&str>) -> Result<()> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", root.display()))?;
-        if entry.file_name().to_string_lossy() != name.as_str() {
-            let p = entry.path();
-            let removed = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-            removed.with_context(|| format!("removing the old checkpoint {}", p.display()))?;
+        let p = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let live_temporary = crate::common::is_temporary_name(&name) && !crate::common::is_stale_temporary(&p);
+        if Some(name.as_str()) != keep && !live_temporary {
+            crate::common::remove_path(&p).with_context(|| format!("removing the old checkpoint {}", p.display()))?;
         }
     }
-    sync_dir(&root);
-    Ok(dir)
+    crate::common::sync_dir(root);
+    Ok(())
 }
 
 /// FNV-1a over the bits of every frame (detections, then ground truth).
@@ -397,6 +420,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         data_fingerprint: fingerprint(&frames),
     };
     let clip = clipping()?;
+    let keep = existing.as_ref().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().to_string());
     let (mut params, mut state) = match (args.resume, existing, source) {
         (true, Some(dir), source) => {
             let params = PoseParams::load_checkpoint(&dir, true)
@@ -426,6 +450,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (params, TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log })
         }
     };
+    // What kills left behind: temporaries of any write in --out, and every entry of
+    // checkpoints/ but the one the pointer names.
+    crate::common::remove_stale_temporaries(&args.out);
+    prune_checkpoints(&args.out.join(CHECKPOINTS_DIR), keep.as_deref())?;
     let total = if args.max_batches > 0 {
         args.max_batches.min(batches_per_epoch * args.epochs)
     } else {
@@ -518,6 +546,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         step: state.step,
         checkpoint: checkpoint.clone(),
     };
+    if batches == 0 {
+        // The log beside the pointer is written before the pointer, so a kill can leave it ahead
+        // of the checkpoint; with nothing left to train it becomes the checkpoint's log again.
+        let log = args.out.join(LOG_FILE);
+        if std::fs::read(&log).ok().as_deref() != Some(state.log.as_bytes()) {
+            crate::common::atomic_write(&log, state.log.as_bytes())?;
+        }
+    }
     crate::common::write_json(&args.out.join("train_summary.json"), &summary)?;
     if batches == 0 {
         println!(

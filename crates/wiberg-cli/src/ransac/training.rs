@@ -313,8 +313,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating output directory {}", args.out.display()))?;
     let state_path = args.out.join(checkpoint::STATE_FILE);
-    // Temporaries of a write that a kill interrupted; never read, so just tidied away.
-    crate::common::remove_stale_temporaries(&state_path);
+    // Temporaries of writes that a kill interrupted (state, results, figures): never read, so
+    // just tidied away.
+    crate::common::remove_stale_temporaries(&args.out);
     let threads = if args.threads == 0 { rayon::current_num_threads() } else { args.threads };
     let resumed = if args.resume { Some(checkpoint::load(&state_path, &config)?) } else { None };
     if resumed.is_none() && state_path.exists() {

@@ -1,8 +1,17 @@
-//! Crash safety of the training commands `wiberg ransac` and `wiberg fusion train`, with real
-//! child processes: a run is killed with SIGKILL at random moments (seeded), resumed with
-//! `--resume` each time, and must end with exactly the results of an uninterrupted run
-//! (timing fields aside). Also: a resume with other arguments or without a state file is a
-//! clear error, and leftovers of a write cut short by a kill are ignored and tidied away.
+//! Crash safety of the training commands `wiberg ransac`, `wiberg fusion train` and
+//! `wiberg pose train`, with real child processes.
+//!
+//! Deterministic: an uninterrupted run lists every write point it passes
+//! (`WIBERG_FAULT_LIST`); then, for each point in turn, a run is stopped exactly there
+//! (`WIBERG_FAULT_AT`, exit status 86, no cleanup: what a kill at that moment leaves, the
+//! temporary file of a write included), continued (`--resume` when its state survived, else
+//! afresh) and must end with exactly the results of the uninterrupted run and no temporary file.
+//!
+//! Random: SIGKILL at seeded random moments, resumed each time; the results must again be
+//! exact. Which writes those kills hit depends on the machine's speed, so nothing is asserted
+//! about where (or whether) they landed.
+//!
+//! Also: a resume with other arguments or data, or without a state, is a clear error.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,9 +20,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+/// The exit status of a run stopped at `WIBERG_FAULT_AT` (`common::fault::EXIT_CODE`).
+const FAULT_EXIT: i32 = wiberg_cli::common::fault::EXIT_CODE;
+
 fn wiberg(args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wiberg"));
     c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.env_remove("WIBERG_FAULT_AT").env_remove("WIBERG_FAULT_LIST");
     c
 }
 
@@ -37,8 +52,32 @@ fn run_err(args: &[String]) -> String {
     stderr
 }
 
+/// Every write point an uninterrupted run of `args` passes, in order, as `<point>:<n>`
+/// (the value of `WIBERG_FAULT_AT` that stops a run there); also returns the run's wall time.
+fn write_points(args: &[String]) -> (Vec<String>, Duration) {
+    let list = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let out = wiberg(args).env("WIBERG_FAULT_LIST", list.path()).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let elapsed = started.elapsed();
+    let text = std::fs::read_to_string(list.path()).unwrap();
+    (text.lines().map(str::to_string).collect(), elapsed)
+}
+
+/// Runs `args` until it reaches `point`, where it must stop with the fault status.
+fn stop_at(args: &[String], point: &str) {
+    let out = wiberg(args).env("WIBERG_FAULT_AT", point).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(FAULT_EXIT),
+        "{point}: the run did not stop there ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// SIGKILLs `child` unless it has already exited (then it must have succeeded); returns
-/// whether it was killed while running.
+/// whether it was still running.
 fn kill(mut child: Child) -> bool {
     if let Some(status) = child.try_wait().unwrap() {
         let mut stderr = String::new();
@@ -52,53 +91,6 @@ fn kill(mut child: Child) -> bool {
     child.kill().unwrap();
     child.wait().unwrap();
     true
-}
-
-/// The uninterrupted reference takes `reference`; the interrupted run is killed `kills`
-/// times at random moments: first after its state file appeared plus a random delay, then
-/// each resumed process after a random delay. Before the first resume, `before_resume` may
-/// check things against the state left behind. Finally resumed to the end.
-fn kill_and_resume(
-    args: impl Fn(&str) -> Vec<String>,
-    state: &Path,
-    reference: Duration,
-    kills: usize,
-    seed: u64,
-    before_resume: impl FnOnce(),
-) -> usize {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let child = wiberg(&args("1")).spawn().unwrap();
-    let started = Instant::now();
-    let mut child = Some(child);
-    while !state.exists() {
-        let c = child.as_mut().unwrap();
-        if let Some(status) = c.try_wait().unwrap() {
-            panic!("the run ended ({status}) before its first checkpoint; make the test run longer");
-        }
-        assert!(started.elapsed() < 20 * reference + Duration::from_secs(60), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    std::thread::sleep(reference.mul_f64(rng.random_range(0.0..0.3)));
-    let mut killed = usize::from(kill(child.take().unwrap()));
-    assert!(state.exists(), "a kill left no state file");
-    before_resume();
-    let resume = |threads: &str| {
-        let mut v = args(threads);
-        v.push("--resume".into());
-        v
-    };
-    for k in 1..kills {
-        // Alternate the thread count: the results must not depend on it.
-        let child = wiberg(&resume(&(1 + k % 2).to_string())).spawn().unwrap();
-        std::thread::sleep(reference.mul_f64(rng.random_range(0.15..0.5)));
-        killed += usize::from(kill(child));
-        if !state.exists() {
-            // The process finished before the kill (the state is removed at the end).
-            return killed;
-        }
-    }
-    run_ok(&resume("2"));
-    killed
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -125,77 +117,146 @@ fn without(mut v: Value, keys: &[&str]) -> Value {
     v
 }
 
-/// Files left in `dir` by an interrupted write (`.name.tmp<pid>...`).
+/// The lines of a CSV file without their last column (the wall time).
+fn csv_without_time(path: &Path) -> Vec<String> {
+    let text = String::from_utf8(read(path)).unwrap();
+    text.lines().map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string()).collect()
+}
+
+/// Files and directories under `dir` (at any depth) left by an interrupted write: every
+/// temporary is named `.<name>.tmp<pid>[.<ext>]`.
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp"))
-        .collect()
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().contains(".tmp") {
+            found.push(path);
+        } else if path.is_dir() {
+            found.extend(temporaries(&path));
+        }
+    }
+    found
 }
 
-fn plant_torn_temporary(state: &Path) -> PathBuf {
-    let name = state.file_name().unwrap().to_string_lossy().to_string();
-    let torn = state.with_file_name(format!(".{name}.tmp4242424"));
-    std::fs::write(&torn, b"{\"format\": \"wiberg ransac tra").unwrap();
-    torn
+/// One training command under test.
+struct Case<'a> {
+    /// The command line writing into `out` with `threads` threads (results do not depend on
+    /// the thread count, so the runs alternate it).
+    args: &'a (dyn Fn(&Path, &str) -> Vec<String> + Sync),
+    /// The file in `out` whose presence means the run can be resumed.
+    state: &'a str,
+    /// Asserts that `out` holds exactly the results of the uninterrupted run in `reference`;
+    /// the label says which experiment is being checked.
+    same: &'a (dyn Fn(&Path, &Path, &str) + Sync),
 }
 
-#[test]
-fn ransac_killed_and_resumed_ends_exactly_like_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let common = [
+impl Case<'_> {
+    /// The command line that continues whatever a stopped run left in `out`: `--resume` when
+    /// its state survived, the original command when it never got that far.
+    fn continuation(&self, out: &Path, threads: &str) -> Vec<String> {
+        let mut args = (self.args)(out, threads);
+        if out.join(self.state).exists() {
+            args.push("--resume".into());
+        }
+        args
+    }
+
+    /// Runs uninterrupted into `<root>/reference`, then for every write point of that run:
+    /// stops a run into a fresh directory there, lets `check` look at what was left, continues
+    /// it to the end and compares. Two points are worked on at a time (the runs mostly wait
+    /// for fsync). Returns the points.
+    fn stop_at_every_write_point(&self, root: &Path, check: impl Fn(&Path, &str) + Sync) -> Vec<String> {
+        let reference = root.join("reference");
+        let (points, _) = write_points(&(self.args)(&reference, "2"));
+        assert!(temporaries(&reference).is_empty(), "{:?}", temporaries(&reference));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(point) = points.get(i) else { break };
+                    let out = root.join(format!("stopped-{i}"));
+                    stop_at(&(self.args)(&out, "1"), point);
+                    let left = temporaries(&out);
+                    if point.starts_with("after-temp-write:") {
+                        assert_eq!(left.len(), 1, "{point}: the stopped write should leave its temporary: {left:?}");
+                    }
+                    check(&out, point);
+                    run_ok(&self.continuation(&out, "2"));
+                    assert!(temporaries(&out).is_empty(), "{point}: temporaries left: {:?}", temporaries(&out));
+                    (self.same)(&reference, &out, &format!("stopped at {point}, continued"));
+                    std::fs::remove_dir_all(&out).unwrap();
+                });
+            }
+        });
+        eprintln!("{} write points, each stopped at and continued", points.len());
+        points
+    }
+
+    /// Runs uninterrupted into `<root>/reference`, then SIGKILLs a run into `<root>/killed`
+    /// `kills` times at seeded random moments (a fraction of the reference run's time after
+    /// each start), continuing it each time, and finally runs it to the end and compares.
+    fn kill_at_random_moments(&self, root: &Path, kills: usize, seed: u64) {
+        let reference = root.join("reference");
+        let took = run_ok(&(self.args)(&reference, "2"));
+        let out = root.join("killed");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut landed, mut finished) = (0, false);
+        for k in 0..kills {
+            let child = wiberg(&self.continuation(&out, &(1 + k % 2).to_string())).spawn().unwrap();
+            std::thread::sleep(took.mul_f64(rng.random_range(0.05..0.7)));
+            if !kill(child) {
+                finished = true;
+                break;
+            }
+            landed += 1;
+        }
+        // For the log only: how many kills hit a running process depends on the machine.
+        eprintln!("{landed} of {kills} kills hit a running process");
+        if !finished {
+            run_ok(&self.continuation(&out, "2"));
+        }
+        assert!(temporaries(&out).is_empty(), "{:?}", temporaries(&out));
+        (self.same)(&reference, &out, "killed at random moments, resumed");
+    }
+}
+
+/// The point where a run has written its state once and is stopped in the middle of writing
+/// it a second time: a resume from a state file with a torn temporary beside it.
+fn second_state_write(state: &str) -> String {
+    format!("after-temp-write:{state}:2")
+}
+
+// ---------------------------------------------------------------------------------------
+// wiberg ransac
+
+fn ransac_args(iterations: &str, runs: &str, every: &str) -> impl Fn(&Path, &str) -> Vec<String> {
+    let common = strings(&[
         "ransac",
         "--iterations",
-        "1500",
+        iterations,
         "--runs",
-        "2",
+        runs,
         "--report-every",
-        "50",
+        every,
         "--checkpoint-every",
-        "50",
+        every,
         "--seed",
         "3",
-    ];
-    let args = |out: &Path, threads: &str| {
-        let mut v = strings(&common);
+    ]);
+    move |out: &Path, threads: &str| {
+        let mut v = common.clone();
         v.extend(strings(&["--out", out.to_str().unwrap(), "--threads", threads]));
         v
-    };
-    let reference = run_ok(&args(&a, "2"));
-    let state = b.join("ransac-state.json");
-    let stale = std::cell::Cell::new(None);
-    let killed = kill_and_resume(
-        |t| args(&b, t),
-        &state,
-        reference,
-        3,
-        7,
-        || {
-            // A resume with other settings is refused and names them; the state stays usable.
-            let mut other = args(&b, "1");
-            other.extend(strings(&["--resume", "--lr", "0.25"]));
-            let err = run_err(&other);
-            assert!(err.contains("other settings") && err.contains("lr 0.5 (state) vs 0.25 (now)"), "{err}");
-            // A torn temporary file of a kill during a write is never read, and is removed.
-            stale.set(Some(plant_torn_temporary(&state)));
-        },
-    );
-    eprintln!("{killed} of 3 processes killed while running");
-    assert!(killed >= 1, "no process was killed while running");
-    assert!(!stale.take().unwrap().exists(), "the torn temporary file was not removed");
-    assert!(!state.exists(), "the state file outlived the finished run");
-    assert!(temporaries(&b).is_empty(), "{:?}", temporaries(&b));
+    }
+}
 
+fn ransac_same(a: &Path, b: &Path, label: &str) {
+    assert!(!b.join("ransac-state.json").exists(), "{label}: the state file outlived the finished run");
     // iterations.csv: equal apart from the last column (micros, the timing).
-    let csv = |d: &Path| -> Vec<String> {
-        let text = String::from_utf8(read(&d.join("iterations.csv"))).unwrap();
-        text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
-    };
-    let (ca, cb) = (csv(&a), csv(&b));
-    assert_eq!(ca.len(), 1 + 2 * 3 * 1500);
-    assert!(ca == cb, "iterations.csv differs");
+    let (ca, cb) = (csv_without_time(&a.join("iterations.csv")), csv_without_time(&b.join("iterations.csv")));
+    assert!(ca.len() > 1, "{label}: iterations.csv is empty");
+    assert!(ca == cb, "{label}: iterations.csv differs");
     let timing = [
         "wall_seconds",
         "compute_seconds",
@@ -206,73 +267,92 @@ fn ransac_killed_and_resumed_ends_exactly_like_an_uninterrupted_run() {
         "median_us_per_iteration",
     ];
     let (sa, sb) = (without(json(&a.join("summary.json")), &timing), without(json(&b.join("summary.json")), &timing));
-    assert_eq!(sa, sb, "summary.json differs");
+    assert_eq!(sa, sb, "{label}: summary.json differs");
     assert!(sa["summary"]["per_method"][0]["final_sigma"].is_number());
     for fig in ["figure1.png", "energy.png"] {
         let (fa, fb) = (a.join(fig), b.join(fig));
-        assert_eq!(fa.exists(), fb.exists(), "{fig}");
+        assert_eq!(fa.exists(), fb.exists(), "{label}: {fig}");
         if fa.exists() {
-            assert!(read(&fa) == read(&fb), "{fig} differs");
+            assert!(read(&fa) == read(&fb), "{label}: {fig} differs");
         }
     }
+}
 
-    // No state: a clear error, not a silent fresh start.
-    let mut again = args(&b, "1");
+#[test]
+fn ransac_stopped_at_every_write_point_ends_exactly_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ransac_args("60", "1", "20");
+    let state = "ransac-state.json";
+    let case = Case { args: &args, state, same: &ransac_same };
+    let points = case.stop_at_every_write_point(dir.path(), |out, point| {
+        if point == second_state_write(state) {
+            // A resume with other settings is refused and names them; the state stays usable.
+            let mut other = args(out, "1");
+            other.extend(strings(&["--resume", "--lr", "0.25"]));
+            let err = run_err(&other);
+            assert!(err.contains("other settings") && err.contains("lr 0.5 (state) vs 0.25 (now)"), "{err}");
+        }
+    });
+    // Two checkpoints (iterations 20 and 40), the CSV, both figures and the summary.
+    let writes =
+        [(state, 1), (state, 2), ("iterations.csv", 1), ("figure1.png", 1), ("energy.png", 1), ("summary.json", 1)];
+    let expected: Vec<String> = writes
+        .iter()
+        .flat_map(|(file, n)| [format!("after-temp-write:{file}:{n}"), format!("after-rename:{file}:{n}")])
+        .collect();
+    assert_eq!(points, expected);
+
+    // The finished run removed its state: --resume is a clear error, not a silent fresh start.
+    let mut again = args(&dir.path().join("reference"), "1");
     again.push("--resume".into());
     let err = run_err(&again);
     assert!(err.contains("no training state") && err.contains("without --resume"), "{err}");
 }
 
 #[test]
-fn fusion_killed_and_resumed_ends_exactly_like_an_uninterrupted_run() {
+fn ransac_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ransac_args("600", "2", "50");
+    let case = Case { args: &args, state: "ransac-state.json", same: &ransac_same };
+    case.kill_at_random_moments(dir.path(), 3, 7);
+}
+
+// ---------------------------------------------------------------------------------------
+// wiberg fusion train
+
+/// A small synthetic VOT-format data set in `dir`.
+fn fusion_data(dir: &Path, seed: u64) {
     use wiberg_cli::fusion::generate::{generate, GenerateConfig};
     use wiberg_cli::fusion::vot::write_dataset;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let set = generate(&GenerateConfig { sequences: 6, trackers: 24, seed: 5, mean_frames: 150.0 }, || {}).0;
-    write_dataset(&data, &set).unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let args = |out: &Path, threads: &str| {
+    let set = generate(&GenerateConfig { sequences: 3, trackers: 6, seed, mean_frames: 40.0 }, || {}).0;
+    write_dataset(dir, &set).unwrap();
+}
+
+fn fusion_args(data: &Path, epochs: &str, every: &str) -> impl Fn(&Path, &str) -> Vec<String> {
+    let data = data.to_str().unwrap().to_string();
+    let (epochs, every) = (epochs.to_string(), every.to_string());
+    move |out: &Path, threads: &str| {
         strings(&[
             "fusion",
             "train",
             "--data",
-            data.to_str().unwrap(),
+            &data,
             "--out",
             out.to_str().unwrap(),
             "--epochs",
-            "4",
+            &epochs,
             "--batch",
             "16",
             "--checkpoint-every",
-            "2",
+            &every,
             "--threads",
             threads,
         ])
-    };
-    let reference = run_ok(&args(&a, "2"));
-    let state = b.join("fusion-state.json");
-    let stale = std::cell::Cell::new(None);
-    let killed = kill_and_resume(
-        |t| args(&b, t),
-        &state,
-        reference,
-        3,
-        11,
-        || {
-            let mut other = args(&b, "1");
-            other.extend(strings(&["--resume", "--lr", "0.01"]));
-            let err = run_err(&other);
-            assert!(err.contains("other settings") && err.contains("lr 0.02 (state) vs 0.01 (now)"), "{err}");
-            stale.set(Some(plant_torn_temporary(&state)));
-        },
-    );
-    eprintln!("{killed} of 3 processes killed while running");
-    assert!(killed >= 1, "no process was killed while running");
-    assert!(!stale.take().unwrap().exists(), "the torn temporary file was not removed");
-    assert!(!state.exists(), "the state file outlived the finished run");
-    assert!(temporaries(&b).is_empty(), "{:?}", temporaries(&b));
+    }
+}
 
+fn fusion_same(a: &Path, b: &Path, label: &str) {
+    assert!(!b.join("fusion-state.json").exists(), "{label}: the state file outlived the finished run");
     for f in [
         "params_ours.json",
         "params_implicit.json",
@@ -282,32 +362,179 @@ fn fusion_killed_and_resumed_ends_exactly_like_an_uninterrupted_run() {
         "split_frames_seed0.txt",
         "figure2.png",
     ] {
-        assert!(read(&a.join(f)) == read(&b.join(f)), "{f} differs");
+        assert!(read(&a.join(f)) == read(&b.join(f)), "{label}: {f} differs");
     }
     let timing = ["timing", "seconds", "cpu_seconds"];
     let (ta, tb) = (without(json(&a.join("training.json")), &timing), without(json(&b.join("training.json")), &timing));
-    assert_eq!(ta, tb, "training.json differs");
-    assert_eq!(ta["ours"]["epochs"].as_array().unwrap().len(), 4);
+    assert_eq!(ta, tb, "{label}: training.json differs");
+    assert!(!ta["ours"]["epochs"].as_array().unwrap().is_empty());
+}
 
-    // Other data under the same settings is refused too (the state holds a fingerprint).
-    let c = dir.path().join("c");
-    let other_set = generate(&GenerateConfig { sequences: 6, trackers: 24, seed: 6, mean_frames: 150.0 }, || {}).0;
-    let child = wiberg(&args(&c, "2")).spawn().unwrap();
-    let started = Instant::now();
-    let c_state = c.join("fusion-state.json");
-    while !c_state.exists() && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(2));
+#[test]
+fn fusion_stopped_at_every_write_point_ends_exactly_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fusion_data(&data, 5);
+    // Two epochs, checkpoints at the epoch ends only: 2 states per model.
+    let args = fusion_args(&data, "2", "0");
+    let state = "fusion-state.json";
+    let case = Case { args: &args, state, same: &fusion_same };
+    let points = case.stop_at_every_write_point(&dir.path().join("runs"), |out, point| {
+        if point == second_state_write(state) {
+            let mut other = args(out, "1");
+            other.extend(strings(&["--resume", "--lr", "0.01"]));
+            let err = run_err(&other);
+            assert!(err.contains("other settings") && err.contains("lr 0.02 (state) vs 0.01 (now)"), "{err}");
+        }
+    });
+    let files: Vec<&str> = points.iter().map(|p| p.split(':').nth(1).unwrap()).collect();
+    assert_eq!(files.iter().filter(|f| **f == state).count(), 2 * 4, "{points:?}");
+    for f in
+        ["split_frames_seed0.txt", "table.txt", "table.json", "params_implicit.json", "training.json", "figure2.png"]
+    {
+        assert!(files.contains(&f), "no write point for {f}: {points:?}");
     }
-    kill(child);
-    if c_state.exists() {
-        write_dataset(&data, &other_set).unwrap();
-        let mut resume = args(&c, "2");
-        resume.push("--resume".into());
-        let err = run_err(&resume);
-        assert!(err.contains("data-fingerprint"), "{err}");
-    }
-    let mut again = args(&b, "1");
+
+    // Other data under the same settings is refused (the state holds a fingerprint).
+    let other_data = dir.path().join("other-data");
+    fusion_data(&other_data, 5);
+    let args = fusion_args(&other_data, "2", "0");
+    let out = dir.path().join("other-data-run");
+    stop_at(&args(&out, "2"), &format!("after-rename:{state}:1"));
+    fusion_data(&other_data, 6);
+    let mut resume = args(&out, "2");
+    resume.push("--resume".into());
+    let err = run_err(&resume);
+    assert!(err.contains("data-fingerprint"), "{err}");
+
+    let mut again = fusion_args(&data, "2", "0")(&dir.path().join("runs/reference"), "1");
     again.push("--resume".into());
     let err = run_err(&again);
     assert!(err.contains("no training state"), "{err}");
+}
+
+#[test]
+fn fusion_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fusion_data(&data, 5);
+    let args = fusion_args(&data, "3", "2");
+    let case = Case { args: &args, state: "fusion-state.json", same: &fusion_same };
+    case.kill_at_random_moments(&dir.path().join("runs"), 3, 11);
+}
+
+// ---------------------------------------------------------------------------------------
+// wiberg pose train
+
+/// A training directory of 2 frames (two one-frame sequences of the generator's training set).
+fn pose_data(tome: &Path, dir: &Path) -> PathBuf {
+    use wiberg_cli::pose::generate::{self, Generator};
+    let gen = Generator::load(tome).unwrap();
+    generate::generate(&gen, &dir.join("generated"), 1, 4, 1.0, false).unwrap();
+    let small = dir.join("training");
+    std::fs::create_dir_all(&small).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("generated/training"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter_map(|n| n.strip_suffix("__joint_2d.npy").map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names.iter().take(2) {
+        for part in ["joint_2d", "joint_3d"] {
+            let file = format!("{name}__{part}.npy");
+            std::fs::copy(dir.join("generated/training").join(&file), small.join(&file)).unwrap();
+        }
+    }
+    small
+}
+
+fn pose_args(tome: &Path, data: &Path) -> impl Fn(&Path, &str) -> Vec<String> {
+    let (tome, data) = (tome.to_str().unwrap().to_string(), data.to_str().unwrap().to_string());
+    move |out: &Path, threads: &str| {
+        strings(&[
+            "pose",
+            "train",
+            "--data",
+            &data,
+            "--out",
+            out.to_str().unwrap(),
+            "--checkpoint",
+            &tome,
+            "--variant",
+            "l2",
+            "--epochs",
+            "2",
+            "--batch",
+            "1",
+            "--checkpoint-every",
+            "3",
+            "--seed",
+            "9",
+            "--threads",
+            threads,
+        ])
+    }
+}
+
+fn pose_same(a: &Path, b: &Path, label: &str) {
+    assert_eq!(json(&a.join("checkpoint.json")), json(&b.join("checkpoint.json")), "{label}: checkpoint.json");
+    let latest = json(&a.join("checkpoint.json"))["latest"].as_str().unwrap().to_string();
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        v.sort();
+        v
+    };
+    // Only the pointed-to checkpoint is left, with the same files.
+    assert_eq!(names(&b.join("checkpoints")), names(&a.join("checkpoints")), "{label}: checkpoints/");
+    let (ca, cb) = (a.join(&latest), b.join(&latest));
+    for f in names(&ca) {
+        match f.as_str() {
+            "train_log.csv" => {}
+            "train_state.json" => {
+                let log = |d: &Path| json(&d.join(&f))["log"].as_str().unwrap().to_string();
+                let (mut sa, mut sb) = (json(&ca.join(&f)), json(&cb.join(&f)));
+                let strip =
+                    |l: String| l.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>();
+                assert_eq!(strip(log(&ca)), strip(log(&cb)), "{label}: the state's log");
+                sa["log"] = Value::Null;
+                sb["log"] = Value::Null;
+                assert_eq!(sa, sb, "{label}: {f}");
+            }
+            // The parameters and the Adam moments, bit for bit.
+            _ => assert!(read(&ca.join(&f)) == read(&cb.join(&f)), "{label}: {f} differs"),
+        }
+    }
+    let log = |d: &Path| csv_without_time(&d.join("train_log.csv"));
+    assert_eq!(log(&ca), log(&cb), "{label}: the checkpoint's train_log.csv");
+    assert_eq!(
+        csv_without_time(&a.join("train_log.csv")),
+        csv_without_time(&b.join("train_log.csv")),
+        "{label}: train_log.csv"
+    );
+    assert!(b.join("train_summary.json").exists(), "{label}: train_summary.json");
+}
+
+#[test]
+fn pose_stopped_at_every_write_point_ends_exactly_like_an_uninterrupted_run() {
+    let Some(tome) = common::tome_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = pose_data(&tome, dir.path());
+    // 2 frames, batch 1, 2 epochs, a checkpoint every 3 batches: checkpoints at steps 2 (end of
+    // the first epoch), 3 (in the second) and 4 (its end).
+    let args = pose_args(&tome, &data);
+    let case = Case { args: &args, state: "checkpoint.json", same: &pose_same };
+    let points = case.stop_at_every_write_point(&dir.path().join("runs"), |_, _| {});
+    let mut expected = Vec::new();
+    for (k, step) in [2, 3, 4].into_iter().enumerate() {
+        for (file, n) in
+            [(format!("step-{step:08}"), 1), ("train_log.csv".into(), k + 1), ("checkpoint.json".into(), k + 1)]
+        {
+            expected.push(format!("after-temp-write:{file}:{n}"));
+            expected.push(format!("after-rename:{file}:{n}"));
+        }
+    }
+    expected.push("after-temp-write:train_summary.json:1".into());
+    expected.push("after-rename:train_summary.json:1".into());
+    assert_eq!(points, expected);
 }

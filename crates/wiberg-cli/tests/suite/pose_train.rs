@@ -1,7 +1,7 @@
 //! `wiberg pose train`: a short run lowers the test error; a run stopped after a checkpoint and
 //! resumed ends with the same parameters and log as an uninterrupted run; so does a child
-//! process SIGKILLed at random moments and resumed each time; resuming with other settings is
-//! refused.
+//! process SIGKILLed at random moments and resumed each time (a stop at every write point is
+//! tested in tests/crash_safety.rs); resuming with other settings is refused.
 
 use std::path::{Path, PathBuf};
 use wiberg_cli::pose::generate::{self, Generator};
@@ -94,8 +94,9 @@ fn resumed_run_matches_an_uninterrupted_one() {
     // What a kill while checkpointing can leave: a half-written temporary directory, and a
     // complete step directory the pointer never reached (here: garbage). Both are ignored.
     let ckpts = parts.path().join("checkpoints");
-    std::fs::create_dir_all(ckpts.join(".tmp-step-00000008-1")).unwrap();
-    std::fs::write(ckpts.join(".tmp-step-00000008-1/trained_model__mean_pose.npy"), b"torn").unwrap();
+    // (4194304 = 2^22 is above the largest process id Linux hands out: a dead writer.)
+    std::fs::create_dir_all(ckpts.join(".step-00000008.tmp4194304")).unwrap();
+    std::fs::write(ckpts.join(".step-00000008.tmp4194304/trained_model__mean_pose.npy"), b"torn").unwrap();
     std::fs::create_dir_all(ckpts.join("step-00000008")).unwrap();
     std::fs::write(ckpts.join("step-00000008/train_state.json"), b"{").unwrap();
     train::run(half(parts.path(), 0, true)).unwrap();
@@ -220,30 +221,27 @@ fn sigkilled_child_resumed_matches_an_uninterrupted_run() {
 
     let killed = tempfile::tempdir().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    // Which moments of the run the kills hit (or whether the run finished first) depends on
+    // the machine's speed and load: it is logged, not asserted. The exact write points are
+    // covered deterministically by tests/crash_safety.rs.
     let mut kills = 0;
     for round in 0..3 {
-        let mut child = spawn(&child_args(&tome, &train_dir, killed.path(), round > 0));
-        if round == 0 {
-            // Wait for the first checkpoint.
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !killed.path().join(train::POINTER_FILE).exists() {
-                assert!(Instant::now() < deadline, "no checkpoint after 120 s");
-                assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
+        let resume = killed.path().join(train::POINTER_FILE).exists();
+        let mut child = spawn(&child_args(&tome, &train_dir, killed.path(), resume));
         let delay = rng.random_range(0.02..0.5) * full_time;
         std::thread::sleep(Duration::from_secs_f64(delay));
-        if child.try_wait().unwrap().is_none() {
+        let running = child.try_wait().unwrap().is_none();
+        if running {
             child.kill().unwrap(); // SIGKILL on Unix
             kills += 1;
         }
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        assert!(running || status.success(), "round {round} failed: {status}");
         eprintln!("round {round}: killed after {delay:.2} s; {kills} kill(s) so far");
     }
-    assert!(kills >= 1, "the runs ended before any kill (full run {full_time:.2} s)");
-    let status = spawn(&child_args(&tome, &train_dir, killed.path(), true)).wait().unwrap();
-    assert!(status.success(), "the final resume failed: {status}");
+    let resume = killed.path().join(train::POINTER_FILE).exists();
+    let status = spawn(&child_args(&tome, &train_dir, killed.path(), resume)).wait().unwrap();
+    assert!(status.success(), "the final run failed: {status}");
 
     let a = PoseParams::load(&ParamSource::Checkpoint(latest(full.path())), true).unwrap();
     let b = PoseParams::load(&ParamSource::Checkpoint(latest(killed.path())), true).unwrap();
@@ -256,6 +254,9 @@ fn sigkilled_child_resumed_matches_an_uninterrupted_run() {
     assert_eq!((sa.step, sb.step), (30, 30));
     assert_eq!(sa.adam.moments(), sb.adam.moments(), "optimiser moments differ");
     assert_eq!(log_without_time(full.path()), log_without_time(killed.path()), "logs differ");
-    // Only the pointed-to checkpoint is left.
+    // Only the pointed-to checkpoint is left, and no temporary file of a killed write.
     assert_eq!(std::fs::read_dir(killed.path().join("checkpoints")).unwrap().count(), 1);
+    let names: Vec<String> =
+        std::fs::read_dir(killed.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
 }
