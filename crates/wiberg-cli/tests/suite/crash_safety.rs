@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 /// The exit status of a run stopped at `WIBERG_FAULT_AT` (`common::fault::EXIT_CODE`).
 const FAULT_EXIT: i32 = wiberg_cli::common::fault::EXIT_CODE;
