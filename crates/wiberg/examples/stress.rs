@@ -1,4 +1,4 @@
-//! Stress run of the layer on random 1-D RANSAC samples (issue 7): per sample, 10 inliers
+//! Stress run of the layer on random 1-D RANSAC samples: per sample, 10 inliers
 //! `N(m, 4^2)` with `m ~ U[-40, 40]`, 100 outliers `U[-40, 40]`, a random width sigma
 //! (log-uniform in `[0.05, 20]`); `RbfMixture::shared_width`, seeds = the points, L-BFGS with 10
 //! iterations, then the damped Newton polish; backward with `dl/dt* = 1`, which gives

@@ -1,4 +1,4 @@
-//! Adversarial inputs for every command (issue 7): NaN / infinities / huge / tiny values in
+//! Adversarial inputs for every command: NaN / infinities / huge / tiny values in
 //! every input file and numeric argument, empty and truncated files, wrong shapes and dtypes,
 //! zero and negative widths, identical points, a single point, 10^6 points. Each must end in
 //! a clear error (the message names the problem and the file/line or flag) or a correct,
