@@ -22,8 +22,8 @@ use wiberg::least_squares::{IrlsConfig, LeastSquares, RobustLeastSquares};
 use wiberg::minimize::LbfgsBackend;
 use wiberg::optim::{Adam, AdamEpsilon, Asgd, BoxConstraints, Optimizer, Sgd};
 use wiberg::{
-    ArgminLayer, AutoDiff, DampedSystem, Damping, DualEnergy, Energy, LbfgsConfig, LinearSolve, Minimizer,
-    NewtonConfig, RbfMixture, Solution, Start,
+    ArgminLayer, AutoDiff, DampedSystem, Damping, DualEnergy, Energy, LbfgsConfig, LinearSolve, Linearization,
+    Minimizer, NewtonConfig, RbfMixture, Solution, Start,
 };
 
 /// Values that break naive floating-point code.
@@ -126,7 +126,8 @@ fn layer(u: &mut Unstructured<'_>) -> Result<ArgminLayer> {
     } else {
         LinearSolve::Dense
     };
-    Ok(ArgminLayer { minimizer, polish: u.arbitrary()?, damping: damping(u)?, linear_solve })
+    let linearization = if u.ratio(1, 2)? { Linearization::AtSolution } else { Linearization::PolishStart };
+    Ok(ArgminLayer { minimizer, polish: u.arbitrary()?, damping: damping(u)?, linear_solve, linearization })
 }
 
 /// Checks an `Ok` forward pass, then backward and Jacobian on it.

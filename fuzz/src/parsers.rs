@@ -5,12 +5,12 @@
 //! allocation), and an `Ok` result holds only finite numbers of the expected shape.
 use arbitrary::{Result, Unstructured};
 use std::path::{Path, PathBuf};
+use wiberg::Linearization;
 use wiberg_cli::fusion::iou::GroundTruthArea;
 use wiberg_cli::fusion::vot::{self, Entry, Region};
 use wiberg_cli::pose::data;
 use wiberg_cli::ransac::args::Method;
 use wiberg_cli::ransac::solve::{parse_points, solve_points, SolveArgs};
-use wiberg::Linearization;
 
 use crate::float;
 
