@@ -23,7 +23,9 @@ pub enum LbfgsBackend {
     /// iteration beyond the history).
     #[default]
     Native,
-    /// argmin's `LBFGS` with `MoreThuenteLineSearch`, guarded by the evaluation budget.
+    /// argmin's `LBFGS` with `MoreThuenteLineSearch`, guarded by the evaluation budget. Needs
+    /// the crate feature `argmin` (off by default); without it, choosing this back-end is
+    /// [`WibergError::InvalidArgument`](crate::WibergError::InvalidArgument).
     Argmin,
 }
 
@@ -105,7 +107,12 @@ pub(crate) fn minimize_into<E: Energy + ?Sized>(
     cfg.validate()?;
     match cfg.backend {
         LbfgsBackend::Native => native(cfg, e, w, y, g),
+        #[cfg(feature = "argmin")]
         LbfgsBackend::Argmin => super::lbfgs_argmin::minimize(cfg, e, w, y, g),
+        #[cfg(not(feature = "argmin"))]
+        LbfgsBackend::Argmin => Err(crate::WibergError::InvalidArgument(
+            "the argmin L-BFGS back-end needs wiberg's `argmin` feature (cargo feature, off by default)".into(),
+        )),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod irls;
 pub mod lbfgs;
+#[cfg(feature = "argmin")]
 mod lbfgs_argmin;
 pub mod newton;
 pub mod seeds;
