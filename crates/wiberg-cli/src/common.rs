@@ -1,4 +1,5 @@
-//! Helpers shared by the experiments: atomic file writes, progress bars, thread pools.
+//! Helpers shared by the experiments: atomic file writes, progress bars, thread pools, the
+//! figures' font check.
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -294,6 +295,17 @@ pub mod fault {
             assert_eq!(super::parse_at("after-rename:x:y"), ("after-rename:x:y".into(), 1));
         }
     }
+}
+
+/// Fails with a clear message when no font can be loaded (plotters needs one for any text).
+pub fn check_fonts() -> Result<()> {
+    use plotters::style::{FontDesc, IntoFont};
+    let font: FontDesc = ("sans-serif", 20.0).into_font();
+    font.box_size("Ag").map(|_| ()).map_err(|e| {
+        anyhow::anyhow!(
+            "no usable TrueType font for the figures ({e:?}); `fc-list` should list one, e.g. install fonts-dejavu-core"
+        )
+    })
 }
 
 /// The median of the finite values of `values`, `None` when there is none (NaN and

@@ -74,7 +74,7 @@ pub trait Energy {
     fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
         let mut values = vec![0.0; points.len() / self.dim().max(1)];
         self.values_at(points, w, &mut values);
-        crate::minimize::seeds::lowest_finite(&values)
+        lowest_finite(&values)
     }
 
     /// The full mixed matrix `M = d(grad_y E)/dw` (n x p), one [`Energy::mixed_vjp`] per row.
@@ -124,4 +124,17 @@ impl<E: Energy + ?Sized> Energy for &E {
     fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
         (**self).lowest_at(points, w)
     }
+}
+
+/// Index and value of the lowest finite entry of `values` (ties: the first), `None` when no
+/// entry is finite: the selection rule of
+/// the seed choice (`minimize::seeds::best_seed`) and of [`Energy::lowest_at`].
+pub(crate) fn lowest_finite(values: &[f64]) -> Option<(usize, f64)> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in values.iter().enumerate() {
+        if v.is_finite() && best.map_or(true, |(_, b)| *v < b) {
+            best = Some((i, *v));
+        }
+    }
+    best
 }

@@ -819,7 +819,7 @@ impl Energy for RbfMixture {
         }
         let mut values = vec![0.0; points.len() / self.dim];
         self.values_at(points, w, &mut values);
-        crate::minimize::seeds::lowest_finite(&values)
+        crate::energy::lowest_finite(&values)
     }
 
     /// Seed scan: kernels are visited in order of their centre's first coordinate and only
@@ -1023,7 +1023,7 @@ mod tests {
     fn full_lowest(e: &RbfMixture, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
         let mut values = vec![0.0; points.len()];
         e.values_at(points, w, &mut values);
-        crate::minimize::seeds::lowest_finite(&values)
+        crate::energy::lowest_finite(&values)
     }
 
     /// Sorted centres and weights as the 1-D scan sees them.

@@ -16,6 +16,7 @@ pub mod grad;
 pub mod h5;
 pub mod metrics;
 pub mod model;
+pub mod npy;
 pub mod params;
 pub mod schur;
 pub mod show;

@@ -392,7 +392,7 @@ impl Store {
             Store::Npy(d) => {
                 let p = d.join(npy_name(kind, name));
                 let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                super::data::parse_npy_f64(&bytes, &p.display().to_string())
+                super::npy::parse_npy_f64(&bytes, &p.display().to_string())
             }
             Store::H5 { checkpoint, ppca, cameras } => {
                 let f = match kind {
@@ -413,7 +413,7 @@ impl Store {
                     return Ok(0);
                 }
                 let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                let a = super::data::parse_npy::<i64>(&bytes, 8, &p.display().to_string())?;
+                let a = super::npy::parse_npy::<i64>(&bytes, 8, &p.display().to_string())?;
                 a.iter().next().copied().with_context(|| format!("{}: empty epoch", p.display()))
             }
             Store::H5 { checkpoint, .. } => {

@@ -378,7 +378,7 @@ pub fn run(args: TableArgs) -> Result<()> {
         crate::common::atomic_write(&out.join("table.md"), table.to_markdown().as_bytes())?;
         crate::common::write_json(&out.join("table.json"), &table)?;
         let mut written = String::from("table.csv, table.md, table.json");
-        match crate::ransac::plots::check_fonts() {
+        match crate::common::check_fonts() {
             Ok(()) => {
                 let png = out.join("table.png");
                 // Drawn into a temporary file, then renamed: a kill never leaves a torn PNG.

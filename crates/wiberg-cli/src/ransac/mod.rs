@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod checkpoint;
+pub mod command;
 pub mod plots;
 pub mod report;
 pub mod sampling;
@@ -53,6 +54,6 @@ pub enum RansacCommand {
 pub fn run(args: RansacArgs) -> anyhow::Result<()> {
     match args.command {
         Some(RansacCommand::Solve(s)) => solve::run(s),
-        None => training::run(args.train),
+        None => command::run(args.train),
     }
 }

@@ -13,7 +13,7 @@ use wiberg::{Energy, RbfMixture};
 use super::args::Method;
 use super::sampling::{draw, run_rng, Sample};
 use super::training::{sample_step, Event, MethodRun, Training};
-use crate::common::atomic_write_with;
+use crate::common::{atomic_write_with, check_fonts};
 
 const WIDTH: u32 = 1400;
 const FIGURE1_HEIGHT: u32 = 1000;
@@ -26,16 +26,6 @@ pub fn color(method: Method) -> RGBColor {
         Method::TrustRegion => RGBColor(31, 119, 180),
         Method::Guarded => RGBColor(44, 160, 44),
     }
-}
-
-/// Fails with a clear message when no font can be loaded (plotters needs one for any text).
-pub fn check_fonts() -> Result<()> {
-    let font: FontDesc = ("sans-serif", 20.0).into_font();
-    font.box_size("Ag").map(|_| ()).map_err(|e| {
-        anyhow!(
-            "no usable TrueType font for the figures ({e:?}); `fc-list` should list one, e.g. install fonts-dejavu-core"
-        )
-    })
 }
 
 fn plot_err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> anyhow::Error {

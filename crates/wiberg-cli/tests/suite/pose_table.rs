@@ -100,7 +100,7 @@ fn table_rows_columns_and_numbers_match_pose_eval() {
 
     let md = std::fs::read_to_string(out.path().join("table.md")).unwrap();
     assert_eq!(md.lines().filter(|l| l.starts_with("| ")).count(), 3, "{md}");
-    if wiberg_cli::ransac::plots::check_fonts().is_ok() {
+    if wiberg_cli::common::check_fonts().is_ok() {
         let png = std::fs::read(out.path().join("table.png")).unwrap();
         assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "table.png has {} bytes", png.len());
     }

@@ -26,15 +26,3 @@ pub fn best_seed<E: Energy + ?Sized>(e: &E, w: &[f64], points: &[f64]) -> Result
     }
     e.lowest_at(points, w).ok_or_else(|| WibergError::NonFinite { what: "energy at every seed".into() })
 }
-
-/// Index and value of the lowest finite entry of `values` (ties: the first), `None` when no
-/// entry is finite: the selection rule of [`best_seed`].
-pub(crate) fn lowest_finite(values: &[f64]) -> Option<(usize, f64)> {
-    let mut best: Option<(usize, f64)> = None;
-    for (i, v) in values.iter().enumerate() {
-        if v.is_finite() && best.map_or(true, |(_, b)| *v < b) {
-            best = Some((i, *v));
-        }
-    }
-    best
-}
