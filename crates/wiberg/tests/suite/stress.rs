@@ -1,7 +1,8 @@
 //! Stress test on random RANSAC samples (see `examples/stress.rs` for the set-up and the full-size
 //! command). Size from env `WIBERG_STRESS_SAMPLES` (default 20,000).
 
-#[allow(dead_code)]
+// The example's code as a module of the test module of the same name.
+#[allow(dead_code, clippy::module_inception)]
 #[path = "../../examples/stress.rs"]
 mod stress;
 
