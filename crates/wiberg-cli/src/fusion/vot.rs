@@ -9,6 +9,7 @@
 //! ```
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -111,15 +112,42 @@ pub struct Dataset {
     pub sequences: Vec<Sequence>,
     /// Names of the trackers that were read.
     pub trackers: Vec<String>,
-    /// `results[tracker][sequence][frame]`.
-    pub results: Vec<Vec<Vec<Entry>>>,
+    /// `results[tracker][sequence][frame]`; `results[tracker][sequence]` is `None` when the
+    /// tracker has no result file for that sequence (it then has no box on its frames).
+    pub results: Vec<Vec<Option<Vec<Entry>>>>,
 }
 
-/// What the reader skipped (missing files), for the user to see.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A tracker's result file that is missing for one sequence: the tracker is kept, with no box
+/// on that sequence's frames (as on the frames of a VOT failure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MissingResult {
+    /// The tracker.
+    pub tracker: String,
+    /// The sequence it has no results for.
+    pub sequence: String,
+    /// The file that was looked for.
+    pub file: String,
+    /// What follows, in words.
+    pub reason: String,
+}
+
+/// A tracker left out of the data set altogether.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedTracker {
+    /// The tracker.
+    pub tracker: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the reader left out or filled in (missing files), for the user to see.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReadReport {
-    /// `(tracker, reason)` for every tracker left out.
-    pub skipped_trackers: Vec<(String, String)>,
+    /// Result files missing for a tracker on a sequence: that tracker has no box there.
+    pub missing_results: Vec<MissingResult>,
+    /// Trackers left out: listed (in `trackers.txt`) but without a result file for any
+    /// sequence.
+    pub skipped_trackers: Vec<SkippedTracker>,
     /// Sequences without `meta.txt` (IoU is then not bounded by the image).
     pub sequences_without_size: Vec<String>,
 }
@@ -253,8 +281,9 @@ fn read_list(path: &Path) -> Result<Vec<String>> {
     Ok(read_text(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
-/// Reads a data set from `root`. Malformed files are errors naming file and line; a tracker
-/// with a missing result file is left out and listed in the [`ReadReport`].
+/// Reads a data set from `root`. Malformed files are errors naming file and line. A tracker
+/// without the result file of a sequence has no box on that sequence (it keeps the others); a
+/// tracker without any result file is left out. Both are listed in the [`ReadReport`].
 pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
     let names = read_list(&root.join("sequences").join("list.txt"))?;
     if names.is_empty() {
@@ -297,15 +326,29 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
     };
     let mut trackers = Vec::new();
     let mut results = Vec::new();
-    'trackers: for tracker in tracker_names {
+    for tracker in tracker_names {
         let mut per_seq = Vec::with_capacity(sequences.len());
+        let mut missing = Vec::new();
         for seq in &sequences {
             let path = result_path(root, &tracker, &seq.name);
-            if !path.exists() {
-                report.skipped_trackers.push((tracker.clone(), format!("missing {}", path.display())));
-                continue 'trackers;
-            }
-            let entries = parse_results(&read_text(&path)?, &path)?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing.push(MissingResult {
+                        tracker: tracker.clone(),
+                        sequence: seq.name.clone(),
+                        file: path.display().to_string(),
+                        reason: format!(
+                            "result file missing: the tracker has no box on the sequence's {} frames",
+                            seq.groundtruth.len()
+                        ),
+                    });
+                    per_seq.push(None);
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let entries = parse_results(&text, &path)?;
             if entries.len() != seq.groundtruth.len() {
                 bail!(
                     "{}: {} lines, but sequence `{}` has {} frames",
@@ -315,13 +358,26 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
                     seq.groundtruth.len()
                 );
             }
-            per_seq.push(entries);
+            per_seq.push(Some(entries));
         }
+        if missing.len() == sequences.len() {
+            let dir = root.join("results").join(&tracker);
+            report.skipped_trackers.push(SkippedTracker {
+                reason: format!(
+                    "no result file for any of the {} sequences (looked in {})",
+                    sequences.len(),
+                    dir.display()
+                ),
+                tracker,
+            });
+            continue;
+        }
+        report.missing_results.extend(missing);
         trackers.push(tracker);
         results.push(per_seq);
     }
     if trackers.is_empty() {
-        bail!("{}: no tracker has results for every sequence", root.display());
+        bail!("{}: no tracker has results (a result file for at least one sequence)", root.display());
     }
     Ok((Dataset { sequences, trackers, results }, report))
 }
@@ -361,7 +417,9 @@ pub fn write_dataset(root: &Path, data: &Dataset) -> Result<()> {
         names.push('\n');
         for (s, seq) in data.sequences.iter().enumerate() {
             let mut text = String::new();
-            for e in &data.results[t][s] {
+            // A tracker without results for a sequence has no file for it.
+            let Some(entries) = &data.results[t][s] else { continue };
+            for e in entries {
                 match e {
                     Entry::Init => text.push('1'),
                     Entry::Failure => text.push('2'),

@@ -78,16 +78,111 @@ fn malformed_ground_truth_and_meta_are_errors() {
 }
 
 #[test]
-fn missing_tracker_file_skips_that_tracker() {
+fn missing_result_file_drops_the_tracker_on_that_sequence_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_small(dir.path());
-    std::fs::remove_file(result_path(dir.path(), &data.trackers[2], &data.sequences[1].name)).unwrap();
+    let missing = result_path(dir.path(), &data.trackers[2], &data.sequences[1].name);
+    std::fs::remove_file(&missing).unwrap();
     let (back, report) = read_dataset(dir.path()).unwrap();
+    // The tracker keeps its other sequence.
+    assert_eq!(back.trackers, data.trackers);
+    assert_eq!(back.results[2][0], data.results[2][0]);
+    assert_eq!(back.results[2][1], None);
+    assert!(report.skipped_trackers.is_empty());
+    assert_eq!(report.missing_results.len(), 1);
+    let m = &report.missing_results[0];
+    assert_eq!((m.tracker.as_str(), m.sequence.as_str()), (data.trackers[2].as_str(), data.sequences[1].name.as_str()));
+    assert_eq!(m.file, missing.display().to_string());
+    assert!(m.reason.contains("missing") && m.reason.contains("no box"), "{}", m.reason);
+
+    // The model sees no box of that tracker on that sequence, and its boxes on the other.
+    let layout = ParamLayout { trackers: data.trackers.len(), bins: 4 };
+    let frames = build_frames(&back, &layout).unwrap();
+    let has_box = |seq: usize| frames.iter().filter(|f| f.seq == seq).any(|f| f.trackers.contains(&2));
+    assert!(has_box(0));
+    assert!(!has_box(1));
+    // The other trackers' frames are those of the complete data set.
+    let full = build_frames(&data, &layout).unwrap();
+    assert_eq!(frames.len(), full.len());
+    for (a, b) in frames.iter().zip(&full).filter(|(f, _)| f.seq == 0) {
+        assert_eq!(a.trackers, b.trackers);
+    }
+
+    // Written back, the missing file stays missing.
+    let copy = tempfile::tempdir().unwrap();
+    write_dataset(copy.path(), &back).unwrap();
+    assert!(!result_path(copy.path(), &data.trackers[2], &data.sequences[1].name).exists());
+    assert_eq!(read_dataset(copy.path()).unwrap().0, back);
+}
+
+#[test]
+fn a_tracker_without_any_result_file_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_small(dir.path());
+    for seq in &data.sequences {
+        std::fs::remove_file(result_path(dir.path(), &data.trackers[1], &seq.name)).unwrap();
+    }
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert!(!back.trackers.contains(&data.trackers[1]));
     assert_eq!(back.trackers.len(), data.trackers.len() - 1);
-    assert!(!back.trackers.contains(&data.trackers[2]));
     assert_eq!(report.skipped_trackers.len(), 1);
-    assert_eq!(report.skipped_trackers[0].0, data.trackers[2]);
-    assert!(report.skipped_trackers[0].1.contains("missing"));
+    assert_eq!(report.skipped_trackers[0].tracker, data.trackers[1]);
+    assert!(report.skipped_trackers[0].reason.contains("no result file for any"), "{:?}", report.skipped_trackers);
+    assert!(report.missing_results.is_empty(), "a tracker left out is not also listed per sequence");
+}
+
+/// `fusion train` on a data set with one missing result file: the warning names tracker,
+/// sequence and file, `training.json` lists it, the tracker's row notes its missing frames and
+/// everything is finite.
+#[test]
+fn fusion_train_reports_a_missing_result_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data = small(5, 3, 40.0, 9);
+    write_dataset(&data_dir, &data).unwrap();
+    let (tracker, seq) = (&data.trackers[0], &data.sequences[2].name);
+    let missing = result_path(&data_dir, tracker, seq);
+    std::fs::remove_file(&missing).unwrap();
+    let out = dir.path().join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_wiberg"))
+        .args(["fusion", "train", "--data"])
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--epochs", "1", "--batch", "32", "--no-implicit", "--threads", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("no result file")).unwrap_or_else(|| panic!("{stderr}"));
+    for part in [tracker.as_str(), seq.as_str(), &missing.display().to_string()] {
+        assert!(warning.contains(part), "`{part}` not in: {warning}");
+    }
+    let training: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    let listed = &training["read"]["missing_results"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["tracker"], tracker.as_str());
+    assert_eq!(listed[0]["sequence"], seq.as_str());
+    assert_eq!(listed[0]["file"], missing.display().to_string());
+    assert!(training["read"]["skipped_trackers"].as_array().is_some_and(Vec::is_empty));
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    let split = std::fs::read_to_string(out.join("split_frames_seed0.txt")).unwrap();
+    let test_frames = split.lines().filter(|l| l.starts_with(&format!("{seq} ")) && l.ends_with(" test")).count();
+    assert!(test_frames > 0);
+    let rows = table["rows"].as_array().unwrap();
+    // Five trackers: all of them have a row.
+    assert_eq!(rows.iter().filter(|r| r["method"].as_str().unwrap().starts_with("single tracker")).count(), 5);
+    for row in rows {
+        assert!(row["mean_iou"].as_f64().is_some_and(f64::is_finite), "{row}");
+        let (method, note) = (row["method"].as_str().unwrap(), row["note"].as_str().unwrap());
+        if method.starts_with("single tracker") && method.ends_with(&format!(": {tracker}")) {
+            assert_eq!(note, format!("no result file for {test_frames} test frames (IoU 0 there)"));
+        } else {
+            assert!(!note.contains("no result file"), "{row}");
+        }
+    }
 }
 
 /// Central finite differences of the whole forward pass (seeds, L-BFGS, undamped Newton
