@@ -552,7 +552,7 @@ const MAX_MISSING_WARNINGS: usize = 20;
 
 /// Warns about what the reader left out: each missing result file (up to
 /// [`MAX_MISSING_WARNINGS`]), each tracker left out, and once the sequences whose overlaps
-/// cannot be bounded by the image.
+/// cannot be bounded by the image (neither `meta.txt` nor an image to read the size from).
 fn warn_about(report: &vot::ReadReport) {
     for m in report.missing_results.iter().take(MAX_MISSING_WARNINGS) {
         eprintln!(
@@ -572,7 +572,8 @@ fn warn_about(report: &vot::ReadReport) {
     }
     if !report.sequences_without_size.is_empty() {
         eprintln!(
-            "warning: {} sequences have no meta.txt (e.g. `{}`); their overlaps are not bounded by the image",
+            "warning: {} sequences have neither meta.txt nor an image (e.g. `{}`); their overlaps are not \
+             bounded by the image",
             report.sequences_without_size.len(),
             report.sequences_without_size[0]
         );

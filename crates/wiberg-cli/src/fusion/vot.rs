@@ -4,6 +4,8 @@
 //! sequences/list.txt                        one sequence name per line
 //! sequences/<seq>/groundtruth.txt           x,y,w,h or x1,y1,...,x4,y4 per frame
 //! sequences/<seq>/meta.txt                  width=.., height=.., frames=.. (our addition, optional)
+//! sequences/<seq>/color/00000001.jpg        the images (optional; without meta.txt the first
+//!                                           one's header gives the image size)
 //! results/<tracker>/baseline/<seq>/<seq>_001.txt   1 | 2 | 0 | a box of 4 or 8 numbers
 //! trackers.txt                              tracker names (optional: else the folders in results/)
 //! ```
@@ -99,7 +101,7 @@ pub enum Entry {
 pub struct Sequence {
     /// Name (folder name).
     pub name: String,
-    /// Image width and height in pixels, when known (`meta.txt`).
+    /// Image width and height in pixels, when known (`meta.txt`, else the first image).
     pub image_size: Option<[f64; 2]>,
     /// Ground-truth region per frame.
     pub groundtruth: Vec<Region>,
@@ -148,7 +150,10 @@ pub struct ReadReport {
     /// Trackers left out: listed (in `trackers.txt`) but without a result file for any
     /// sequence.
     pub skipped_trackers: Vec<SkippedTracker>,
-    /// Sequences without `meta.txt` (IoU is then not bounded by the image).
+    /// Sequences without `meta.txt` whose image size was read from their first image.
+    pub sizes_from_images: Vec<String>,
+    /// Sequences with neither `meta.txt` nor an image: their overlaps are not bounded by the
+    /// image.
     pub sequences_without_size: Vec<String>,
 }
 
@@ -277,6 +282,52 @@ pub fn parse_meta(text: &str, path: &Path) -> Result<([f64; 2], Option<usize>)> 
     }
 }
 
+/// File extensions taken for images (VOT ships JPEG).
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// The first image of a sequence folder, by name: in `color/` (the VOT toolkit's layout), else
+/// in the folder itself (the older layout); `None` when neither holds an image.
+pub fn first_image(seq_dir: &Path) -> Result<Option<PathBuf>> {
+    for dir in [seq_dir.join("color"), seq_dir.to_path_buf()] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut first: Option<PathBuf> = None;
+        for entry in entries {
+            let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
+            if is_image && path.is_file() && first.as_ref().is_none_or(|f| path < *f) {
+                first = Some(path);
+            }
+        }
+        if first.is_some() {
+            return Ok(first);
+        }
+    }
+    Ok(None)
+}
+
+/// Width and height of an image from its header (PNG or JPEG; the pixels are not read).
+pub fn image_size(path: &Path) -> Result<[f64; 2]> {
+    let size = imagesize::size(path).with_context(|| {
+        format!(
+            "{}: cannot read the image size from its header (give it in meta.txt beside groundtruth.txt: \
+             width=.., height=..)",
+            path.display()
+        )
+    })?;
+    let [w, h] = [size.width as f64, size.height as f64];
+    if !(w > 0.0 && h > 0.0 && w <= MAX_COORDINATE && h <= MAX_COORDINATE) {
+        bail!("{}: image size {}x{} is out of range", path.display(), size.width, size.height);
+    }
+    Ok([w, h])
+}
+
 fn read_list(path: &Path) -> Result<Vec<String>> {
     Ok(read_text(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
@@ -304,6 +355,9 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
                 }
             }
             Some(size)
+        } else if let Some(image) = first_image(&dir)? {
+            report.sizes_from_images.push(name.clone());
+            Some(image_size(&image)?)
         } else {
             report.sequences_without_size.push(name.clone());
             None
@@ -465,6 +519,38 @@ mod tests {
         assert!(err.contains(":1") && err.contains("non-finite"), "{err}");
         assert!(parse_meta("width=640\n", p).is_err());
         assert_eq!(parse_meta("width=640\nheight=360\nframes=3\n", p).unwrap(), ([640.0, 360.0], Some(3)));
+    }
+
+    #[test]
+    fn image_size_reads_only_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PNG signature and IHDR chunk of a 123 x 321 image, and nothing else.
+        let png = [
+            0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00,
+            0x00, 0x7B, 0x00, 0x00, 0x01, 0x41, 0x08, 0x06, 0x00, 0x00, 0x00, 0x9A, 0x38, 0xC4,
+        ];
+        // JPEG start of image, a JFIF APP0 segment and a baseline SOF0 of 320 x 240.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+        jpeg.extend(b"JFIF\0");
+        jpeg.extend([0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]);
+        jpeg.extend([0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0xF0, 0x01, 0x40, 0x03]);
+        jpeg.extend([0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]);
+        let color = dir.path().join("color");
+        std::fs::create_dir(&color).unwrap();
+        std::fs::write(color.join("00000002.png"), png).unwrap();
+        std::fs::write(color.join("00000001.jpg"), &jpeg).unwrap();
+        std::fs::write(color.join("00000000.txt"), "not an image").unwrap();
+        assert_eq!(image_size(&color.join("00000002.png")).unwrap(), [123.0, 321.0]);
+        assert_eq!(image_size(&color.join("00000001.jpg")).unwrap(), [320.0, 240.0]);
+        assert_eq!(first_image(dir.path()).unwrap(), Some(color.join("00000001.jpg")));
+        // A zero height is refused.
+        jpeg[25..27].copy_from_slice(&[0, 0]);
+        std::fs::write(color.join("00000001.jpg"), &jpeg).unwrap();
+        let err = format!("{:#}", image_size(&color.join("00000001.jpg")).unwrap_err());
+        assert!(err.contains("out of range") && err.contains("00000001.jpg"), "{err}");
+        // No image at all.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(first_image(empty.path()).unwrap(), None);
     }
 
     #[test]

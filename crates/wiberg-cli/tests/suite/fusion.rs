@@ -131,9 +131,55 @@ fn a_tracker_without_any_result_file_is_left_out() {
     assert!(report.missing_results.is_empty(), "a tracker left out is not also listed per sequence");
 }
 
+/// A real image file of `size` pixels (PNG or JPEG by the extension), written with plotters'
+/// bitmap encoder.
+fn write_image(path: &Path, size: (u32, u32)) {
+    use plotters::prelude::*;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    root.present().unwrap();
+}
+
+/// Without `meta.txt` the image size is read from the header of the sequence's first image
+/// (JPEG or PNG, in `color/` or in the sequence folder); with neither the sequence is listed
+/// as without size; an unreadable first image is an error naming it.
+#[test]
+fn image_size_comes_from_the_first_image_without_meta_txt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small(3, 4, 30.0, 12);
+    write_dataset(dir.path(), &data).unwrap();
+    let name = |s: usize| data.sequences[s].name.clone();
+    let seq_dir = |s: usize| dir.path().join("sequences").join(name(s));
+    for s in 0..3 {
+        std::fs::remove_file(seq_dir(s).join("meta.txt")).unwrap();
+    }
+    // Only the first image by name counts; other files are ignored.
+    write_image(&seq_dir(0).join("color/00000002.jpg"), (10, 12));
+    write_image(&seq_dir(0).join("color/00000001.jpg"), (64, 48));
+    std::fs::write(seq_dir(0).join("color/00000000.txt"), "not an image").unwrap();
+    write_image(&seq_dir(1).join("00000001.png"), (33, 21));
+    // Sequence 3 keeps its meta.txt, which wins over an image.
+    write_image(&seq_dir(3).join("color/00000001.png"), (5, 5));
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert_eq!(back.sequences[0].image_size, Some([64.0, 48.0]));
+    assert_eq!(back.sequences[1].image_size, Some([33.0, 21.0]));
+    assert_eq!(back.sequences[2].image_size, None);
+    assert_eq!(back.sequences[3].image_size, data.sequences[3].image_size);
+    assert_eq!(report.sizes_from_images, [name(0), name(1)]);
+    assert_eq!(report.sequences_without_size, [name(2)]);
+
+    let broken = seq_dir(2).join("color/00000001.jpg");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, b"not a JPEG at all").unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains(&broken.display().to_string()) && err.contains("meta.txt"), "{err}");
+}
+
 /// `fusion train` on a data set with one missing result file: the warning names tracker,
 /// sequence and file, `training.json` lists it, the tracker's row notes its missing frames and
-/// everything is finite.
+/// everything is finite. The sequences have no meta.txt: one has an image, whose header gives
+/// its size; the two others are warned about once.
 #[test]
 fn fusion_train_reports_a_missing_result_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +189,11 @@ fn fusion_train_reports_a_missing_result_file() {
     let (tracker, seq) = (&data.trackers[0], &data.sequences[2].name);
     let missing = result_path(&data_dir, tracker, seq);
     std::fs::remove_file(&missing).unwrap();
+    // Two sequences without meta.txt or images, one with a JPEG only.
+    for seq in &data.sequences {
+        std::fs::remove_file(data_dir.join("sequences").join(&seq.name).join("meta.txt")).unwrap();
+    }
+    write_image(&data_dir.join("sequences").join(seq).join("color/00000001.jpg"), (640, 360));
     let out = dir.path().join("run");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_wiberg"))
         .args(["fusion", "train", "--data"])
@@ -166,6 +217,13 @@ fn fusion_train_reports_a_missing_result_file() {
     assert_eq!(listed[0]["sequence"], seq.as_str());
     assert_eq!(listed[0]["file"], missing.display().to_string());
     assert!(training["read"]["skipped_trackers"].as_array().is_some_and(Vec::is_empty));
+    assert_eq!(training["read"]["sizes_from_images"], serde_json::json!([seq]));
+    let without: Vec<&str> = data.sequences[..2].iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(training["read"]["sequences_without_size"], serde_json::json!(without));
+    // One warning for the sequences without a size, saying how many.
+    let size_warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("neither meta.txt nor an image")).collect();
+    assert_eq!(size_warnings.len(), 1, "{stderr}");
+    assert!(size_warnings[0].contains("2 sequences"), "{stderr}");
     let table: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
     let split = std::fs::read_to_string(out.join("split_frames_seed0.txt")).unwrap();
