@@ -227,6 +227,7 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
         mean_frames: args.mean_frames,
     };
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let start = Instant::now();
     let pb = progress_bar(args.sequences as u64, "generate");
     let (data, profiles) = with_threads(args.threads, || generate::generate(&cfg, || pb.inc(1)))?;
@@ -349,10 +350,11 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     let frames = build_frames(&data, &layout)?;
     let read_seconds = t0.elapsed().as_secs_f64();
     let split = train::make_split(&data, args.split, args.train_fraction, args.seed);
+    // Held until the run ends (taken once the data has been read: a broken data set writes
+    // nothing). Temporaries of writes that a kill interrupted (state, split, results, figure)
+    // are never read: once the lock is held they are just tidied away.
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let state_path = args.out.join(STATE_FILE);
-    // Temporaries of writes that a kill interrupted (state, split, results, figure): never
-    // read, so just tidied away.
-    crate::common::remove_stale_temporaries(&args.out);
     let settings = to_exact_json(&ResumeKey::new(args, ours_damping, &data))?;
     let saved = if args.resume { load_state(&state_path, &settings)? } else { Vec::new() };
     if !args.resume && state_path.exists() {
