@@ -291,7 +291,9 @@ fn vot_dataset(u: &mut Unstructured<'_>, root: &Path) -> Result<()> {
     }
     for per_seq in &ds.results {
         assert_eq!(per_seq.len(), ds.sequences.len());
+        assert!(per_seq.iter().any(Option::is_some), "a tracker without any result file was kept");
         for (entries, seq) in per_seq.iter().zip(&ds.sequences) {
+            let Some(entries) = entries else { continue };
             assert_eq!(entries.len(), seq.groundtruth.len());
             for e in entries {
                 if let Entry::Box(r) = e {
@@ -300,7 +302,9 @@ fn vot_dataset(u: &mut Unstructured<'_>, root: &Path) -> Result<()> {
             }
         }
     }
-    assert!(report.skipped_trackers.iter().all(|(t, _)| !ds.trackers.contains(t)));
+    assert!(report.skipped_trackers.iter().all(|s| !ds.trackers.contains(&s.tracker)));
+    let missing = ds.results.iter().flatten().filter(|e| e.is_none()).count();
+    assert_eq!(report.missing_results.len(), missing, "every missing result file is reported");
     Ok(())
 }
 

@@ -185,7 +185,8 @@ fn boot_time() -> Option<SystemTime> {
 /// Removes the temporaries in `dir` that killed processes left behind (files, or directories
 /// written as a unit, named as by [`temporary_path`] and stale as [`is_stale_temporary`]
 /// says), for every file a command writes there; the temporaries of a live process are kept.
-/// Every command calls it on its `--out` when it starts. Returns how many were removed.
+/// Every command calls it on its `--out` when it starts, through [`lock_out_dir`], once it
+/// holds the directory's lock. Returns how many were removed.
 /// Temporaries are never read: a resume trusts only what was renamed into place.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -200,6 +201,64 @@ pub fn remove_stale_temporaries(dir: &Path) -> usize {
         sync_dir(dir);
     }
     removed
+}
+
+/// Name of the lock file in an output directory (see [`lock_out_dir`]). Not a temporary: it
+/// stays between runs, and a leftover one blocks nothing, because the lock on it is released
+/// by the system when its process ends, however it ends.
+pub const LOCK_FILE: &str = ".wiberg.lock";
+
+/// An output directory's lock, held while this value lives (see [`lock_out_dir`]).
+#[must_use = "the lock is released when this value is dropped"]
+#[derive(Debug)]
+pub struct OutDirLock {
+    _file: std::fs::File,
+}
+
+/// Claims the output directory `dir` of a command for the whole run: creates it, takes an
+/// exclusive advisory lock on its [`LOCK_FILE`] (so that two processes never write the same
+/// files at once: the second stops at once with an error naming the directory), and only then
+/// removes the temporaries that killed processes left there ([`remove_stale_temporaries`]),
+/// which no live process can be writing any more. Every command that writes to an `--out`
+/// calls it first and keeps the returned value until it is done.
+///
+/// Where the file system cannot lock files, a warning says so and the run goes on unguarded.
+pub fn lock_out_dir(dir: &Path) -> Result<OutDirLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating output directory {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // The holder's process id, for the error of a second process (best effort: the
+            // lock, not this text, is what excludes it).
+            let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+            anyhow::bail!(
+                "another wiberg process{} is writing to {} (it holds {}); wait for it to finish or choose another \
+                 --out",
+                holder.map_or(String::new(), |pid| format!(" (pid {pid})")),
+                dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            eprintln!(
+                "warning: cannot lock {} ({e}); another process writing to {} at the same time would not be detected",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    remove_stale_temporaries(dir);
+    Ok(OutDirLock { _file: file })
 }
 
 /// Removes a file, or a directory with its contents.
@@ -558,6 +617,42 @@ mod tests {
         // pid 1 runs since boot, before `young` was written: it may be writing it.
         assert!(is_stale_temporary(&old) || boot_time().is_none());
         assert!(!is_stale_temporary(&young));
+    }
+
+    #[test]
+    fn an_output_directory_is_locked_once_and_free_again_after_its_lock_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let lock = lock_out_dir(&out).unwrap();
+        // A second open of the lock file is a second holder, even in the same process.
+        let err = format!("{:#}", lock_out_dir(&out).unwrap_err());
+        assert!(err.contains(&format!("another wiberg process (pid {}) is writing to", std::process::id())), "{err}");
+        assert!(err.contains(&out.display().to_string()), "{err}");
+        drop(lock);
+        // The file stays and blocks nothing; it is not taken for a temporary.
+        assert!(out.join(LOCK_FILE).exists());
+        assert!(!is_temporary_name(LOCK_FILE) && !is_stale_temporary(&out.join(LOCK_FILE)));
+        let _again = lock_out_dir(&out).unwrap();
+    }
+
+    #[test]
+    fn the_lock_is_taken_before_stale_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!(".state.json.tmp{dead}.json"));
+        std::fs::write(&stale, b"x").unwrap();
+        let lock = lock_out_dir(dir.path()).unwrap();
+        // A second claim fails on the lock and touches nothing.
+        std::fs::write(&stale, b"x").unwrap();
+        assert!(lock_out_dir(dir.path()).is_err());
+        assert!(stale.exists());
+        drop(lock);
+        if Path::new("/proc/self/stat").exists() {
+            let _lock = lock_out_dir(dir.path()).unwrap();
+            assert!(!stale.exists());
+        }
     }
 
     #[test]

@@ -368,11 +368,11 @@ pub fn generate(cfg: &GenerateConfig, on_sequence: impl Fn() + Sync) -> (Dataset
         })
         .collect();
     let mut sequences = Vec::with_capacity(per_seq.len());
-    let mut results: Vec<Vec<Vec<Entry>>> = vec![Vec::with_capacity(per_seq.len()); profiles.len()];
+    let mut results: Vec<Vec<Option<Vec<Entry>>>> = vec![Vec::with_capacity(per_seq.len()); profiles.len()];
     for (seq, res) in per_seq {
         sequences.push(seq);
         for (t, r) in res.into_iter().enumerate() {
-            results[t].push(r);
+            results[t].push(Some(r));
         }
     }
     let trackers = profiles.iter().map(|p| p.name.clone()).collect();
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(profiles.len(), 20);
         let mut failures = 0;
         for per_seq in &d.results {
-            for entries in per_seq {
+            for entries in per_seq.iter().flatten() {
                 assert_eq!(entries[0], Entry::Init);
                 for (f, e) in entries.iter().enumerate() {
                     if *e == Entry::Failure && f + 5 < entries.len() {

@@ -227,6 +227,7 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
         mean_frames: args.mean_frames,
     };
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let start = Instant::now();
     let pb = progress_bar(args.sequences as u64, "generate");
     let (data, profiles) = with_threads(args.threads, || generate::generate(&cfg, || pb.inc(1)))?;
@@ -344,23 +345,16 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
 fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainReport> {
     let t0 = Instant::now();
     let (data, read_report) = vot::read_dataset(&args.data)?;
-    for (t, why) in &read_report.skipped_trackers {
-        eprintln!("warning: tracker `{t}` skipped: {why}");
-    }
-    if !read_report.sequences_without_size.is_empty() {
-        eprintln!(
-            "warning: {} sequences have no meta.txt; their overlaps are not bounded by the image",
-            read_report.sequences_without_size.len()
-        );
-    }
+    warn_about(&read_report);
     let layout = ParamLayout { trackers: data.trackers.len(), bins: args.bins };
     let frames = build_frames(&data, &layout)?;
     let read_seconds = t0.elapsed().as_secs_f64();
     let split = train::make_split(&data, args.split, args.train_fraction, args.seed);
+    // Held until the run ends (taken once the data has been read: a broken data set writes
+    // nothing). Temporaries of writes that a kill interrupted (state, split, results, figure)
+    // are never read: once the lock is held they are just tidied away.
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let state_path = args.out.join(STATE_FILE);
-    // Temporaries of writes that a kill interrupted (state, split, results, figure): never
-    // read, so just tidied away.
-    crate::common::remove_stale_temporaries(&args.out);
     let settings = to_exact_json(&ResumeKey::new(args, ours_damping, &data))?;
     let saved = if args.resume { load_state(&state_path, &settings)? } else { Vec::new() };
     if !args.resume && state_path.exists() {
@@ -446,7 +440,12 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
         note: status(&ours),
     });
     let eval_start = Instant::now();
-    let table = report::evaluate(&frames, &test_idx, &data.trackers, &models, args.split.name());
+    let without_results: Vec<usize> = data
+        .results
+        .iter()
+        .map(|per_seq| test_idx.iter().filter(|&&i| per_seq[frames[i].seq].is_none()).count())
+        .collect();
+    let table = report::evaluate(&frames, &test_idx, &data.trackers, &without_results, &models, args.split.name());
     let eval_seconds = eval_start.elapsed().as_secs_f64();
     print!("\n{}", table.to_text());
     let cpu = ours.cpu_seconds_per_epoch();
@@ -487,6 +486,8 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
         timing: Timing,
         ours: &'a train::TrainOutcome,
         implicit: Option<&'a train::TrainOutcome>,
+        /// Missing result files, trackers left out, where image sizes came from.
+        read: &'a vot::ReadReport,
     }
     write_json(
         &args.out.join("training.json"),
@@ -508,6 +509,7 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
             },
             ours: &ours,
             implicit: implicit.as_ref(),
+            read: &read_report,
         },
     )?;
     let fig_frame = match &args.figure_frame {
@@ -544,6 +546,40 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
     }
     println!("results in {}", args.out.display());
     Ok(TrainReport { table, trust_region: ours, implicit, train_frames: train_idx.len() })
+}
+
+/// At most this many missing result files are named one by one on stderr (`training.json`
+/// lists them all).
+const MAX_MISSING_WARNINGS: usize = 20;
+
+/// Warns about what the reader left out: each missing result file (up to
+/// [`MAX_MISSING_WARNINGS`]), each tracker left out, and once the sequences whose overlaps
+/// cannot be bounded by the image (neither `meta.txt` nor an image to read the size from).
+fn warn_about(report: &vot::ReadReport) {
+    for m in report.missing_results.iter().take(MAX_MISSING_WARNINGS) {
+        eprintln!(
+            "warning: tracker `{}` has no result file for sequence `{}` ({} is missing): it has no box on that \
+             sequence's frames, its other sequences are used",
+            m.tracker, m.sequence, m.file
+        );
+    }
+    if report.missing_results.len() > MAX_MISSING_WARNINGS {
+        eprintln!(
+            "warning: ... and {} more missing result files (all are listed in training.json)",
+            report.missing_results.len() - MAX_MISSING_WARNINGS
+        );
+    }
+    for s in &report.skipped_trackers {
+        eprintln!("warning: tracker `{}` left out: {}", s.tracker, s.reason);
+    }
+    if !report.sequences_without_size.is_empty() {
+        eprintln!(
+            "warning: {} sequences have neither meta.txt nor an image (e.g. `{}`); their overlaps are not \
+             bounded by the image",
+            report.sequences_without_size.len(),
+            report.sequences_without_size[0]
+        );
+    }
 }
 
 fn find_frame(data: &vot::Dataset, frames: &[model::Frame], spec: &str) -> Result<usize> {
@@ -674,6 +710,11 @@ fn fingerprint(data: &vot::Dataset) -> u64 {
     for (name, per_seq) in data.trackers.iter().zip(&data.results) {
         h.bytes(name.as_bytes());
         for entries in per_seq {
+            // A marker no entry hashes to (entries hash 0 to 3): a missing result file.
+            let Some(entries) = entries else {
+                h.num(u64::MAX);
+                continue;
+            };
             for e in entries {
                 match e {
                     vot::Entry::Init => h.num(1),

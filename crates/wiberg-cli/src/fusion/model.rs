@@ -188,7 +188,9 @@ pub fn build_frames(data: &Dataset, layout: &ParamLayout) -> Result<Vec<Frame>> 
         for (f, region) in seq.groundtruth.iter().enumerate() {
             let mut boxes = Vec::new();
             for (t, per_seq) in data.results.iter().enumerate() {
-                match &per_seq[s][f] {
+                // No result file for this sequence: no box on any of its frames.
+                let Some(entries) = &per_seq[s] else { continue };
+                match &entries[f] {
                     Entry::Init => last_init[t] = f,
                     Entry::Box(r) => boxes.push((t, f.saturating_sub(last_init[t]).max(1), r.bounds())),
                     Entry::Failure | Entry::NotTracked => {}

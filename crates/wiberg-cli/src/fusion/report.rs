@@ -52,8 +52,17 @@ struct FrameScores {
     models: Vec<(f64, bool)>,
 }
 
-/// Scores every method on the test frames.
-pub fn evaluate(frames: &[Frame], test: &[usize], trackers: &[String], models: &[Model<'_>], split: &str) -> Table {
+/// Scores every method on the test frames. `without_results[t]` is the number of test frames
+/// of sequences for which tracker `t` has no result file (noted in its row: it scores 0 there,
+/// as on its failure frames); empty when every tracker has every file.
+pub fn evaluate(
+    frames: &[Frame],
+    test: &[usize],
+    trackers: &[String],
+    without_results: &[usize],
+    models: &[Model<'_>],
+    split: &str,
+) -> Table {
     let t = trackers.len();
     let scores: Vec<FrameScores> = test
         .par_iter()
@@ -107,7 +116,10 @@ pub fn evaluate(frames: &[Frame], test: &[usize], trackers: &[String], models: &
         .map(|(r, &k)| Row {
             method: format!("single tracker #{}: {}", r + 1, trackers[k]),
             mean_iou: tracker_mean[k] / n,
-            note: String::new(),
+            note: match without_results.get(k) {
+                Some(&m) if m > 0 => format!("no result file for {m} test frames (IoU 0 there)"),
+                _ => String::new(),
+            },
         })
         .collect();
     rows.push(Row { method: "mean fusion".into(), mean_iou: mean / n, note: String::new() });

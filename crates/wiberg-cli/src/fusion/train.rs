@@ -52,7 +52,7 @@ pub fn make_split(data: &Dataset, kind: SplitKind, train_fraction: f64, seed: u6
             data.sequences
                 .iter()
                 .enumerate()
-                .flat_map(|(s, seq)| std::iter::repeat(is_train[s]).take(seq.groundtruth.len()))
+                .flat_map(|(s, seq)| std::iter::repeat_n(is_train[s], seq.groundtruth.len()))
                 .collect()
         }
     }
@@ -358,7 +358,7 @@ pub fn train_from(
             }
             pb.inc(batch_len as u64);
             state.next_batch += 1;
-            if checkpoint_every > 0 && state.next_batch % checkpoint_every == 0 && state.next_batch < batches {
+            if checkpoint_every > 0 && state.next_batch.is_multiple_of(checkpoint_every) && state.next_batch < batches {
                 let (seconds, cpu) = elapsed(&state);
                 let snapshot = TrainState { epoch_seconds: seconds, epoch_cpu_seconds: cpu, ..state.clone() };
                 save(&snapshot)?;

@@ -4,11 +4,14 @@
 //! sequences/list.txt                        one sequence name per line
 //! sequences/<seq>/groundtruth.txt           x,y,w,h or x1,y1,...,x4,y4 per frame
 //! sequences/<seq>/meta.txt                  width=.., height=.., frames=.. (our addition, optional)
+//! sequences/<seq>/color/00000001.jpg        the images (optional; without meta.txt the first
+//!                                           one's header gives the image size)
 //! results/<tracker>/baseline/<seq>/<seq>_001.txt   1 | 2 | 0 | a box of 4 or 8 numbers
 //! trackers.txt                              tracker names (optional: else the folders in results/)
 //! ```
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -98,7 +101,7 @@ pub enum Entry {
 pub struct Sequence {
     /// Name (folder name).
     pub name: String,
-    /// Image width and height in pixels, when known (`meta.txt`).
+    /// Image width and height in pixels, when known (`meta.txt`, else the first image).
     pub image_size: Option<[f64; 2]>,
     /// Ground-truth region per frame.
     pub groundtruth: Vec<Region>,
@@ -111,16 +114,46 @@ pub struct Dataset {
     pub sequences: Vec<Sequence>,
     /// Names of the trackers that were read.
     pub trackers: Vec<String>,
-    /// `results[tracker][sequence][frame]`.
-    pub results: Vec<Vec<Vec<Entry>>>,
+    /// `results[tracker][sequence][frame]`; `results[tracker][sequence]` is `None` when the
+    /// tracker has no result file for that sequence (it then has no box on its frames).
+    pub results: Vec<Vec<Option<Vec<Entry>>>>,
 }
 
-/// What the reader skipped (missing files), for the user to see.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A tracker's result file that is missing for one sequence: the tracker is kept, with no box
+/// on that sequence's frames (as on the frames of a VOT failure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MissingResult {
+    /// The tracker.
+    pub tracker: String,
+    /// The sequence it has no results for.
+    pub sequence: String,
+    /// The file that was looked for.
+    pub file: String,
+    /// What follows, in words.
+    pub reason: String,
+}
+
+/// A tracker left out of the data set altogether.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedTracker {
+    /// The tracker.
+    pub tracker: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the reader left out or filled in (missing files), for the user to see.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReadReport {
-    /// `(tracker, reason)` for every tracker left out.
-    pub skipped_trackers: Vec<(String, String)>,
-    /// Sequences without `meta.txt` (IoU is then not bounded by the image).
+    /// Result files missing for a tracker on a sequence: that tracker has no box there.
+    pub missing_results: Vec<MissingResult>,
+    /// Trackers left out: listed (in `trackers.txt`) but without a result file for any
+    /// sequence.
+    pub skipped_trackers: Vec<SkippedTracker>,
+    /// Sequences without `meta.txt` whose image size was read from their first image.
+    pub sizes_from_images: Vec<String>,
+    /// Sequences with neither `meta.txt` nor an image: their overlaps are not bounded by the
+    /// image.
     pub sequences_without_size: Vec<String>,
 }
 
@@ -249,12 +282,59 @@ pub fn parse_meta(text: &str, path: &Path) -> Result<([f64; 2], Option<usize>)> 
     }
 }
 
+/// File extensions taken for images (VOT ships JPEG).
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// The first image of a sequence folder, by name: in `color/` (the VOT toolkit's layout), else
+/// in the folder itself (the older layout); `None` when neither holds an image.
+pub fn first_image(seq_dir: &Path) -> Result<Option<PathBuf>> {
+    for dir in [seq_dir.join("color"), seq_dir.to_path_buf()] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        let mut first: Option<PathBuf> = None;
+        for entry in entries {
+            let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
+            if is_image && path.is_file() && first.as_ref().is_none_or(|f| path < *f) {
+                first = Some(path);
+            }
+        }
+        if first.is_some() {
+            return Ok(first);
+        }
+    }
+    Ok(None)
+}
+
+/// Width and height of an image from its header (PNG or JPEG; the pixels are not read).
+pub fn image_size(path: &Path) -> Result<[f64; 2]> {
+    let size = imagesize::size(path).with_context(|| {
+        format!(
+            "{}: cannot read the image size from its header (give it in meta.txt beside groundtruth.txt: \
+             width=.., height=..)",
+            path.display()
+        )
+    })?;
+    let [w, h] = [size.width as f64, size.height as f64];
+    if !(w > 0.0 && h > 0.0 && w <= MAX_COORDINATE && h <= MAX_COORDINATE) {
+        bail!("{}: image size {}x{} is out of range", path.display(), size.width, size.height);
+    }
+    Ok([w, h])
+}
+
 fn read_list(path: &Path) -> Result<Vec<String>> {
     Ok(read_text(path)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
-/// Reads a data set from `root`. Malformed files are errors naming file and line; a tracker
-/// with a missing result file is left out and listed in the [`ReadReport`].
+/// Reads a data set from `root`. Malformed files are errors naming file and line. A tracker
+/// without the result file of a sequence has no box on that sequence (it keeps the others); a
+/// tracker without any result file is left out. Both are listed in the [`ReadReport`].
 pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
     let names = read_list(&root.join("sequences").join("list.txt"))?;
     if names.is_empty() {
@@ -275,6 +355,9 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
                 }
             }
             Some(size)
+        } else if let Some(image) = first_image(&dir)? {
+            report.sizes_from_images.push(name.clone());
+            Some(image_size(&image)?)
         } else {
             report.sequences_without_size.push(name.clone());
             None
@@ -297,15 +380,29 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
     };
     let mut trackers = Vec::new();
     let mut results = Vec::new();
-    'trackers: for tracker in tracker_names {
+    for tracker in tracker_names {
         let mut per_seq = Vec::with_capacity(sequences.len());
+        let mut missing = Vec::new();
         for seq in &sequences {
             let path = result_path(root, &tracker, &seq.name);
-            if !path.exists() {
-                report.skipped_trackers.push((tracker.clone(), format!("missing {}", path.display())));
-                continue 'trackers;
-            }
-            let entries = parse_results(&read_text(&path)?, &path)?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing.push(MissingResult {
+                        tracker: tracker.clone(),
+                        sequence: seq.name.clone(),
+                        file: path.display().to_string(),
+                        reason: format!(
+                            "result file missing: the tracker has no box on the sequence's {} frames",
+                            seq.groundtruth.len()
+                        ),
+                    });
+                    per_seq.push(None);
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let entries = parse_results(&text, &path)?;
             if entries.len() != seq.groundtruth.len() {
                 bail!(
                     "{}: {} lines, but sequence `{}` has {} frames",
@@ -315,13 +412,26 @@ pub fn read_dataset(root: &Path) -> Result<(Dataset, ReadReport)> {
                     seq.groundtruth.len()
                 );
             }
-            per_seq.push(entries);
+            per_seq.push(Some(entries));
         }
+        if missing.len() == sequences.len() {
+            let dir = root.join("results").join(&tracker);
+            report.skipped_trackers.push(SkippedTracker {
+                reason: format!(
+                    "no result file for any of the {} sequences (looked in {})",
+                    sequences.len(),
+                    dir.display()
+                ),
+                tracker,
+            });
+            continue;
+        }
+        report.missing_results.extend(missing);
         trackers.push(tracker);
         results.push(per_seq);
     }
     if trackers.is_empty() {
-        bail!("{}: no tracker has results for every sequence", root.display());
+        bail!("{}: no tracker has results (a result file for at least one sequence)", root.display());
     }
     Ok((Dataset { sequences, trackers, results }, report))
 }
@@ -361,7 +471,9 @@ pub fn write_dataset(root: &Path, data: &Dataset) -> Result<()> {
         names.push('\n');
         for (s, seq) in data.sequences.iter().enumerate() {
             let mut text = String::new();
-            for e in &data.results[t][s] {
+            // A tracker without results for a sequence has no file for it.
+            let Some(entries) = &data.results[t][s] else { continue };
+            for e in entries {
                 match e {
                     Entry::Init => text.push('1'),
                     Entry::Failure => text.push('2'),
@@ -407,6 +519,38 @@ mod tests {
         assert!(err.contains(":1") && err.contains("non-finite"), "{err}");
         assert!(parse_meta("width=640\n", p).is_err());
         assert_eq!(parse_meta("width=640\nheight=360\nframes=3\n", p).unwrap(), ([640.0, 360.0], Some(3)));
+    }
+
+    #[test]
+    fn image_size_reads_only_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PNG signature and IHDR chunk of a 123 x 321 image, and nothing else.
+        let png = [
+            0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00,
+            0x00, 0x7B, 0x00, 0x00, 0x01, 0x41, 0x08, 0x06, 0x00, 0x00, 0x00, 0x9A, 0x38, 0xC4,
+        ];
+        // JPEG start of image, a JFIF APP0 segment and a baseline SOF0 of 320 x 240.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+        jpeg.extend(b"JFIF\0");
+        jpeg.extend([0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]);
+        jpeg.extend([0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0xF0, 0x01, 0x40, 0x03]);
+        jpeg.extend([0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]);
+        let color = dir.path().join("color");
+        std::fs::create_dir(&color).unwrap();
+        std::fs::write(color.join("00000002.png"), png).unwrap();
+        std::fs::write(color.join("00000001.jpg"), &jpeg).unwrap();
+        std::fs::write(color.join("00000000.txt"), "not an image").unwrap();
+        assert_eq!(image_size(&color.join("00000002.png")).unwrap(), [123.0, 321.0]);
+        assert_eq!(image_size(&color.join("00000001.jpg")).unwrap(), [320.0, 240.0]);
+        assert_eq!(first_image(dir.path()).unwrap(), Some(color.join("00000001.jpg")));
+        // A zero height is refused.
+        jpeg[25..27].copy_from_slice(&[0, 0]);
+        std::fs::write(color.join("00000001.jpg"), &jpeg).unwrap();
+        let err = format!("{:#}", image_size(&color.join("00000001.jpg")).unwrap_err());
+        assert!(err.contains("out of range") && err.contains("00000001.jpg"), "{err}");
+        // No image at all.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(first_image(empty.path()).unwrap(), None);
     }
 
     #[test]

@@ -392,7 +392,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let batches_per_epoch = frames.len() / args.batch;
     ensure!(batches_per_epoch > 0, "{}: {} frames, fewer than one batch", args.data.display(), frames.len());
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    // Held until the run ends; it also tidies away the temporaries of any write in --out that a
+    // kill interrupted.
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let existing = latest_checkpoint(&args.out)?;
     if let (false, Some(dir)) = (args.resume, &existing) {
         bail!(
@@ -450,9 +452,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (params, TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log })
         }
     };
-    // What kills left behind: temporaries of any write in --out, and every entry of
-    // checkpoints/ but the one the pointer names.
-    crate::common::remove_stale_temporaries(&args.out);
+    // What kills left behind in checkpoints/: every entry but the one the pointer names.
     prune_checkpoints(&args.out.join(CHECKPOINTS_DIR), keep.as_deref())?;
     let total = if args.max_batches > 0 {
         args.max_batches.min(batches_per_epoch * args.epochs)

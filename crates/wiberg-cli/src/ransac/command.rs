@@ -2,7 +2,7 @@
 //! print the tables and write the CSV, summary and figures. The training itself
 //! ([`super::training`]) knows nothing of files, reports or plots.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::time::{Duration, Instant};
 
 use super::args::TrainArgs;
@@ -14,11 +14,10 @@ use crate::common::process_cpu_seconds;
 /// figures, then removes the state file.
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating output directory {}", args.out.display()))?;
+    // Held until the run ends. Temporaries of writes that a kill interrupted (state, results,
+    // figures) are never read: once the lock is held they are just tidied away.
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let state_path = args.out.join(checkpoint::STATE_FILE);
-    // Temporaries of writes that a kill interrupted (state, results, figures): never read, so
-    // just tidied away.
-    crate::common::remove_stale_temporaries(&args.out);
     let threads = if args.threads == 0 { rayon::current_num_threads() } else { args.threads };
     let resumed = if args.resume { Some(checkpoint::load(&state_path, &config)?) } else { None };
     if resumed.is_none() && state_path.exists() {

@@ -267,10 +267,10 @@ pub fn train_from(
         }
         trajectories.par_iter_mut().for_each(|t| t.advance(end, progress));
         done = end;
-        if done % config.report_every == 0 || done == config.iterations {
+        if done.is_multiple_of(config.report_every) || done == config.iterations {
             on_block(&trajectories, done);
         }
-        if every > 0 && done % every == 0 && done < config.iterations {
+        if every > 0 && done.is_multiple_of(every) && done < config.iterations {
             checkpoint.save(&trajectories, done)?;
         }
     }

@@ -62,7 +62,7 @@ fn solve_json(o: &Outcome) -> (f64, Option<f64>, f64) {
     let d = v["dt_dsigma"].as_f64();
     assert!(t.is_finite() && e.is_finite(), "{}", o.stdout);
     assert!(d.is_some() || v["derivative_error"].is_string(), "no derivative and no reason: {}", o.stdout);
-    assert!(d.map_or(true, f64::is_finite));
+    assert!(d.is_none_or(f64::is_finite));
     (t, d, e)
 }
 

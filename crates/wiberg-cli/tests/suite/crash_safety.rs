@@ -538,3 +538,51 @@ fn pose_stopped_at_every_write_point_ends_exactly_like_an_uninterrupted_run() {
     expected.push("after-rename:train_summary.json:1".into());
     assert_eq!(points, expected);
 }
+
+// ---------------------------------------------------------------------------------------
+// Two processes writing one --out
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Each command that writes to an `--out` stops at once, writing nothing, with an error naming
+/// the directory, while another process (here the test process) holds the directory's lock;
+/// once the lock is released the same command runs. The lock file stays and blocks nothing:
+/// the runs stopped or killed above are continued in the directories they locked.
+#[test]
+fn a_locked_out_directory_is_refused_then_used_once_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fusion_data(&data, 5);
+    let out = |name: &str| dir.path().join(name);
+    let generate = strings(&["fusion", "generate", "--sequences", "2", "--trackers", "3", "--mean-frames", "20"]);
+    let mut cases = vec![
+        ("ransac", ransac_args("20", "1", "10")(&out("ransac"), "1")),
+        ("fusion-generate", [generate, strings(&["--out", out("fusion-generate").to_str().unwrap()])].concat()),
+        ("fusion-train", fusion_args(&data, "1", "0")(&out("fusion-train"), "1")),
+    ];
+    if let Some(tome) = common::tome_dir() {
+        let pose = pose_data(&tome, dir.path());
+        cases.push(("pose-train", pose_args(&tome, &pose)(&out("pose-train"), "1")));
+    }
+    for (name, args) in &cases {
+        let out = out(name);
+        let lock = wiberg_cli::common::lock_out_dir(&out).unwrap();
+        let o = wiberg(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && o.status.code() != Some(FAULT_EXIT), "{name}: {:?} {stderr}", o.status);
+        let expected = format!("another wiberg process (pid {}) is writing to {}", std::process::id(), out.display());
+        assert!(stderr.contains(&expected), "{name}: expected `{expected}` in: {stderr}");
+        assert_eq!(listing(&out), [wiberg_cli::common::LOCK_FILE], "{name}: wrote while locked out");
+        drop(lock);
+        run_ok(args);
+        let after = listing(&out);
+        assert!(after.len() > 1 && after.contains(&wiberg_cli::common::LOCK_FILE.to_string()), "{name}: {after:?}");
+        assert!(temporaries(&out).is_empty(), "{name}: {:?}", temporaries(&out));
+    }
+}

@@ -78,16 +78,169 @@ fn malformed_ground_truth_and_meta_are_errors() {
 }
 
 #[test]
-fn missing_tracker_file_skips_that_tracker() {
+fn missing_result_file_drops_the_tracker_on_that_sequence_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_small(dir.path());
-    std::fs::remove_file(result_path(dir.path(), &data.trackers[2], &data.sequences[1].name)).unwrap();
+    let missing = result_path(dir.path(), &data.trackers[2], &data.sequences[1].name);
+    std::fs::remove_file(&missing).unwrap();
     let (back, report) = read_dataset(dir.path()).unwrap();
+    // The tracker keeps its other sequence.
+    assert_eq!(back.trackers, data.trackers);
+    assert_eq!(back.results[2][0], data.results[2][0]);
+    assert_eq!(back.results[2][1], None);
+    assert!(report.skipped_trackers.is_empty());
+    assert_eq!(report.missing_results.len(), 1);
+    let m = &report.missing_results[0];
+    assert_eq!((m.tracker.as_str(), m.sequence.as_str()), (data.trackers[2].as_str(), data.sequences[1].name.as_str()));
+    assert_eq!(m.file, missing.display().to_string());
+    assert!(m.reason.contains("missing") && m.reason.contains("no box"), "{}", m.reason);
+
+    // The model sees no box of that tracker on that sequence, and its boxes on the other.
+    let layout = ParamLayout { trackers: data.trackers.len(), bins: 4 };
+    let frames = build_frames(&back, &layout).unwrap();
+    let has_box = |seq: usize| frames.iter().filter(|f| f.seq == seq).any(|f| f.trackers.contains(&2));
+    assert!(has_box(0));
+    assert!(!has_box(1));
+    // The other trackers' frames are those of the complete data set.
+    let full = build_frames(&data, &layout).unwrap();
+    assert_eq!(frames.len(), full.len());
+    for (a, b) in frames.iter().zip(&full).filter(|(f, _)| f.seq == 0) {
+        assert_eq!(a.trackers, b.trackers);
+    }
+
+    // Written back, the missing file stays missing.
+    let copy = tempfile::tempdir().unwrap();
+    write_dataset(copy.path(), &back).unwrap();
+    assert!(!result_path(copy.path(), &data.trackers[2], &data.sequences[1].name).exists());
+    assert_eq!(read_dataset(copy.path()).unwrap().0, back);
+}
+
+#[test]
+fn a_tracker_without_any_result_file_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_small(dir.path());
+    for seq in &data.sequences {
+        std::fs::remove_file(result_path(dir.path(), &data.trackers[1], &seq.name)).unwrap();
+    }
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert!(!back.trackers.contains(&data.trackers[1]));
     assert_eq!(back.trackers.len(), data.trackers.len() - 1);
-    assert!(!back.trackers.contains(&data.trackers[2]));
     assert_eq!(report.skipped_trackers.len(), 1);
-    assert_eq!(report.skipped_trackers[0].0, data.trackers[2]);
-    assert!(report.skipped_trackers[0].1.contains("missing"));
+    assert_eq!(report.skipped_trackers[0].tracker, data.trackers[1]);
+    assert!(report.skipped_trackers[0].reason.contains("no result file for any"), "{:?}", report.skipped_trackers);
+    assert!(report.missing_results.is_empty(), "a tracker left out is not also listed per sequence");
+}
+
+/// A real image file of `size` pixels (PNG or JPEG by the extension), written with plotters'
+/// bitmap encoder.
+fn write_image(path: &Path, size: (u32, u32)) {
+    use plotters::prelude::*;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    root.present().unwrap();
+}
+
+/// Without `meta.txt` the image size is read from the header of the sequence's first image
+/// (JPEG or PNG, in `color/` or in the sequence folder); with neither the sequence is listed
+/// as without size; an unreadable first image is an error naming it.
+#[test]
+fn image_size_comes_from_the_first_image_without_meta_txt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small(3, 4, 30.0, 12);
+    write_dataset(dir.path(), &data).unwrap();
+    let name = |s: usize| data.sequences[s].name.clone();
+    let seq_dir = |s: usize| dir.path().join("sequences").join(name(s));
+    for s in 0..3 {
+        std::fs::remove_file(seq_dir(s).join("meta.txt")).unwrap();
+    }
+    // Only the first image by name counts; other files are ignored.
+    write_image(&seq_dir(0).join("color/00000002.jpg"), (10, 12));
+    write_image(&seq_dir(0).join("color/00000001.jpg"), (64, 48));
+    std::fs::write(seq_dir(0).join("color/00000000.txt"), "not an image").unwrap();
+    write_image(&seq_dir(1).join("00000001.png"), (33, 21));
+    // Sequence 3 keeps its meta.txt, which wins over an image.
+    write_image(&seq_dir(3).join("color/00000001.png"), (5, 5));
+    let (back, report) = read_dataset(dir.path()).unwrap();
+    assert_eq!(back.sequences[0].image_size, Some([64.0, 48.0]));
+    assert_eq!(back.sequences[1].image_size, Some([33.0, 21.0]));
+    assert_eq!(back.sequences[2].image_size, None);
+    assert_eq!(back.sequences[3].image_size, data.sequences[3].image_size);
+    assert_eq!(report.sizes_from_images, [name(0), name(1)]);
+    assert_eq!(report.sequences_without_size, [name(2)]);
+
+    let broken = seq_dir(2).join("color/00000001.jpg");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, b"not a JPEG at all").unwrap();
+    let err = format!("{:#}", read_dataset(dir.path()).unwrap_err());
+    assert!(err.contains(&broken.display().to_string()) && err.contains("meta.txt"), "{err}");
+}
+
+/// `fusion train` on a data set with one missing result file: the warning names tracker,
+/// sequence and file, `training.json` lists it, the tracker's row notes its missing frames and
+/// everything is finite. The sequences have no meta.txt: one has an image, whose header gives
+/// its size; the two others are warned about once.
+#[test]
+fn fusion_train_reports_a_missing_result_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data = small(5, 3, 40.0, 9);
+    write_dataset(&data_dir, &data).unwrap();
+    let (tracker, seq) = (&data.trackers[0], &data.sequences[2].name);
+    let missing = result_path(&data_dir, tracker, seq);
+    std::fs::remove_file(&missing).unwrap();
+    // Two sequences without meta.txt or images, one with a JPEG only.
+    for seq in &data.sequences {
+        std::fs::remove_file(data_dir.join("sequences").join(&seq.name).join("meta.txt")).unwrap();
+    }
+    write_image(&data_dir.join("sequences").join(seq).join("color/00000001.jpg"), (640, 360));
+    let out = dir.path().join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_wiberg"))
+        .args(["fusion", "train", "--data"])
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--epochs", "1", "--batch", "32", "--no-implicit", "--threads", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let warning = stderr.lines().find(|l| l.contains("no result file")).unwrap_or_else(|| panic!("{stderr}"));
+    for part in [tracker.as_str(), seq.as_str(), &missing.display().to_string()] {
+        assert!(warning.contains(part), "`{part}` not in: {warning}");
+    }
+    let training: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    let listed = &training["read"]["missing_results"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["tracker"], tracker.as_str());
+    assert_eq!(listed[0]["sequence"], seq.as_str());
+    assert_eq!(listed[0]["file"], missing.display().to_string());
+    assert!(training["read"]["skipped_trackers"].as_array().is_some_and(Vec::is_empty));
+    assert_eq!(training["read"]["sizes_from_images"], serde_json::json!([seq]));
+    let without: Vec<&str> = data.sequences[..2].iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(training["read"]["sequences_without_size"], serde_json::json!(without));
+    // One warning for the sequences without a size, saying how many.
+    let size_warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("neither meta.txt nor an image")).collect();
+    assert_eq!(size_warnings.len(), 1, "{stderr}");
+    assert!(size_warnings[0].contains("2 sequences"), "{stderr}");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap()).unwrap();
+    let split = std::fs::read_to_string(out.join("split_frames_seed0.txt")).unwrap();
+    let test_frames = split.lines().filter(|l| l.starts_with(&format!("{seq} ")) && l.ends_with(" test")).count();
+    assert!(test_frames > 0);
+    let rows = table["rows"].as_array().unwrap();
+    // Five trackers: all of them have a row.
+    assert_eq!(rows.iter().filter(|r| r["method"].as_str().unwrap().starts_with("single tracker")).count(), 5);
+    for row in rows {
+        assert!(row["mean_iou"].as_f64().is_some_and(f64::is_finite), "{row}");
+        let (method, note) = (row["method"].as_str().unwrap(), row["note"].as_str().unwrap());
+        if method.starts_with("single tracker") && method.ends_with(&format!(": {tracker}")) {
+            assert_eq!(note, format!("no result file for {test_frames} test frames (IoU 0 there)"));
+        } else {
+            assert!(!note.contains("no result file"), "{row}");
+        }
+    }
 }
 
 /// Central finite differences of the whole forward pass (seeds, L-BFGS, undamped Newton
