@@ -124,6 +124,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<solution::Solution>()?;
     m.add_function(wrap_pyfunction!(rbf::rbf_argmin, m)?)?;
     m.add_function(wrap_pyfunction!(lstsq::robust_lstsq, m)?)?;
+    m.add_function(wrap_pyfunction!(rbf::_rust_rbf_seconds_per_call, m)?)?;
     m.add_class::<pose::Model>()?;
     m.add_function(wrap_pyfunction!(pose::mpjpe, m)?)?;
     m.add("N_POSE_PARAMS", wiberg_cli::pose::params::N_PARAMS)?;

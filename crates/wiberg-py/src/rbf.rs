@@ -326,3 +326,44 @@ pub(crate) fn rbf_argmin(
     py.detach(|| rb.solve())?;
     Ok(Solution { inner: Inner::Rbf(rb) })
 }
+
+/// Measurement hook for the overhead benchmark: seconds per call of the plain Rust work that
+/// `rbf_argmin(centers, sigma)` does for one 1-D sample (build the mixture, seed at the lowest
+/// centre, L-BFGS, polish), timed in Rust over `repeats` calls with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (centers, sigma, repeats, *, damping="trust-region", lam=0.1, lbfgs_iterations=10))]
+pub(crate) fn _rust_rbf_seconds_per_call(
+    py: Python<'_>,
+    centers: &Bound<'_, PyAny>,
+    sigma: f64,
+    repeats: i64,
+    damping: &str,
+    lam: f64,
+    lbfgs_iterations: i64,
+) -> PyResult<f64> {
+    let damping = parse_damping(damping, lam)?;
+    let repeats = count_arg(repeats, "repeats")?.max(1);
+    let lbfgs_iterations = count_arg(lbfgs_iterations, "lbfgs_iterations")?;
+    let c = read_array(centers, "centers")?;
+    if c.ndim() != 1 || c.data.is_empty() {
+        return Err(value_error("centers must have shape (K,) with K >= 1"));
+    }
+    let minimizer = if lbfgs_iterations > 0 {
+        Minimizer::Lbfgs(LbfgsConfig::with_max_iters(lbfgs_iterations))
+    } else {
+        Minimizer::None
+    };
+    let layer = ArgminLayer { minimizer, damping, ..Default::default() };
+    let result = py.detach(|| {
+        let start = std::time::Instant::now();
+        let mut sink = 0.0;
+        for _ in 0..repeats {
+            let e = RbfMixture::shared_width(1, c.data.clone())?;
+            let sol = layer.forward(&e, &[sigma], Start::Seeds(e.centers()))?;
+            sink += sol.y[0];
+        }
+        std::hint::black_box(sink);
+        Ok::<f64, WibergError>(start.elapsed().as_secs_f64() / repeats as f64)
+    });
+    result.map_err(|e| crate::to_py_err(&e, ""))
+}
