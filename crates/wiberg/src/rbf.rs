@@ -683,6 +683,46 @@ impl RbfMixture {
         }
     }
 
+    /// The mixed product with respect to the centres, `d/dc <grad_y E(y; w), u>`, into `out`
+    /// (length `num_kernels() * dim`, laid out as [`RbfMixture::centers`]). With the
+    /// layer's `u = -(H + s I)^-1 dl/dy*` (from [`crate::Backward::u`]) and `y` the
+    /// solution's linearisation point, it is `dl/dc`, the derivative of a loss through the
+    /// minimiser with respect to the kernel centres (the seed choice is discrete and has none).
+    ///
+    /// Per kernel, with `d = y - c_k`, `e_k = exp(-|d|^2 / s_k^2)`:
+    /// `d/dc_k <grad_y E, u> = -2 a_k e_k / s_k^2 (u - 2 (d . u) d / s_k^2)`.
+    ///
+    /// ```
+    /// use wiberg::{ArgminLayer, Damping, RbfMixture, Start};
+    /// // Two kernels at -1 and 1: y* = 0 by symmetry, and moving both centres by t moves y* by t.
+    /// let c = vec![-1.0, 1.0];
+    /// let e = RbfMixture::shared_width(1, c.clone()).unwrap();
+    /// let layer = ArgminLayer::with_damping(Damping::Implicit);
+    /// let sol = layer.forward(&e, &[2.0], Start::Point(&[0.3])).unwrap();
+    /// let back = layer.backward(&e, &[2.0], &sol, &[1.0]).unwrap();
+    /// let mut dc = [0.0; 2];
+    /// e.centers_vjp(sol.linearization_point(), &[2.0], &back.u, &mut dc);
+    /// assert!((dc[0] - 0.5).abs() < 1e-9 && (dc[1] - 0.5).abs() < 1e-9);
+    /// ```
+    pub fn centers_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
+        let d = self.dim;
+        for (k, ok) in out.chunks_exact_mut(d).enumerate().take(self.num_kernels()) {
+            let s = w[self.width_index[k]];
+            let inv_s2 = 1.0 / (s * s);
+            let mut r = 0.0;
+            let mut du = 0.0;
+            for ((yi, ci), ui) in y.iter().zip(self.center(k)).zip(u) {
+                let dlt = yi - ci;
+                r += dlt * dlt;
+                du += dlt * ui;
+            }
+            let coef = -2.0 * self.weight(k, w) * (-r * inv_s2).exp() * inv_s2;
+            for ((o, ui), (yi, ci)) in ok.iter_mut().zip(u).zip(y.iter().zip(self.center(k))) {
+                *o = coef * (ui - 2.0 * inv_s2 * du * (yi - ci));
+            }
+        }
+    }
+
     /// Checks that `w` has the right length and that every width used is finite and non-zero.
     pub fn validate_params(&self, w: &[f64]) -> Result<()> {
         crate::error::check_len(w.len(), self.num_params, "RBF parameters")?;
@@ -1232,6 +1272,32 @@ mod tests {
         }
         // Boxes one width wide (r <= 1) keep the polynomials short.
         assert!(taylor_order(1.0).is_some_and(|o| o.0 <= 16));
+    }
+
+    #[test]
+    fn centers_vjp_matches_finite_differences_of_the_gradient() {
+        // 3 kernels in 2-D, own widths and weights: w = (s0, s1, s2, a0, a1, a2).
+        let centers = vec![0.1, -0.4, 1.2, 0.3, -0.7, 0.9];
+        let e = RbfMixture::new(2, centers.clone(), vec![0, 1, 2], Some(vec![3, 4, 5]), 6).unwrap();
+        let w = [0.8, 1.3, 0.6, 1.0, 0.5, 2.0];
+        let y = [0.2, 0.1];
+        let u = [0.7, -1.1];
+        let mut got = vec![0.0; 6];
+        e.centers_vjp(&y, &w, &u, &mut got);
+        let h = 1e-6;
+        for j in 0..6 {
+            let dot = |c: &[f64]| {
+                let ej = RbfMixture::new(2, c.to_vec(), vec![0, 1, 2], Some(vec![3, 4, 5]), 6).unwrap();
+                let mut g = [0.0; 2];
+                ej.gradient(&y, &w, &mut g);
+                g[0] * u[0] + g[1] * u[1]
+            };
+            let (mut cp, mut cm) = (centers.clone(), centers.clone());
+            cp[j] += h;
+            cm[j] -= h;
+            let fd = (dot(&cp) - dot(&cm)) / (2.0 * h);
+            assert!((got[j] - fd).abs() < 1e-8 * (1.0 + fd.abs()), "centre {j}: {} vs {fd}", got[j]);
+        }
     }
 
     #[test]

@@ -4,30 +4,34 @@
 //! The energy ([`RobustLeastSquares`]) is
 //!
 //! ```text
-//! E(y) = sum_g delta^2 (sqrt(1 + |r_g|^2 / delta^2) - 1) + 1/2 |A_q y - b_q|^2 + mu/2 |y|^2
+//! E(y) = sum_g c_g delta^2 (sqrt(1 + |r_g|^2 / delta^2) - 1) + 1/2 |A_q y - b_q|^2 + mu/2 |y|^2
 //! ```
 //!
 //! with `r = A_r y - b_r` split into consecutive groups `r_g` of `k` rows (`k = 1`: plain
 //! pseudo-Huber per row; `k = 2`: one 2-D camera-joint residual per group, as in the pose
 //! model of Tome et al.), and an optional block of ordinary quadratic rows `A_q, b_q` (fold
-//! any fixed row weight `c` into them as `sqrt(c)`).
+//! any fixed row weight `c` into them as `sqrt(c)`). The group weights `c_g >= 0` are 1 unless
+//! set ([`RobustLeastSquares::with_group_weights`]); as `delta` grows, `c_g` times the
+//! pseudo-Huber term tends to the weighted square `c_g |r_g|^2 / 2`.
 //!
 //! **IRLS** starts from the unweighted solution and repeats
 //! `y <- (A_q^T A_q + A_r^T W A_r + mu I)^-1 (A_q^T b_q + A_r^T W b_r)` with
-//! `W = diag(w_g)` on each group's rows, `w_g = (1 + |r_g|^2/delta^2)^-1/2`. Every step is a
+//! `W = diag(c_g w_g)` on each group's rows, `w_g = (1 + |r_g|^2/delta^2)^-1/2`. Every step is a
 //! majorise-minimise step of the convex `E`, so `E` never increases.
 //!
 //! **The derivative** is that of the robust energy, not of the IRLS iteration:
 //! `dy*/dp = -(H + s I)^-1 d(grad_y E)/dp` with `H` the true Hessian
-//! `A_q^T A_q + sum_g A_g^T G_g A_g + mu I`, `G_g = w_g I - (w_g^3/delta^2) r_g r_g^T`
-//! (positive definite: eigenvalues `w_g` and `w_g^3`), and `s` the shift of the [`Damping`].
+//! `A_q^T A_q + sum_g A_g^T G_g A_g + mu I`, `G_g = c_g (w_g I - (w_g^3/delta^2) r_g r_g^T)`
+//! (positive semi-definite: eigenvalues `c_g w_g` and `c_g w_g^3`), and `s` the shift of the
+//! [`Damping`].
 //! Under `Implicit` at a converged solution it is the exact derivative of the minimiser.
-//! Given `v = dl/dy*` and `u = (H + s I)^-1 v`, with `phi_g = w_g r_g`:
+//! Given `v = dl/dy*` and `u = (H + s I)^-1 v`, with `phi_g = c_g w_g r_g`:
 //!
 //! ```text
 //! dl/dA_g = -(phi_g u^T + (G_g A_g u) y^T)     dl/db_g = G_g A_g u
 //! dl/dA_q = -(r_q u^T + (A_q u) y^T)           dl/db_q = A_q u
-//! dl/ddelta = -sum_g (A_g u)^T r_g w_g^3 |r_g|^2 / delta^3
+//! dl/ddelta = -sum_g c_g (A_g u)^T r_g w_g^3 |r_g|^2 / delta^3
+//! dl/dc_g = -(A_g u)^T r_g w_g
 //! dl/dmu = -u^T y
 //! ```
 
@@ -64,6 +68,8 @@ pub struct RobustLeastSquares {
     b_quadratic: DVector<f64>,
     delta: f64,
     mu: f64,
+    /// `c_g`, one per group.
+    group_weights: DVector<f64>,
 }
 
 /// When IRLS stops.
@@ -133,6 +139,8 @@ pub struct RobustGradient {
     pub delta: f64,
     /// `dl/dmu`.
     pub mu: f64,
+    /// `dl/dc_g`, one per group (see [`RobustLeastSquares::with_group_weights`]).
+    pub group_weights: DVector<f64>,
     /// `u = (H + s I)^-1 v`.
     pub u: DVector<f64>,
     /// Diagnostics of the damped system solved.
@@ -165,6 +173,7 @@ struct MixedProducts {
     a_quadratic: DMatrix<f64>,
     b_quadratic: DVector<f64>,
     delta: f64,
+    group_weights: DVector<f64>,
 }
 
 impl RobustLeastSquares {
@@ -201,7 +210,38 @@ impl RobustLeastSquares {
             b_quadratic: DVector::zeros(0),
             delta,
             mu: 0.0,
+            group_weights: DVector::from_element(m / group_size, 1.0),
         })
+    }
+
+    /// Weights the robust groups: `E` gets `c_g` times group `g`'s pseudo-Huber term (one
+    /// finite `c_g >= 0` per group; all 1 by default).
+    ///
+    /// ```
+    /// use nalgebra::{DMatrix, DVector};
+    /// use wiberg::least_squares::{IrlsConfig, RobustLeastSquares};
+    /// use wiberg::Damping;
+    /// // A robust mean of 0 and 3 weighted 1 : 0 is 0.
+    /// let robust = RobustLeastSquares::new(DMatrix::from_element(2, 1, 1.0), DVector::from_vec(vec![0.0, 3.0]), 1, 1.0)
+    ///     .unwrap()
+    ///     .with_group_weights(DVector::from_vec(vec![1.0, 0.0]))
+    ///     .unwrap();
+    /// let sol = robust.solve(&IrlsConfig::default(), Damping::Implicit).unwrap();
+    /// assert!(sol.y[0].abs() < 1e-12);
+    /// ```
+    pub fn with_group_weights(mut self, c: DVector<f64>) -> Result<Self> {
+        check_len(c.len(), self.group_weights.len(), "robust group weights (one per group)")?;
+        check_finite(c.as_slice(), "robust group weights")?;
+        if let Some(i) = c.iter().position(|&v| v < 0.0) {
+            return Err(WibergError::InvalidArgument(format!("robust group weight {i} is negative ({})", c[i])));
+        }
+        self.group_weights = c;
+        Ok(self)
+    }
+
+    /// The group weights `c_g`.
+    pub fn group_weights(&self) -> &DVector<f64> {
+        &self.group_weights
     }
 
     /// Adds ordinary quadratic rows `1/2 |A_q y - b_q|^2` (same number of columns as `A_r`).
@@ -265,6 +305,7 @@ impl RobustLeastSquares {
             group_size: self.group_size,
             m_quadratic: self.a_quadratic.nrows(),
             mu: self.mu,
+            group_weights: self.group_weights.clone(),
         };
         let w = flatten(&self.a_robust, &self.b_robust, &self.a_quadratic, &self.b_quadratic, self.delta);
         (energy, w)
@@ -279,7 +320,7 @@ impl RobustLeastSquares {
     }
 
     /// IRLS weight of every group, `(1 + |r_g|^2/delta^2)^-1/2`, and `|r_g|^2`.
-    fn group_weights(&self, r: &DVector<f64>) -> (Vec<f64>, Vec<f64>) {
+    fn irls_weights(&self, r: &DVector<f64>) -> (Vec<f64>, Vec<f64>) {
         let d2 = self.delta * self.delta;
         r.as_slice()
             .chunks_exact(self.group_size)
@@ -296,11 +337,12 @@ impl RobustLeastSquares {
         let robust: f64 = r
             .as_slice()
             .chunks_exact(self.group_size)
-            .map(|g| {
+            .zip(self.group_weights.iter())
+            .map(|(g, c)| {
                 let s: f64 = g.iter().map(|x| x * x).sum();
                 // delta^2 (sqrt(1 + t) - 1) = delta^2 t / (sqrt(1 + t) + 1): no cancellation.
                 let t = s / d2;
-                d2 * t / ((1.0 + t).sqrt() + 1.0)
+                c * d2 * t / ((1.0 + t).sqrt() + 1.0)
             })
             .sum();
         robust + 0.5 * self.residual_quadratic(y).norm_squared() + 0.5 * self.mu * y.norm_squared()
@@ -309,17 +351,18 @@ impl RobustLeastSquares {
     /// Energy and gradient.
     fn grad(&self, y: &DVector<f64>) -> (f64, DVector<f64>) {
         let r = self.residual_robust(y);
-        let (w, _) = self.group_weights(&r);
+        let (w, _) = self.irls_weights(&r);
         let mut phi = r.clone();
-        for (g, wg) in phi.as_mut_slice().chunks_exact_mut(self.group_size).zip(&w) {
-            g.iter_mut().for_each(|x| *x *= wg);
+        for ((g, wg), c) in phi.as_mut_slice().chunks_exact_mut(self.group_size).zip(&w).zip(self.group_weights.iter())
+        {
+            g.iter_mut().for_each(|x| *x *= c * wg);
         }
         let rq = self.residual_quadratic(y);
         let g = self.a_robust.tr_mul(&phi) + self.a_quadratic.tr_mul(&rq) + y * self.mu;
         (self.value(y), g)
     }
 
-    /// `G_g M_g` for every group, stacked: `G_g = w_g I - (w_g^3/delta^2) r_g r_g^T`.
+    /// `G_g M_g` for every group, stacked: `G_g = c_g (w_g I - (w_g^3/delta^2) r_g r_g^T)`.
     fn apply_g(&self, r: &DVector<f64>, w: &[f64], m: &DMatrix<f64>) -> DMatrix<f64> {
         let k = self.group_size;
         let d2 = self.delta * self.delta;
@@ -328,8 +371,9 @@ impl RobustLeastSquares {
             let rg = r.rows(gi * k, k);
             let mg = m.rows(gi * k, k);
             let rtm = rg.transpose() * mg; // 1 x cols
-            let c = wg * wg * wg / d2;
-            let block = mg * wg - (rg * rtm) * c;
+            let cg = self.group_weights[gi];
+            let c = cg * wg * wg * wg / d2;
+            let block = mg * (cg * wg) - (rg * rtm) * c;
             out.rows_mut(gi * k, k).copy_from(&block);
         }
         out
@@ -338,7 +382,7 @@ impl RobustLeastSquares {
     fn hess(&self, y: &DVector<f64>) -> DMatrix<f64> {
         let n = self.dim();
         let r = self.residual_robust(y);
-        let (w, _) = self.group_weights(&r);
+        let (w, _) = self.irls_weights(&r);
         let ga = self.apply_g(&r, &w, &self.a_robust);
         let mut h = self.a_robust.tr_mul(&ga) + self.a_quadratic.tr_mul(&self.a_quadratic);
         for i in 0..n {
@@ -352,10 +396,10 @@ impl RobustLeastSquares {
         let k = self.group_size;
         let d2 = self.delta * self.delta;
         let r = self.residual_robust(y);
-        let (w, s) = self.group_weights(&r);
+        let (w, s) = self.irls_weights(&r);
         let mut phi = r.clone();
-        for (g, wg) in phi.as_mut_slice().chunks_exact_mut(k).zip(&w) {
-            g.iter_mut().for_each(|x| *x *= wg);
+        for ((g, wg), c) in phi.as_mut_slice().chunks_exact_mut(k).zip(&w).zip(self.group_weights.iter()) {
+            g.iter_mut().for_each(|x| *x *= c * wg);
         }
         let au = &self.a_robust * u;
         let au_m = DMatrix::from_column_slice(au.len(), 1, au.as_slice());
@@ -369,10 +413,11 @@ impl RobustLeastSquares {
         let delta: f64 = (0..w.len())
             .map(|gi| {
                 let dot = au.rows(gi * k, k).dot(&r.rows(gi * k, k));
-                dot * w[gi].powi(3) * s[gi] / (d2 * self.delta)
+                self.group_weights[gi] * dot * w[gi].powi(3) * s[gi] / (d2 * self.delta)
             })
             .sum();
-        MixedProducts { a_robust, b_robust, a_quadratic, b_quadratic, delta }
+        let group_weights = DVector::from_fn(w.len(), |gi, _| au.rows(gi * k, k).dot(&r.rows(gi * k, k)) * w[gi]);
+        MixedProducts { a_robust, b_robust, a_quadratic, b_quadratic, delta, group_weights }
     }
 
     /// Solves by IRLS and factorises the damped true Hessian `H + s I` at the result for the
@@ -388,9 +433,7 @@ impl RobustLeastSquares {
                 config.grad_tol, config.step_tol
             )));
         }
-        let m = self.a_robust.nrows();
-        let weights_one = vec![1.0; m / self.group_size];
-        let mut y = self.weighted_solve(&weights_one)?;
+        let mut y = self.weighted_solve(self.group_weights.as_slice())?;
         let mut stop = StopReason::MaxIterations;
         let mut iterations = 0;
         let (mut energy, mut g) = self.grad(&y);
@@ -399,8 +442,9 @@ impl RobustLeastSquares {
                 stop = StopReason::GradientTolerance;
                 break;
             }
-            let (w, _) = self.group_weights(&self.residual_robust(&y));
-            let y_new = self.weighted_solve(&w)?;
+            let (w, _) = self.irls_weights(&self.residual_robust(&y));
+            let cw: Vec<f64> = w.iter().zip(self.group_weights.iter()).map(|(w, c)| w * c).collect();
+            let y_new = self.weighted_solve(&cw)?;
             iterations += 1;
             let step = (&y_new - &y).norm();
             y = y_new;
@@ -465,16 +509,19 @@ impl RobustLeastSquares {
             b_quadratic: -mp.b_quadratic,
             delta: -mp.delta,
             mu: -u.dot(&sol.y),
+            group_weights: -mp.group_weights,
             u,
             diagnostics: *sol.diagnostics(),
         };
         check_finite(&grad.to_flat(), "dl/d(A_r, b_r, A_q, b_q, delta)")?;
         check_finite(&[grad.mu], "dl/dmu")?;
+        check_finite(grad.group_weights.as_slice(), "dl/d(group weights)")?;
         Ok(grad)
     }
 }
 
-/// The robust energy as an [`Energy`], for [`crate::ArgminLayer`] and gradient checks:
+/// The robust energy as an [`Energy`], for [`crate::ArgminLayer`] and gradient checks (the
+/// group weights are fixed data, not parameters):
 /// `y` the unknowns, parameters
 /// `w = (vec(A_r), b_r, vec(A_q), b_q, delta)` with the matrices column-major (nalgebra's
 /// layout), `p = (n + 1)(m_r + m_q) + 1`. Built by [`RobustLeastSquares::to_energy`].
@@ -492,13 +539,14 @@ impl RobustLeastSquares {
 /// e.gradient(&[1.0], &w, &mut g); // symmetric about 1
 /// assert!(g[0].abs() < 1e-15);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RobustEnergy {
     n: usize,
     m_robust: usize,
     group_size: usize,
     m_quadratic: usize,
     mu: f64,
+    group_weights: DVector<f64>,
 }
 
 impl RobustEnergy {
@@ -524,6 +572,7 @@ impl RobustEnergy {
             b_quadratic,
             delta: if delta > 0.0 { delta } else { f64::NAN },
             mu: self.mu,
+            group_weights: self.group_weights.clone(),
         }
     }
 }
@@ -602,6 +651,51 @@ mod tests {
         assert!(full.report.energy <= one.report.energy);
         assert!(full.report.grad_norm <= 1e-10);
         assert!(full.diagnostics().min_eigenvalue > 0.0);
+    }
+
+    #[test]
+    fn group_weight_derivatives_match_finite_differences_of_the_solution() {
+        let c = DVector::from_vec(vec![1.5, 0.4, 2.0]);
+        let p = problem().with_group_weights(c.clone()).unwrap();
+        let cfg = IrlsConfig { max_iters: 500, grad_tol: 1e-13, step_tol: 0.0 };
+        let sol = p.solve(&cfg, Damping::Implicit).unwrap();
+        assert!(sol.report.converged, "{:?}", sol.report);
+        let v = DVector::from_vec(vec![0.8, -1.3]);
+        let g = p.backward(&sol, &v).unwrap();
+        let h = 1e-6;
+        let loss = |c: DVector<f64>| {
+            let q = problem().with_group_weights(c).unwrap();
+            q.solve(&cfg, Damping::Implicit).unwrap().y.dot(&v)
+        };
+        for j in 0..3 {
+            let (mut cp, mut cm) = (c.clone(), c.clone());
+            cp[j] += h;
+            cm[j] -= h;
+            let fd = (loss(cp) - loss(cm)) / (2.0 * h);
+            assert!((g.group_weights[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "c{j}: {} vs {fd}", g.group_weights[j]);
+        }
+        // The weighted energy's other derivatives too (b and delta), through the same solve.
+        let loss_b = |db: f64, dd: f64| {
+            let a = p.a_robust.clone();
+            let mut b = p.b_robust.clone();
+            b[3] += db;
+            let q = RobustLeastSquares::new(a, b, 2, 0.8 + dd)
+                .unwrap()
+                .with_quadratic(p.a_quadratic.clone(), p.b_quadratic.clone())
+                .unwrap()
+                .with_mu(0.05)
+                .unwrap()
+                .with_group_weights(c.clone())
+                .unwrap();
+            q.solve(&cfg, Damping::Implicit).unwrap().y.dot(&v)
+        };
+        let fd_b = (loss_b(h, 0.0) - loss_b(-h, 0.0)) / (2.0 * h);
+        let fd_d = (loss_b(0.0, h) - loss_b(0.0, -h)) / (2.0 * h);
+        assert!((g.b_robust[3] - fd_b).abs() < 1e-6 * (1.0 + fd_b.abs()), "{} vs {fd_b}", g.b_robust[3]);
+        assert!((g.delta - fd_d).abs() < 1e-6 * (1.0 + fd_d.abs()), "{} vs {fd_d}", g.delta);
+        // Bad weights are errors.
+        assert!(problem().with_group_weights(DVector::from_vec(vec![1.0, -1.0, 1.0])).is_err());
+        assert!(problem().with_group_weights(DVector::from_vec(vec![1.0, 1.0])).is_err());
     }
 
     #[test]
