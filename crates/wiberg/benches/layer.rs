@@ -48,7 +48,13 @@ fn ransac_sample(c: &mut Criterion) {
     // the other figures are best read as multiples of this one.
     let mut g = [0.0];
     group.bench_function("one_gradient", |b| b.iter(|| e.gradient(black_box(&[points[best]]), &w, &mut g)));
-    for (name, backend) in [("native", LbfgsBackend::Native), ("argmin", LbfgsBackend::Argmin)] {
+    // argmin's back-end needs the crate feature: `cargo bench -p wiberg --features argmin`.
+    let backends: &[(&str, LbfgsBackend)] = if cfg!(feature = "argmin") {
+        &[("native", LbfgsBackend::Native), ("argmin", LbfgsBackend::Argmin)]
+    } else {
+        &[("native", LbfgsBackend::Native)]
+    };
+    for &(name, backend) in backends {
         let minimizer = Minimizer::Lbfgs(LbfgsConfig { max_iters: 10, backend, ..Default::default() });
         let layer = ArgminLayer {
             minimizer,

@@ -22,13 +22,18 @@ fn all_finite(v: &[f64]) -> bool {
 /// Every layer configuration the adversarial cases run through.
 fn layers() -> Vec<ArgminLayer> {
     let mut out = Vec::new();
-    let minimizers = [
+    let mut minimizers = vec![
         Minimizer::None,
         Minimizer::Lbfgs(LbfgsConfig::with_max_iters(10)),
         Minimizer::Lbfgs(LbfgsConfig::default()),
-        Minimizer::Lbfgs(LbfgsConfig { backend: wiberg::minimize::LbfgsBackend::Argmin, ..Default::default() }),
         Minimizer::TrustRegionNewton(NewtonConfig::default()),
     ];
+    if cfg!(feature = "argmin") {
+        minimizers.push(Minimizer::Lbfgs(LbfgsConfig {
+            backend: wiberg::minimize::LbfgsBackend::Argmin,
+            ..Default::default()
+        }));
+    }
     let dampings = [Damping::Implicit, Damping::TrustRegion { lambda: 0.1 }, Damping::Guarded { lambda: 0.1 }];
     for minimizer in minimizers {
         for damping in dampings {

@@ -166,3 +166,14 @@ pub fn ransac_points(seed: u64) -> (Vec<f64>, f64) {
     }
     (points, mean)
 }
+
+/// The L-BFGS back-ends to test: the native one, and argmin's when the crate feature `argmin`
+/// is on (`.ci/run` runs this test crate a second time with `--features argmin`; the plain
+/// test command leaves it out so that its build reuses the release build's dependencies).
+pub fn lbfgs_backends() -> Vec<wiberg::minimize::LbfgsBackend> {
+    let mut out = vec![wiberg::minimize::LbfgsBackend::Native];
+    if cfg!(feature = "argmin") {
+        out.push(wiberg::minimize::LbfgsBackend::Argmin);
+    }
+    out
+}

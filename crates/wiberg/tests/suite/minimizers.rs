@@ -54,7 +54,7 @@ fn both_lbfgs_backends_converge() {
     let rosen = AutoDiff::new(Rosenbrock);
     let rbf = RbfMixture::shared_width(1, vec![-0.4, 0.0, 0.3, 0.5, 4.0]).unwrap();
     let smooth = AutoDiff::new(Smooth::random_convex(&mut rng(3), 5, 2));
-    for backend in [LbfgsBackend::Native, LbfgsBackend::Argmin] {
+    for backend in common::lbfgs_backends() {
         let m = lbfgs(backend);
         let mut y = [-1.2, 1.0];
         let out = m.minimize(&rosen, &[100.0], &mut y).unwrap();
@@ -72,6 +72,7 @@ fn both_lbfgs_backends_converge() {
     }
 }
 
+#[cfg(feature = "argmin")]
 #[test]
 fn backends_agree_on_the_minimiser() {
     let smooth = AutoDiff::new(Smooth::random_convex(&mut rng(4), 4, 2));
@@ -89,7 +90,7 @@ fn backends_agree_on_the_minimiser() {
 fn argmin_budget_guard_stops_the_solve_and_keeps_the_best_point() {
     let rosen = AutoDiff::new(Rosenbrock);
     let start = [-1.2, 1.0];
-    for backend in [LbfgsBackend::Native, LbfgsBackend::Argmin] {
+    for backend in common::lbfgs_backends() {
         let m = Minimizer::Lbfgs(LbfgsConfig { max_iters: 1000, max_evals: 30, backend, ..Default::default() });
         let mut y = start;
         let out = m.minimize(&rosen, &[100.0], &mut y).unwrap();
@@ -130,7 +131,7 @@ fn ransac_solves_stop_at_machine_precision_without_burning_the_budget() {
     for seed in 0..16 {
         let (points, _) = common::ransac_points(seed);
         let e = RbfMixture::shared_width(1, points.clone()).unwrap();
-        for backend in [LbfgsBackend::Native, LbfgsBackend::Argmin] {
+        for backend in common::lbfgs_backends() {
             let minimizer = Minimizer::Lbfgs(LbfgsConfig { max_iters: 10, backend, ..Default::default() });
             let layer = ArgminLayer { minimizer, ..Default::default() };
             let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
