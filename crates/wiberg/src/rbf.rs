@@ -481,6 +481,20 @@ impl RbfMixture {
         }
     }
 
+    /// `(|y - c_k|^2, (y - c_k) . u)`: the squared distance to kernel `k`'s centre and the
+    /// offset's projection on `u`, summed in coordinate order (the Hessian-vector and mixed
+    /// products share it).
+    #[inline]
+    fn dist2_and_dot(&self, k: usize, y: &[f64], u: &[f64]) -> (f64, f64) {
+        let (mut r, mut du) = (0.0, 0.0);
+        for ((yi, ci), ui) in y.iter().zip(self.center(k)).zip(u) {
+            let dlt = yi - ci;
+            r += dlt * dlt;
+            du += dlt * ui;
+        }
+        (r, du)
+    }
+
     #[inline]
     fn sq_dist(&self, y: &[f64], k: usize) -> f64 {
         self.center(k).iter().zip(y).map(|(c, yy)| (yy - c) * (yy - c)).sum()
@@ -709,13 +723,7 @@ impl RbfMixture {
         for (k, ok) in out.chunks_exact_mut(d).enumerate().take(self.num_kernels()) {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
-            let mut r = 0.0;
-            let mut du = 0.0;
-            for ((yi, ci), ui) in y.iter().zip(self.center(k)).zip(u) {
-                let dlt = yi - ci;
-                r += dlt * dlt;
-                du += dlt * ui;
-            }
+            let (r, du) = self.dist2_and_dot(k, y, u);
             let coef = -2.0 * self.weight(k, w) * (-r * inv_s2).exp() * inv_s2;
             for ((o, ui), (yi, ci)) in ok.iter_mut().zip(u).zip(y.iter().zip(self.center(k))) {
                 *o = coef * (ui - 2.0 * inv_s2 * du * (yi - ci));
@@ -813,13 +821,7 @@ impl Energy for RbfMixture {
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
-            let mut r = 0.0;
-            let mut du = 0.0;
-            for ((yi, ci), ui) in y.iter().zip(self.center(k)).zip(u) {
-                let dlt = yi - ci;
-                r += dlt * dlt;
-                du += dlt * ui;
-            }
+            let (r, du) = self.dist2_and_dot(k, y, u);
             let e = (-r * inv_s2).exp();
             let a = self.weight(k, w);
             out[self.width_index[k]] += 4.0 * a * e * du * (r * inv_s2 - 1.0) * inv_s2 / s;
@@ -834,13 +836,7 @@ impl Energy for RbfMixture {
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
-            let mut r = 0.0;
-            let mut dv = 0.0;
-            for ((yi, ci), vi) in y.iter().zip(self.center(k)).zip(v) {
-                let dlt = yi - ci;
-                r += dlt * dlt;
-                dv += dlt * vi;
-            }
+            let (r, dv) = self.dist2_and_dot(k, y, v);
             let ek = self.weight(k, w) * (-r * inv_s2).exp();
             let diag = 2.0 * ek * inv_s2;
             let outer = 4.0 * ek * inv_s2 * inv_s2 * dv;
