@@ -86,6 +86,24 @@ fn finite(a: Arr, name: &str) -> PyResult<Arr> {
     Ok(a)
 }
 
+/// `dl/dy` for a solution whose `y` is `(n,)` or, for a batch of `b`, `(b, n)`: read and
+/// validated like any input, and a `ValueError` naming both shapes when it is not `y`'s.
+pub(crate) fn read_dl_dy(obj: &Bound<'_, PyAny>, batch: Option<usize>, n: usize) -> PyResult<Arr> {
+    let v = read_array(obj, "dl_dy")?;
+    let want: Vec<usize> = match batch {
+        Some(b) => vec![b, n],
+        None => vec![n],
+    };
+    if v.shape != want {
+        return Err(value_error(format!(
+            "dl_dy must have the shape of y, {}, got {}",
+            shape_str(&want),
+            shape_str(&v.shape)
+        )));
+    }
+    Ok(v)
+}
+
 /// Shape as Python writes it, `(2, 3)`.
 pub(crate) fn shape_str(shape: &[usize]) -> String {
     match shape {

@@ -1,7 +1,7 @@
 //! `robust_lstsq`: the library's damped (optionally pseudo-Huber, by IRLS) least squares,
 //! batched, with its vector-Jacobian product.
 
-use crate::arrays::{gather, read_array, shape_str, to_numpy, Arr};
+use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
 use crate::rbf::{count_arg, stop_name};
 use crate::solution::{Inner, Solution};
 use crate::{collect_batch, par_map, parse_damping, value_error};
@@ -211,18 +211,7 @@ impl LstsqBatch {
     }
 
     pub fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let v = read_array(dl_dy, "dl_dy")?;
-        let want: Vec<usize> = match self.batch {
-            Some(b) => vec![b, self.n],
-            None => vec![self.n],
-        };
-        if v.shape != want {
-            return Err(value_error(format!(
-                "dl_dy must have the shape of y, {}, got {}",
-                shape_str(&want),
-                shape_str(&v.shape)
-            )));
-        }
+        let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let per_sample = py.detach(|| {
             par_map(self.threads, self.count(), |i| self.grads_one(&self.samples[i], &v.data[i * n..(i + 1) * n]))

@@ -1,7 +1,7 @@
 //! `rbf_argmin`: the argmin of `E(y) = -sum_k a_k exp(-|y - c_k|^2 / s_k^2)`, batched, with its
 //! vector-Jacobian product with respect to the widths, weights and centres.
 
-use crate::arrays::{gather, read_array, shape_str, to_numpy, Arr};
+use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
 use crate::solution::{Inner, Solution};
 use crate::{collect_batch, par_map, parse_damping, value_error};
 use pyo3::prelude::*;
@@ -148,18 +148,7 @@ impl RbfBatch {
 
     /// `dl/d(sigma, weights, centers)` from `dl/dy`.
     pub fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let v = read_array(dl_dy, "dl_dy")?;
-        let want: Vec<usize> = match self.batch {
-            Some(b) => vec![b, self.n],
-            None => vec![self.n],
-        };
-        if v.shape != want {
-            return Err(value_error(format!(
-                "dl_dy must have the shape of y, {}, got {}",
-                shape_str(&want),
-                shape_str(&v.shape)
-            )));
-        }
+        let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let kn = self.k * self.n;
         let per_sample = py.detach(|| {
