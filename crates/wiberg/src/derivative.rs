@@ -117,6 +117,9 @@ pub enum LinearSolver {
     Lu,
     /// Matrix-free conjugate gradients on Hessian-vector products.
     ConjugateGradient,
+    /// Block-arrow Schur complement: many small independent diagonal blocks coupled through a
+    /// dense border (`crate::damped`).
+    BlockArrow,
     /// Nothing solved yet: the matrix-free path before its first solve, or a dense
     /// factorisation that failed (a forward pass without polish at a singular Hessian under
     /// `Implicit`; the backward pass then returns the error). The eigenvalue and condition

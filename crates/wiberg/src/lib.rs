@@ -28,6 +28,7 @@
 
 pub mod autodiff;
 pub mod batch;
+pub mod damped;
 pub mod derivative;
 pub mod energy;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod optim;
 pub mod rbf;
 
 pub use autodiff::{AutoDiff, DualEnergy, DualScalar};
+pub use damped::DampedFactor;
 pub use derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
 pub use energy::Energy;
 pub use error::WibergError;
