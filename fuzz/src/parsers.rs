@@ -9,7 +9,7 @@ use wiberg::Linearization;
 use wiberg_cli::fusion::iou::GroundTruthArea;
 use wiberg_cli::fusion::vot::{self, Entry, Region};
 use wiberg_cli::pose::data;
-use wiberg_cli::ransac::args::Method;
+use wiberg_cli::common::DampingMode;
 use wiberg_cli::ransac::solve::{parse_points, solve_points, SolveArgs};
 
 use crate::float;
@@ -104,7 +104,7 @@ fn ransac_points(u: &mut Unstructured<'_>) -> Result<()> {
     if !(sigma.is_finite() && sigma != 0.0) {
         return Ok(()); // refused by the CLI's argument parser
     }
-    let damping = [Method::Implicit, Method::TrustRegion, Method::Guarded][u.choose_index(3)?];
+    let damping = [DampingMode::Implicit, DampingMode::TrustRegion, DampingMode::Guarded][u.choose_index(3)?];
     let lambda = if u.ratio(1, 4)? { float(u)?.abs() } else { 0.1 };
     if !(lambda.is_finite() && lambda > 0.0) {
         return Ok(());

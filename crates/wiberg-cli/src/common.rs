@@ -515,6 +515,54 @@ pub fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// The derivative of the inner minimiser, as the command line names it (`--method` of `wiberg
+/// ransac`, `--damping` of `wiberg fusion` and `wiberg pose`): each maps onto the library's
+/// [`wiberg::Damping`] with the command's `lambda`. One flag type for every command, so the three
+/// experiments spell and serialise the three derivatives the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DampingMode {
+    /// `lambda = 0` (Samuel & Tappen; eq. 6 of the paper).
+    Implicit,
+    /// `H + lambda I` (the paper's eq. 7).
+    TrustRegion,
+    /// `H + s I` with `s = lambda + max(0, -eig_min(H))`: bounded even at negative curvature.
+    Guarded,
+}
+
+impl DampingMode {
+    /// All methods, in display order.
+    pub const ALL: [DampingMode; 3] = [DampingMode::Implicit, DampingMode::TrustRegion, DampingMode::Guarded];
+
+    /// The library damping for this method with the given `lambda`.
+    pub fn damping(self, lambda: f64) -> wiberg::Damping {
+        match self {
+            DampingMode::Implicit => wiberg::Damping::Implicit,
+            DampingMode::TrustRegion => wiberg::Damping::TrustRegion { lambda },
+            DampingMode::Guarded => wiberg::Damping::Guarded { lambda },
+        }
+    }
+
+    /// `implicit`, `trust-region` or `guarded`.
+    pub fn name(self) -> &'static str {
+        self.damping(1.0).name()
+    }
+}
+
+/// The outer optimiser, as the command line names it (`--optimizer` of `wiberg ransac` and
+/// `wiberg fusion train`); each command builds the library's [`wiberg::optim::AnyOptimizer`]
+/// from it with its own defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with momentum.
+    Sgd,
+    /// Averaged SGD, PyTorch semantics.
+    Asgd,
+    /// Adam (PyTorch's defaults apart from the learning rate).
+    Adam,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

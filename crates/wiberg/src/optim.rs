@@ -17,6 +17,38 @@ pub trait Optimizer {
     fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()>;
 }
 
+/// Any of the library's optimisers as one concrete, serialisable type, so that a training
+/// checkpoint can store the whole state of whichever optimiser the user chose (serialised as
+/// `{"sgd": {...}}`, `{"asgd": {...}}` or `{"adam": {...}}`).
+///
+/// ```
+/// use wiberg::optim::{Adam, AnyOptimizer, Optimizer};
+/// let mut opt = AnyOptimizer::Adam(Adam::new(0.1).unwrap());
+/// let mut x = [1.0];
+/// opt.step(&mut x, &[2.0]).unwrap(); // Adam's first step moves by the learning rate
+/// assert!((x[0] - 0.9).abs() < 1e-6);
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnyOptimizer {
+    /// SGD with momentum.
+    Sgd(Sgd),
+    /// Averaged SGD.
+    Asgd(Asgd),
+    /// Adam.
+    Adam(Adam),
+}
+
+impl Optimizer for AnyOptimizer {
+    fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+        match self {
+            AnyOptimizer::Sgd(o) => o.step(params, grad),
+            AnyOptimizer::Asgd(o) => o.step(params, grad),
+            AnyOptimizer::Adam(o) => o.step(params, grad),
+        }
+    }
+}
+
 fn check_step(params: &[f64], grad: &[f64]) -> Result<()> {
     check_len(grad.len(), params.len(), "gradient")?;
     check_finite(grad, "gradient passed to the optimiser")

@@ -18,15 +18,16 @@ pub mod report;
 pub mod train;
 pub mod vot;
 
+use crate::common::OptimizerKind;
 use crate::common::{
-    atomic_write, from_exact_json, json_differences, progress_bar, to_exact_json, with_threads, write_json,
+    atomic_write, from_exact_json, json_differences, progress_bar, to_exact_json, with_threads, write_json, DampingMode,
 };
 use anyhow::{bail, Context, Result};
 use model::{build_frames, predict, LossKind, ParamLayout};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use train::{OptimizerKind, SplitKind, TrainConfig};
+use train::{SplitKind, TrainConfig};
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 
 /// Arguments of `wiberg fusion`.
@@ -83,15 +84,6 @@ pub struct GenerateArgs {
     pub threads: usize,
 }
 
-/// The derivative used by our model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DampingKind {
-    /// `-(H + lambda I)^-1 M` (the paper's trust-region derivative).
-    TrustRegion,
-    /// `-(H + s I)^-1 M` with `H + s I >= lambda I` (ours, beyond the paper).
-    Guarded,
-}
-
 /// Arguments of `wiberg fusion train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
@@ -123,8 +115,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = LossKind::Corner)]
     pub loss: LossKind,
     /// Our derivative's damping mode.
-    #[arg(long, value_enum, default_value_t = DampingKind::TrustRegion)]
-    pub damping: DampingKind,
+    #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
+    pub damping: DampingMode,
     /// Damping lambda (in the normalised units of the energy).
     #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
     pub lambda: f64,
@@ -171,7 +163,7 @@ impl TrainArgs {
             lr: 0.02,
             optimizer: OptimizerKind::Adam,
             loss: LossKind::Corner,
-            damping: DampingKind::TrustRegion,
+            damping: DampingMode::TrustRegion,
             lambda: 0.1,
             bins: 8,
             width0: 0.25,
@@ -334,10 +326,7 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr: the learning rate must be finite and > 0, got {}", args.lr);
     }
-    let ours_damping = match args.damping {
-        DampingKind::TrustRegion => Damping::TrustRegion { lambda: args.lambda },
-        DampingKind::Guarded => Damping::Guarded { lambda: args.lambda },
-    };
+    let ours_damping = args.damping.damping(args.lambda);
     ours_damping.validate().context("--lambda")?;
     with_threads(args.threads, || run_train_inner(args, ours_damping))?
 }

@@ -2,7 +2,7 @@
 
 use super::model::{loss_and_grad, Frame, LossKind, ParamLayout};
 use super::vot::Dataset;
-use crate::common::{exact_f64, exact_f64_vec, from_exact_json, to_exact_json};
+use crate::common::{exact_f64, exact_f64_vec, from_exact_json, to_exact_json, OptimizerKind};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use wiberg::batch::mean_loss_and_grad;
-use wiberg::optim::{Adam, Optimizer, Sgd};
+use wiberg::optim::{Adam, AnyOptimizer, Asgd, Optimizer, Sgd};
 use wiberg::{ArgminLayer, WibergError};
 
 /// How frames are assigned to train and test.
@@ -70,16 +70,6 @@ pub fn split_text(data: &Dataset, split: &[bool]) -> String {
         }
     }
     out
-}
-
-/// The outer optimiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// Adam (PyTorch's defaults apart from the learning rate).
-    Adam,
-    /// Plain SGD with momentum 0.9.
-    Sgd,
 }
 
 /// Training settings.
@@ -156,26 +146,6 @@ impl TrainOutcome {
     }
 }
 
-/// The outer optimiser of a fusion training, as a concrete (serialisable) type so that a
-/// checkpoint can hold its whole state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FusionOptimizer {
-    /// Adam.
-    Adam(Adam),
-    /// SGD with momentum.
-    Sgd(Sgd),
-}
-
-impl Optimizer for FusionOptimizer {
-    fn step(&mut self, params: &mut [f64], grad: &[f64]) -> wiberg::Result<()> {
-        match self {
-            FusionOptimizer::Adam(o) => o.step(params, grad),
-            FusionOptimizer::Sgd(o) => o.step(params, grad),
-        }
-    }
-}
-
 /// Everything a training needs to continue exactly where it stopped: the epoch in progress
 /// (its frame order already shuffled) and the next batch in it, the parameters, the
 /// optimiser, the shuffle generator's position, the epoch's running sums and the log so far.
@@ -193,7 +163,7 @@ pub struct TrainState {
     /// The parameters.
     pub params: Vec<f64>,
     /// The optimiser.
-    pub optimizer: FusionOptimizer,
+    pub optimizer: AnyOptimizer,
     /// Sum of the successful frames' losses in this epoch.
     pub loss_sum: f64,
     /// Successful frames in this epoch.
@@ -223,8 +193,10 @@ impl TrainState {
         anyhow::ensure!(!train_idx.is_empty(), "no training frames");
         anyhow::ensure!(cfg.batch > 0 && cfg.epochs > 0, "--batch and --epochs must be at least 1");
         let optimizer = match cfg.optimizer {
-            OptimizerKind::Adam => FusionOptimizer::Adam(Adam::new(cfg.lr)?),
-            OptimizerKind::Sgd => FusionOptimizer::Sgd(Sgd::new(cfg.lr, 0.9)?),
+            OptimizerKind::Adam => AnyOptimizer::Adam(Adam::new(cfg.lr)?),
+            OptimizerKind::Sgd => AnyOptimizer::Sgd(Sgd::new(cfg.lr, 0.9)?),
+            // PyTorch's defaults apart from the learning rate.
+            OptimizerKind::Asgd => AnyOptimizer::Asgd(Asgd::new(cfg.lr, 1e-4, 0.75, 1e6)?),
         };
         let mut rng = shuffle_rng(cfg.seed);
         let mut order = train_idx.to_vec();

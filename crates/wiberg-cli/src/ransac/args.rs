@@ -4,40 +4,11 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use wiberg::{ArgminLayer, Damping, LbfgsConfig, Linearization, Minimizer};
+use wiberg::optim::AnyOptimizer;
+use wiberg::{ArgminLayer, LbfgsConfig, Linearization, Minimizer};
 
 use super::sampling::Protocol;
-
-/// How the derivative `dt*/dsigma` (and the polish step) is damped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// `lambda = 0` (Samuel & Tappen; eq. 6 of the paper).
-    Implicit,
-    /// `H + lambda I` (the paper's eq. 7).
-    TrustRegion,
-    /// `H + s I` with `s = lambda + max(0, -eig_min(H))`: bounded even at negative curvature.
-    Guarded,
-}
-
-impl Method {
-    /// All methods, in display order.
-    pub const ALL: [Method; 3] = [Method::Implicit, Method::TrustRegion, Method::Guarded];
-
-    /// The library damping for this method with the given `lambda`.
-    pub fn damping(self, lambda: f64) -> Damping {
-        match self {
-            Method::Implicit => Damping::Implicit,
-            Method::TrustRegion => Damping::TrustRegion { lambda },
-            Method::Guarded => Damping::Guarded { lambda },
-        }
-    }
-
-    /// `implicit`, `trust-region` or `guarded`.
-    pub fn name(self) -> &'static str {
-        self.damping(1.0).name()
-    }
-}
+use crate::common::{DampingMode, OptimizerKind};
 
 /// What the forward pass runs after picking the lowest-energy point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -50,19 +21,9 @@ pub enum ForwardMode {
     Reference,
 }
 
-/// The outer optimiser of `sigma`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// Averaged SGD, PyTorch semantics (lr 0.5, lambd 5e-4, alpha 0.75, t0 0).
-    Asgd,
-    /// SGD with momentum (lr 5e-3, momentum 0.99 by default).
-    Sgd,
-}
-
 /// The forward/backward layer of one method: seeds, L-BFGS (or nothing), polish.
 pub fn layer(
-    method: Method,
+    method: DampingMode,
     lambda: f64,
     forward: ForwardMode,
     lbfgs_iterations: usize,
@@ -131,8 +92,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = ForwardMode::Full)]
     pub forward: ForwardMode,
     /// Which derivatives to train, comma separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Method::ALL.to_vec())]
-    pub methods: Vec<Method>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DampingMode::ALL.to_vec())]
+    pub methods: Vec<DampingMode>,
     /// Damping lambda of `trust-region` and `guarded` (> 0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
     pub lambda: f64,
@@ -194,7 +155,7 @@ pub struct TrainConfig {
     /// Forward pass.
     pub forward: ForwardMode,
     /// Methods, without duplicates, in the order given.
-    pub methods: Vec<Method>,
+    pub methods: Vec<DampingMode>,
     /// Damping of trust-region and guarded.
     pub lambda: f64,
     /// Where the derivative takes H and M (absent in files written before it existed, whose
@@ -258,6 +219,12 @@ impl TrainArgs {
                 }
                 (self.lr.unwrap_or(5e-3), momentum)
             }
+            OptimizerKind::Adam => {
+                if self.momentum.is_some() {
+                    bail!("--momentum applies to --optimizer sgd only (Adam keeps its own moments)");
+                }
+                (self.lr.unwrap_or(0.05), 0.0)
+            }
         };
         Ok(TrainConfig {
             protocol: self.protocol,
@@ -289,39 +256,20 @@ impl TrainArgs {
     }
 }
 
-/// The outer optimiser of one trajectory, as a concrete (serialisable) type so that a
-/// checkpoint can store its state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OuterOptimizer {
-    /// Averaged SGD.
-    Asgd(wiberg::optim::Asgd),
-    /// SGD with momentum.
-    Sgd(wiberg::optim::Sgd),
-}
-
-impl wiberg::optim::Optimizer for OuterOptimizer {
-    fn step(&mut self, params: &mut [f64], grad: &[f64]) -> wiberg::Result<()> {
-        match self {
-            OuterOptimizer::Asgd(o) => o.step(params, grad),
-            OuterOptimizer::Sgd(o) => o.step(params, grad),
-        }
-    }
-}
-
 impl TrainConfig {
     /// A fresh outer optimiser for one method's run.
-    pub fn optimizer(&self) -> Result<OuterOptimizer> {
+    pub fn optimizer(&self) -> Result<AnyOptimizer> {
         Ok(match self.optimizer {
             OptimizerKind::Asgd => {
-                OuterOptimizer::Asgd(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
+                AnyOptimizer::Asgd(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
             }
-            OptimizerKind::Sgd => OuterOptimizer::Sgd(wiberg::optim::Sgd::new(self.lr, self.momentum)?),
+            OptimizerKind::Sgd => AnyOptimizer::Sgd(wiberg::optim::Sgd::new(self.lr, self.momentum)?),
+            OptimizerKind::Adam => AnyOptimizer::Adam(wiberg::optim::Adam::new(self.lr)?),
         })
     }
 
     /// The layer of one method under this configuration.
-    pub fn layer(&self, method: Method) -> ArgminLayer {
+    pub fn layer(&self, method: DampingMode) -> ArgminLayer {
         layer(method, self.lambda, self.forward, self.lbfgs_iterations, self.linearization)
     }
 }

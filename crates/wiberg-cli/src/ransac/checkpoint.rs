@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::args::{Method, TrainConfig};
+use super::args::TrainConfig;
 use super::sampling::run_rng;
 use super::training::{CheckpointSink, Event, IterRecord, MethodRun};
+use crate::common::DampingMode;
 use crate::common::{exact_f64, exact_f64_vec, from_exact_json, json_differences, to_exact_json};
 
 /// Name of the state file in `--out`.
@@ -41,7 +42,7 @@ struct StateFile {
 #[derive(Serialize, Deserialize)]
 struct TrajectoryState {
     run: usize,
-    method: Method,
+    method: DampingMode,
     #[serde(with = "exact_f64")]
     sigma: f64,
     /// `ChaCha8Rng::get_word_pos` of the sample stream, as a decimal string (a u128).
@@ -216,9 +217,9 @@ pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
         );
     }
     ensure!(file.done <= config.iterations, "{} iterations done, more than --iterations", file.done);
-    let expected: Vec<(usize, Method)> =
+    let expected: Vec<(usize, DampingMode)> =
         (0..config.runs).flat_map(|r| config.methods.iter().map(move |&m| (r, m))).collect();
-    let found: Vec<(usize, Method)> = file.trajectories.iter().map(|t| (t.run, t.method)).collect();
+    let found: Vec<(usize, DampingMode)> = file.trajectories.iter().map(|t| (t.run, t.method)).collect();
     ensure!(found == expected, "the trajectories {found:?} do not match the runs and methods {expected:?}");
     let mut trajectories = Vec::with_capacity(file.trajectories.len());
     for t in file.trajectories {

@@ -18,7 +18,7 @@ pub mod sampling;
 pub mod solve;
 pub mod training;
 
-pub use args::{ForwardMode, Method, OptimizerKind, TrainArgs, TrainConfig};
+pub use args::{ForwardMode, TrainArgs, TrainConfig};
 pub use sampling::{Protocol, Sample};
 pub use solve::{SolveArgs, SolveOutput};
 

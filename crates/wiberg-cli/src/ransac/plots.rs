@@ -10,21 +10,21 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use wiberg::{Energy, RbfMixture};
 
-use super::args::Method;
 use super::sampling::{draw, run_rng, Sample};
 use super::training::{sample_step, Event, MethodRun, Training};
 use crate::common::{atomic_write_with, check_fonts};
+use crate::common::{DampingMode, OptimizerKind};
 
 const WIDTH: u32 = 1400;
 const FIGURE1_HEIGHT: u32 = 1000;
 const ENERGY_HEIGHT: u32 = 700;
 
 /// The colour of a method (the same in every figure).
-pub fn color(method: Method) -> RGBColor {
+pub fn color(method: DampingMode) -> RGBColor {
     match method {
-        Method::Implicit => RGBColor(214, 39, 40),
-        Method::TrustRegion => RGBColor(31, 119, 180),
-        Method::Guarded => RGBColor(44, 160, 44),
+        DampingMode::Implicit => RGBColor(214, 39, 40),
+        DampingMode::TrustRegion => RGBColor(31, 119, 180),
+        DampingMode::Guarded => RGBColor(44, 160, 44),
     }
 }
 
@@ -61,17 +61,17 @@ fn run0(training: &Training) -> Vec<&MethodRun> {
     training.trajectories.iter().filter(|t| t.run == 0).collect()
 }
 
-fn series_style(method: Method) -> ShapeStyle {
+fn series_style(method: DampingMode) -> ShapeStyle {
     // One pixel: plotters draws wider polylines as polygons with mitred joins, which shoot
     // spikes past the data at the sharp turns of a noisy trajectory.
     color(method).stroke_width(1)
 }
 
-fn legend_label(method: Method, lambda: f64) -> String {
+fn legend_label(method: DampingMode, lambda: f64) -> String {
     match method {
-        Method::Implicit => "implicit (H)".to_string(),
-        Method::TrustRegion => format!("trust-region (H + {lambda})"),
-        Method::Guarded => "guarded (drawn last: hides trust-region where equal)".to_string(),
+        DampingMode::Implicit => "implicit (H)".to_string(),
+        DampingMode::TrustRegion => format!("trust-region (H + {lambda})"),
+        DampingMode::Guarded => "guarded (drawn last: hides trust-region where equal)".to_string(),
     }
 }
 
@@ -85,8 +85,9 @@ fn draw_figure1(training: &Training, path: &Path) -> Result<()> {
         serde_plain(c.protocol),
         serde_plain(c.forward),
         match c.optimizer {
-            super::args::OptimizerKind::Asgd => format!("ASGD lr {}", c.lr),
-            super::args::OptimizerKind::Sgd => format!("SGD lr {} momentum {}", c.lr, c.momentum),
+            OptimizerKind::Asgd => format!("ASGD lr {}", c.lr),
+            OptimizerKind::Sgd => format!("SGD lr {} momentum {}", c.lr, c.momentum),
+            OptimizerKind::Adam => format!("Adam lr {}", c.lr),
         },
         c.seed
     );

@@ -5,9 +5,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
 
-use super::args::{ForwardMode, Method, OptimizerKind, TrainConfig};
+use super::args::{ForwardMode, TrainConfig};
 use super::sampling::Protocol;
 use super::training::{Event, IterRecord, MethodRun, Training};
+use crate::common::{DampingMode, OptimizerKind};
 
 /// `|dL/dsigma|` above this counts as a large gradient in the tables.
 pub const LARGE_GRAD: f64 = 100.0;
@@ -72,14 +73,15 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
             config.lr, config.asgd_lambd, config.asgd_alpha, config.asgd_t0
         ),
         OptimizerKind::Sgd => format!("SGD lr {} momentum {}", config.lr, config.momentum),
+        OptimizerKind::Adam => format!("Adam lr {}", config.lr),
     };
     let methods: Vec<String> = config
         .methods
         .iter()
         .map(|m| match m {
-            Method::Implicit => "implicit (H)".to_string(),
-            Method::TrustRegion => format!("trust-region (H + {} I)", config.lambda),
-            Method::Guarded => format!("guarded (H + max({0}, {0} - eig_min) I)", config.lambda),
+            DampingMode::Implicit => "implicit (H)".to_string(),
+            DampingMode::TrustRegion => format!("trust-region (H + {} I)", config.lambda),
+            DampingMode::Guarded => format!("guarded (H + max({0}, {0} - eig_min) I)", config.lambda),
         })
         .collect();
     println!("RANSAC / MLESAC: learning the kernel width sigma (Toso, Campbell & Russell 2019, Figure 1)");
@@ -102,7 +104,7 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
 
 /// Prints a row per method after every block of iterations.
 pub struct BlockPrinter {
-    methods: Vec<Method>,
+    methods: Vec<DampingMode>,
     runs: usize,
     report_every: usize,
     last: usize,
@@ -166,7 +168,7 @@ impl BlockPrinter {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     /// The method.
-    pub method: Method,
+    pub method: DampingMode,
     /// Run index (None for the across-runs aggregate).
     pub run: Option<usize>,
     /// Number of runs aggregated.
@@ -203,7 +205,7 @@ pub struct Stats {
     pub compute_seconds: f64,
 }
 
-fn stats(method: Method, run: Option<usize>, ts: &[&MethodRun]) -> Stats {
+fn stats(method: DampingMode, run: Option<usize>, ts: &[&MethodRun]) -> Stats {
     let recs = || ts.iter().flat_map(|t| t.records.iter());
     let finals: Vec<f64> = ts
         .iter()

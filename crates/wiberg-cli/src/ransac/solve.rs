@@ -5,7 +5,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use wiberg::{ArgminLayer, LbfgsConfig, Linearization, Minimizer, RbfMixture, Report, Start};
 
-use super::args::{parse_linearization, parse_nonzero_f64, parse_positive_f64, Method};
+use super::args::{parse_linearization, parse_nonzero_f64, parse_positive_f64};
+use crate::common::DampingMode;
 
 /// Options of `wiberg ransac solve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,8 +18,8 @@ pub struct SolveArgs {
     #[arg(long, value_parser = parse_nonzero_f64, allow_hyphen_values = true)]
     pub sigma: f64,
     /// Damping of the polish step and the derivative.
-    #[arg(long, value_enum, default_value_t = Method::TrustRegion)]
-    pub damping: Method,
+    #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
+    pub damping: DampingMode,
     /// lambda of trust-region and guarded (> 0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
     pub lambda: f64,
@@ -47,7 +48,7 @@ pub struct SolveOutput {
     /// `E(t*)`.
     pub energy: f64,
     /// The damping used.
-    pub damping: Method,
+    pub damping: DampingMode,
     /// Its lambda (0 for implicit).
     pub lambda: f64,
     /// Number of points read.

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use wiberg::optim::Optimizer;
 use wiberg::{ArgminLayer, RbfMixture, Report, Start, WibergError};
 
-use super::args::{Method, OuterOptimizer, TrainConfig};
+use super::args::TrainConfig;
 use super::sampling::{draw, run_rng, Protocol, Sample};
+use crate::common::DampingMode;
+use wiberg::optim::AnyOptimizer;
 
 /// What went wrong in a training step (the step is then skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,7 +111,7 @@ pub struct MethodRun {
     /// Run index (0-based).
     pub run: usize,
     /// The method.
-    pub method: Method,
+    pub method: DampingMode,
     /// Current sigma.
     pub sigma: f64,
     /// Every iteration so far.
@@ -118,13 +120,13 @@ pub struct MethodRun {
     pub error_messages: Vec<String>,
     layer: ArgminLayer,
     protocol: Protocol,
-    pub(super) optimizer: OuterOptimizer,
+    pub(super) optimizer: AnyOptimizer,
     pub(super) rng: ChaCha8Rng,
 }
 
 impl MethodRun {
     /// A fresh trajectory.
-    pub fn new(config: &TrainConfig, run: usize, method: Method) -> Result<Self> {
+    pub fn new(config: &TrainConfig, run: usize, method: DampingMode) -> Result<Self> {
         Ok(MethodRun {
             run,
             method,

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
+use wiberg_cli::common::OptimizerKind;
 use wiberg_cli::fusion::generate::{generate, GenerateConfig};
 use wiberg_cli::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
-use wiberg_cli::fusion::train::{train, train_from, OptimizerKind, TrainConfig, TrainState};
+use wiberg_cli::fusion::train::{train, train_from, TrainConfig, TrainState};
 use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
 use wiberg_cli::fusion::{run_train, TrainArgs};
 

@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use std::process::Command;
 use wiberg::{ArgminLayer, Damping, Energy, Minimizer, RbfMixture, Start};
 use wiberg_cli::common::with_threads;
-use wiberg_cli::ransac::args::Method;
+use wiberg_cli::common::DampingMode;
 use wiberg_cli::ransac::checkpoint;
 use wiberg_cli::ransac::sampling::{draw, run_rng, Protocol};
 use wiberg_cli::ransac::solve::{solve_points, SolveArgs};
@@ -161,7 +161,7 @@ fn negative_curvature_near_minus_lambda_trust_region_explodes_guarded_is_bounded
     let t0 = near_minus_lambda_point(&e, lambda);
     let m = e.mixed_matrix(&[t0], &[1.0])[(0, 0)];
     assert!(m.abs() > 0.1, "M = {m}");
-    let derivative = |method: Method| {
+    let derivative = |method: DampingMode| {
         // No minimiser and no polish: t0 itself is the solution, so H at y* is -lambda + 1e-9.
         let layer = ArgminLayer {
             minimizer: Minimizer::None,
@@ -174,8 +174,8 @@ fn negative_curvature_near_minus_lambda_trust_region_explodes_guarded_is_bounded
         assert!(d.negative_curvature() && (d.min_eigenvalue + lambda).abs() < 1e-6, "{d:?}");
         layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap().grad_w[0]
     };
-    let trust = derivative(Method::TrustRegion);
-    let guarded = derivative(Method::Guarded);
+    let trust = derivative(DampingMode::TrustRegion);
+    let guarded = derivative(DampingMode::Guarded);
     assert!(trust.abs() > 1e6, "trust-region dt/dsigma = {trust}");
     assert!(guarded.abs() <= m.abs() / lambda * (1.0 + 1e-9), "guarded {guarded} vs bound {}", m.abs() / lambda);
     assert!(guarded.abs() > 0.5 * m.abs() / lambda, "guarded should be near its bound here: {guarded}");
