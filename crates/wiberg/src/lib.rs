@@ -40,7 +40,7 @@ pub mod optim;
 pub mod rbf;
 
 pub use autodiff::{AutoDiff, DualEnergy, DualScalar};
-pub use damped::DampedFactor;
+pub use damped::{BlockArrow, BlockArrowFactor, DampedFactor};
 pub use derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
 pub use energy::Energy;
 pub use error::WibergError;

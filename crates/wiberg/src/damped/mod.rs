@@ -3,8 +3,12 @@
 //!
 //! [`DampedFactor`] is what every strategy produces: the dense factorisation
 //! ([`DampedSystem`]: Cholesky with an LU fallback) implements it, and so do the structured
-//! ones, so code that only needs "solve with the damped Hessian" (the backward pass, a damped
+//! ones ([`BlockArrowFactor`] for block-arrow matrices, [`block_arrow`]), so code that only needs "solve with the damped Hessian" (the backward pass, a damped
 //! Newton step, IRLS) can take any of them.
+
+pub mod block_arrow;
+
+pub use block_arrow::{BlockArrow, BlockArrowFactor};
 
 use crate::derivative::{DampedSystem, Diagnostics};
 use crate::Result;

@@ -4,6 +4,7 @@
 mod adversarial;
 mod autodiff_rbf;
 mod autodiff_scale;
+mod block_arrow;
 mod common;
 mod derivatives;
 mod gradcheck;
