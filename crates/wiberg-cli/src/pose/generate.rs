@@ -415,6 +415,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("no PPCA directory: pass --model-dir DIR or set {}", super::TOME2018_ENV))?,
     };
     let gen = Generator::load(&dir)?;
+    // Held while the data set is written: a second process on the same --out stops at once.
+    let _lock = crate::common::lock_out_dir(&args.out)?;
     let sh_joints = args.joints == JointSemantics::StackedHourglass;
     generate(&gen, &args.out, args.frames_per_sequence, args.seed, args.noise_scale, sh_joints)?;
     println!(

@@ -372,8 +372,8 @@ pub fn run(args: TableArgs) -> Result<()> {
     let table = build(&specs, &dir, args.metric, args.every, args.threads)?;
     print!("{}", table.to_text());
     if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        crate::common::remove_stale_temporaries(out);
+        // Held until the files are written: a second process on the same --out stops at once.
+        let _lock = crate::common::lock_out_dir(out)?;
         crate::common::atomic_write(&out.join("table.csv"), table.to_csv()?.as_bytes())?;
         crate::common::atomic_write(&out.join("table.md"), table.to_markdown().as_bytes())?;
         crate::common::write_json(&out.join("table.json"), &table)?;

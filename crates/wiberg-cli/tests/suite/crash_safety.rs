@@ -569,6 +569,12 @@ fn a_locked_out_directory_is_refused_then_used_once_released() {
     if let Some(tome) = common::tome_dir() {
         let pose = pose_data(&tome, dir.path());
         cases.push(("pose-train", pose_args(&tome, &pose)(&out("pose-train"), "1")));
+        let tome = tome.to_str().unwrap();
+        let generate = ["pose", "generate", "--model-dir", tome, "--frames-per-sequence", "1", "--seed", "4", "--out"];
+        cases.push((
+            "pose-generate",
+            [strings(&generate), vec![out("pose-generate").to_str().unwrap().to_string()]].concat(),
+        ));
     }
     for (name, args) in &cases {
         let out = out(name);
