@@ -23,7 +23,8 @@
 //! quadratic energy; the energy being quadratic, `Implicit` is the exact derivative of the
 //! closed form.
 
-use crate::derivative::{DampedSystem, Damping, Diagnostics};
+use crate::damped::DampedSystem;
+use crate::derivative::{Damping, Diagnostics};
 use crate::error::{check_finite, check_len, WibergError};
 use crate::Result;
 use nalgebra::{DMatrix, DVector};

@@ -40,8 +40,8 @@ pub mod optim;
 pub mod rbf;
 
 pub use autodiff::{AutoDiff, DualEnergy, DualScalar};
-pub use damped::{BlockArrow, BlockArrowFactor, DampedFactor};
-pub use derivative::{DampedSystem, Damping, Diagnostics, LinearSolver};
+pub use damped::{BlockArrow, BlockArrowFactor, DampedFactor, DampedSystem};
+pub use derivative::{Damping, Diagnostics, LinearSolver};
 pub use energy::Energy;
 pub use error::WibergError;
 pub use layer::{ArgminLayer, Backward, LinearSolve, Linearization, Solution, Start};

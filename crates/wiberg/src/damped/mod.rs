@@ -7,10 +7,13 @@
 //! Newton step, IRLS) can take any of them.
 
 pub mod block_arrow;
+pub(crate) mod cg;
+pub mod dense;
 
 pub use block_arrow::{BlockArrow, BlockArrowFactor};
+pub use dense::DampedSystem;
 
-use crate::derivative::{DampedSystem, Diagnostics};
+use crate::derivative::Diagnostics;
 use crate::Result;
 
 /// A damped matrix `H + s I`, factorised once and solved against many right-hand sides.

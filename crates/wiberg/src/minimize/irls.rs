@@ -36,7 +36,8 @@
 //! ```
 
 use super::StopReason;
-use crate::derivative::{DampedSystem, Damping, Diagnostics};
+use crate::damped::DampedSystem;
+use crate::derivative::{Damping, Diagnostics};
 use crate::energy::Energy;
 use crate::error::{check_finite, check_len, WibergError};
 use crate::Result;

@@ -7,7 +7,8 @@
 //! predicts the decrease badly and shrinks when it predicts it well (ratio test).
 
 use super::{norm, MinimizeOutcome, StopReason};
-use crate::derivative::{DampedSystem, Damping};
+use crate::damped::DampedSystem;
+use crate::derivative::Damping;
 use crate::energy::Energy;
 use crate::error::WibergError;
 use crate::Result;
