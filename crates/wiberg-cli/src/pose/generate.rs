@@ -415,6 +415,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("no PPCA directory: pass --model-dir DIR or set {}", super::TOME2018_ENV))?,
     };
     let gen = Generator::load(&dir)?;
+    // Checked before --out is created (and again by `generate`, for library callers).
+    ensure!(args.frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
+    ensure!(args.noise_scale.is_finite() && args.noise_scale >= 0.0, "--noise-scale must be finite and >= 0");
     // Held while the data set is written: a second process on the same --out stops at once.
     let _lock = crate::common::lock_out_dir(&args.out)?;
     let sh_joints = args.joints == JointSemantics::StackedHourglass;

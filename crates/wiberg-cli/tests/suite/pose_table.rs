@@ -105,7 +105,10 @@ fn table_rows_columns_and_numbers_match_pose_eval() {
         assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "table.png has {} bytes", png.len());
     }
     assert!(
-        std::fs::read_dir(out.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')),
+        std::fs::read_dir(out.path()).unwrap().all(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name == wiberg_cli::common::LOCK_FILE || !name.starts_with('.')
+        }),
         "temporary files left in --out"
     );
 
