@@ -545,22 +545,20 @@ impl<const B: usize> BlockArrowFactor<B> {
             if m == 0 {
                 continue;
             }
-            // G_j = L_j^-1 C_j, row by row (each row loop runs along the padded columns).
+            // G_j = L_j^-1 C_j: one pass along the padded columns, all B rows at once.
             let src = &h.coupling[B * j * st..B * (j + 1) * st];
             let dst = &mut self.g[B * j * st..B * (j + 1) * st];
-            for i in 0..B {
-                let (done, rest) = dst.split_at_mut(i * st);
-                let row = &mut rest[..st];
-                row.copy_from_slice(&src[i * st..(i + 1) * st]);
-                for (k, prev) in done.chunks_exact(st).enumerate() {
-                    let f = l[i][k];
-                    for (v, y) in row.iter_mut().zip(prev) {
-                        *v -= f * y;
+            for col in 0..st {
+                let mut y = [0.0; B];
+                for i in 0..B {
+                    let mut v = src[i * st + col];
+                    for k in 0..i {
+                        v -= l[i][k] * y[k];
                     }
+                    y[i] = v * l[i][i];
                 }
-                let inv = l[i][i];
-                for v in row.iter_mut() {
-                    *v *= inv;
+                for i in 0..B {
+                    dst[i * st + col] = y[i];
                 }
             }
         }
@@ -572,9 +570,12 @@ impl<const B: usize> BlockArrowFactor<B> {
         let s = &mut self.s_chol;
         for r in 0..m {
             for c in r..m {
-                let a = h.border[c * m + r];
-                let a = if c == r && delta != 0.0 { a + delta } else { a };
-                s[r * m + c] = a - self.gtg[c * st + r];
+                s[r * m + c] = h.border[c * m + r] - self.gtg[c * st + r];
+            }
+        }
+        if delta != 0.0 {
+            for r in 0..m {
+                s[r * m + r] = (h.border[r * m + r] + delta) - self.gtg[r * st + r];
             }
         }
         // S = U^T U, right-looking on the upper triangle: every update runs along a contiguous
@@ -598,7 +599,8 @@ impl<const B: usize> BlockArrowFactor<B> {
             for (i, row) in bottom.chunks_exact_mut(m).enumerate() {
                 let r = c + 1 + i;
                 let f = pivot[r];
-                for (v, p) in row[r..].iter_mut().zip(&pivot[r..]) {
+                let (dst, src) = (&mut row[r..], &pivot[r..m]);
+                for (v, p) in dst.iter_mut().zip(src) {
                     *v -= f * p;
                 }
             }
@@ -666,12 +668,23 @@ impl<const B: usize> BlockArrowFactor<B> {
             }
             return;
         }
-        // Border right-hand side r_a - G^T h.
+        // Border right-hand side r_a - G^T h, accumulated along the padded rows (whole
+        // vectors; the padding columns of G are zero) on the stack when the border is small.
+        let mut stack = [0.0; 64];
+        let mut heap = Vec::new();
+        let acc: &mut [f64] = if st <= stack.len() {
+            &mut stack[..st]
+        } else {
+            heap.resize(st, 0.0);
+            &mut heap
+        };
+        acc[..m].copy_from_slice(va);
         for (row, hk) in self.g.chunks_exact(st).zip(vq.iter()) {
-            for (x, g) in va.iter_mut().zip(row) {
+            for (x, g) in acc.iter_mut().zip(row) {
                 *x -= g * hk;
             }
         }
+        va.copy_from_slice(&acc[..m]);
         // S a = r with S = U^T U: forward (U^T) by row updates, backward (U) by row dots.
         let s = &self.s_chol;
         let inv = &self.s_inv_diag;
