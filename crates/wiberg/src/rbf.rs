@@ -5,6 +5,48 @@ use crate::energy::Energy;
 use crate::error::WibergError;
 use crate::Result;
 use nalgebra::DMatrix;
+use std::cell::RefCell;
+
+thread_local! {
+    /// Scratch of the seed scans ([`RbfMixture::values_at_batched`]), reused by every call on
+    /// a thread: the scan runs once per forward pass, and an allocation per call showed in the
+    /// fusion profile.
+    static SCAN_SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// The energies of [`Energy::lowest_at`]'s full scan, reused alike.
+    static SEED_VALUES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// The single-precision points and sums of [`RbfMixture::lowest_at_ranked`].
+    static RANK_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bound on the relative error of [`exp_neg_f32`] against `exp(-x)` for `x` in `[0, 36.8]`
+/// (an `f32` argument): the rounding of `x log2(e)` (at most `2^-24 * 53.1` absolute, a factor
+/// `2^(3.2e-6)`, 2.2e-6), the truncation of the degree-6 Taylor polynomial on `|f| <= ln(2)/2`
+/// (1.2e-7), the rounding of `f` and of the polynomial's 12 operations (4.5e-7) and of the last
+/// product (6e-8): 2.9e-6 in all, rounded up. The unit test measures at most 3e-6 over the range.
+const EXP_F32_REL_ERR: f64 = 4e-6;
+
+/// `exp(-x)` in `f32` for `x` in `[0, 36.8]`, branch-free and call-free, so that loops over it
+/// vectorise four lanes to a register: `2^(-x log2 e)` split into an integer power, set in the
+/// exponent bits, and a remainder whose exponential is a degree-6 Taylor polynomial. Used only
+/// by the ranking of [`RbfMixture::lowest_at_ranked`], whose bound accounts for its error
+/// ([`EXP_F32_REL_ERR`]); every value that is returned comes from [`exp_neg_batch`].
+#[inline(always)]
+fn exp_neg_f32(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+    let t = -x * std::f32::consts::LOG2_E;
+    let kd = t + SHIFTER;
+    let n = kd - SHIFTER;
+    let f = (t - n) * std::f32::consts::LN_2;
+    // exp(f) for |f| <= ln(2)/2, Horner.
+    let mut p = 1.0 / 720.0;
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * f + c;
+    }
+    // 2^n for n in [-54, 0]: the low 9 bits of kd's pattern are n mod 512 (2^22 is a multiple
+    // of 512), and n + 127 is a normal exponent.
+    p * f32::from_bits(kd.to_bits().wrapping_add(127) << 23)
+}
 
 /// Kernels whose exponent `|y - c|^2 / s^2` exceeds this are skipped by the seed scan
 /// ([`Energy::values_at`]): `exp(-36.8) < 1.1e-16`, below the rounding of any kernel's own
@@ -380,12 +422,15 @@ fn total_order_key(x: f64) -> i64 {
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
-/// A weighted sum of Gaussian kernels in `d` dimensions, `E(y) = -sum_k a_k exp(-|y-c_k|^2/s_k^2)`.
+/// A weighted sum of Gaussian kernels in `d` dimensions,
+/// `E(y) = -g sum_k a_k exp(-|y-c_k|^2/s_k^2)`.
 ///
 /// The widths `s_k` and weights `a_k` are read from the parameter vector `w` through index
 /// maps: `s_k = w[width_index[k]]`, `a_k = w[weight_index[k]]` (or 1 when there is no weight
 /// map). Kernels may share parameters: one width for all (RANSAC), one width per tracker and a
-/// weight per (tracker, age bin) (fusion).
+/// weight per (tracker, age bin) (fusion). The global weight scale `g` is a constant, 1 unless
+/// set by [`RbfMixture::with_weight_scale`] (fusion's `1/K`, which keeps the Hessian's scale
+/// independent of the number of kernels).
 ///
 /// ```
 /// use wiberg::{Energy, RbfMixture};
@@ -408,6 +453,8 @@ pub struct RbfMixture {
     /// `Some(i)` when the mixture is 1-D, unweighted and every kernel uses the width `w[i]`
     /// (RANSAC): the gradient then takes a loop with `1 / s^2` hoisted.
     shared_1d_width: Option<usize>,
+    /// The constant factor `g` of every kernel weight (1 by default).
+    weight_scale: f64,
 }
 
 impl RbfMixture {
@@ -444,12 +491,47 @@ impl RbfMixture {
         // Stable order by `total_cmp` of the first coordinate: sorting (key, index) pairs,
         // whose integer key orders as `total_cmp` does, gives the same order without the
         // indirect comparisons (this runs once per RANSAC training step).
-        let mut keyed: Vec<(i64, usize)> = (0..k).map(|i| (total_order_key(centers[i * dim]), i)).collect();
-        keyed.sort_unstable();
-        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        // (No temporary vector: the holes that thousands of them leave when fusion builds its
+        // frames fragmented the heap that every training step then allocates from.)
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_unstable_by_key(|&i| (total_order_key(centers[i * dim]), i));
         let shared = width_index.iter().all(|&i| i == width_index[0]);
         let shared_1d_width = (dim == 1 && weight_index.is_none() && shared).then(|| width_index[0]);
-        Ok(RbfMixture { dim, centers, width_index, weight_index, num_params, order, shared_1d_width })
+        Ok(RbfMixture {
+            dim,
+            centers,
+            width_index,
+            weight_index,
+            num_params,
+            order,
+            shared_1d_width,
+            weight_scale: 1.0,
+        })
+    }
+
+    /// The same mixture with every kernel weight multiplied by the constant `scale`:
+    /// `E(y) = -scale sum_k a_k exp(-|y-c_k|^2/s_k^2)`, and every derivative scaled alike. The
+    /// scale is not a parameter (it has no entry in `w`). Fusion uses `1/K` over `K` trackers.
+    ///
+    /// Errors: a non-finite scale.
+    ///
+    /// ```
+    /// use wiberg::{Energy, RbfMixture};
+    /// let e = RbfMixture::shared_width(1, vec![-1.0, 1.0]).unwrap();
+    /// let half = e.clone().with_weight_scale(0.5).unwrap();
+    /// assert_eq!(half.value(&[0.3], &[1.2]), 0.5 * e.value(&[0.3], &[1.2]));
+    /// ```
+    pub fn with_weight_scale(mut self, scale: f64) -> Result<Self> {
+        if !scale.is_finite() {
+            return Err(WibergError::NonFinite { what: "RBF weight scale".into() });
+        }
+        self.weight_scale = scale;
+        Ok(self)
+    }
+
+    /// The constant factor of every kernel weight ([`RbfMixture::with_weight_scale`]).
+    pub fn weight_scale(&self) -> f64 {
+        self.weight_scale
     }
 
     /// All kernels share one width `w[0]` and have weight 1 (the RANSAC energy).
@@ -563,8 +645,9 @@ impl RbfMixture {
             }
             acc[a] += weights[a] + sum;
         }
+        let scale = self.weight_scale;
         for (a, &k) in self.order.iter().enumerate() {
-            out[k] = -acc[a];
+            out[k] = -acc[a] * scale;
         }
     }
 
@@ -576,7 +659,9 @@ impl RbfMixture {
     /// not apply, when `force` is false and the full scan is estimated cheaper, or when too
     /// many seeds stay candidates (then the caller runs the full scan).
     fn lowest_at_centers_1d(&self, points: &[f64], w: &[f64], force: bool) -> Option<(usize, f64)> {
-        if self.dim != 1 || points != self.centers.as_slice() {
+        // (A scale other than 1 could merge distinct values into ties that the full scan
+        // breaks by index: left to the full scan.)
+        if self.dim != 1 || points != self.centers.as_slice() || self.weight_scale != 1.0 {
             return None;
         }
         if !self.width_index.iter().all(|&i| i == self.width_index[0]) {
@@ -652,49 +737,265 @@ impl RbfMixture {
         rank_cost < pairs as f64
     }
 
-    /// The seed scan when the seeds are the centres themselves (RANSAC): the kernel matrix
-    /// `exp(-|c_i - c_j|^2 / s^2)` is symmetric when both kernels share a width, so each pair
-    /// within the window is evaluated once and added to both ends (half the `exp` calls).
-    /// Same cutoff as the general scan; only the summation order differs.
-    fn values_at_centers(&self, w: &[f64], radius: f64, firsts: &[f64], out: &mut [f64]) {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        let n = self.order.len();
-        for a in 0..n {
-            let i = self.order[a];
-            let si = w[self.width_index[i]];
-            let inv_si2 = 1.0 / (si * si);
-            let ai = self.weight(i, w);
-            // The kernel's own centre: exponent 0 (NaN for a zero width, skipped as below).
-            if 0.0 * inv_si2 <= SEED_SCAN_CUTOFF {
-                out[i] -= ai;
+    /// The seed scan of every case but the 1-D shared-width one. Kernels in order of their
+    /// first coordinate (outer loop), the points sorted likewise (inner loop): each kernel adds
+    /// its term to the points within its reach on the first axis (`sqrt(36.8) |s_k|`, at most
+    /// `radius`), eight points at a time
+    /// through [`exp_neg_batch`], terms beyond the cut-off masked to zero. The inner loop is
+    /// branch-free over fixed-size batches with the kernel's constants hoisted, so the compiler
+    /// vectorises it.
+    fn values_at_batched(&self, points: &[f64], w: &[f64], radius: f64, out: &mut [f64]) {
+        // Constant dimensions let the compiler unroll the coordinate loop.
+        match self.dim {
+            1 => self.values_at_batched_dim(1, points, w, radius, out),
+            2 => self.values_at_batched_dim(2, points, w, radius, out),
+            3 => self.values_at_batched_dim(3, points, w, radius, out),
+            d => self.values_at_batched_dim(d, points, w, radius, out),
+        }
+    }
+
+    /// [`RbfMixture::values_at_batched`] with `d == self.dim`.
+    #[inline(always)]
+    fn values_at_batched_dim(&self, d: usize, points: &[f64], w: &[f64], radius: f64, out: &mut [f64]) {
+        let m = points.len() / d;
+        let sorted_points: Vec<usize>;
+        let seed_order = if points == self.centers.as_slice() {
+            &self.order
+        } else {
+            let mut keyed: Vec<(i64, usize)> = (0..m).map(|i| (total_order_key(points[i * d]), i)).collect();
+            keyed.sort_unstable();
+            sorted_points = keyed.into_iter().map(|(_, i)| i).collect();
+            &sorted_points
+        };
+        // The sorted points, one array per coordinate, then the sums; each padded by a batch
+        // so that every batch reads whole arrays.
+        let stride = m + EXP_BATCH;
+        SCAN_SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.resize((d + 1) * stride, 0.0);
+            let (coords, acc) = buf.split_at_mut(d * stride);
+            for (a, &p) in seed_order.iter().enumerate() {
+                for (i, &c) in points[p * d..(p + 1) * d].iter().enumerate() {
+                    coords[i * stride + a] = c;
+                }
             }
-            for b in a + 1..n {
-                if firsts[b] - firsts[a] > radius {
-                    break;
+            let mut ex = [0.0; EXP_BATCH];
+            for &k in &self.order {
+                let c = self.center(k);
+                let s = w[self.width_index[k]];
+                let inv_s2 = 1.0 / (s * s);
+                let weight = self.weight(k, w);
+                // The kernel's own window (narrow kernels reach few points): beyond it the
+                // exponent exceeds the cut-off.
+                let reach = (SEED_SCAN_CUTOFF * s * s).sqrt().min(radius);
+                let lo = coords[..m].partition_point(|&p| p < c[0] - reach);
+                let hi = lo + coords[lo..m].partition_point(|&p| p <= c[0] + reach);
+                for start in (lo..hi).step_by(EXP_BATCH) {
+                    let mut x = [0.0; EXP_BATCH];
+                    for (i, &ci) in c.iter().enumerate() {
+                        let Ok(col) =
+                            <&[f64; EXP_BATCH]>::try_from(&coords[i * stride + start..i * stride + start + EXP_BATCH])
+                        else {
+                            continue; // unreachable: the padding covers a whole batch
+                        };
+                        for (xj, &pj) in x.iter_mut().zip(col) {
+                            let dlt = pj - ci;
+                            *xj += dlt * dlt;
+                        }
+                    }
+                    let len = hi - start;
+                    for (j, xj) in x.iter_mut().enumerate() {
+                        // Lanes past the window: beyond the cut-off.
+                        *xj = if j < len { *xj * inv_s2 } else { f64::INFINITY };
+                    }
+                    exp_neg_batch(&x, &mut ex);
+                    let Ok(sums) = <&mut [f64; EXP_BATCH]>::try_from(&mut acc[start..start + EXP_BATCH]) else {
+                        continue; // unreachable, as above
+                    };
+                    for ((sj, &xj), &e) in sums.iter_mut().zip(&x).zip(&ex) {
+                        // NaN exponents (0 * inf) are skipped too, as by `<=`.
+                        *sj += if xj <= SEED_SCAN_CUTOFF { weight * e } else { 0.0 };
+                    }
                 }
-                let j = self.order[b];
-                let r = self.sq_dist(self.center(i), j);
-                let aj = self.weight(j, w);
-                let xi = r * inv_si2;
-                if self.width_index[i] == self.width_index[j] {
-                    if xi <= SEED_SCAN_CUTOFF {
-                        let ex = (-xi).exp();
-                        out[i] -= aj * ex;
-                        out[j] -= ai * ex;
-                    }
-                } else {
-                    let sj = w[self.width_index[j]];
-                    let xj = r / (sj * sj);
-                    // Point i sees kernel j (width sj), point j sees kernel i (width si).
-                    if xj <= SEED_SCAN_CUTOFF {
-                        out[i] -= aj * (-xj).exp();
-                    }
-                    if xi <= SEED_SCAN_CUTOFF {
-                        out[j] -= ai * (-xi).exp();
+            }
+            for (a, &p) in seed_order.iter().enumerate() {
+                out[p] = -acc[a] * self.weight_scale;
+            }
+        });
+    }
+
+    /// The largest squared width and the seed scan's radius on the first axis,
+    /// `sqrt(36.8 max s^2)`: beyond it every kernel's exponent exceeds the cut-off.
+    fn scan_radius(&self, w: &[f64]) -> (f64, f64) {
+        let max_s2 = self.width_index.iter().map(|&i| w[i] * w[i]).fold(0.0f64, f64::max);
+        (max_s2, (SEED_SCAN_CUTOFF * max_s2).sqrt())
+    }
+
+    /// Whether [`Energy::values_at`] takes the 1-D scan (one dimension, one shared width,
+    /// seeds = centres) rather than [`RbfMixture::values_at_batched`].
+    fn takes_1d_scan(&self, points: &[f64], max_s2: f64) -> bool {
+        let inv_s2 = 1.0 / max_s2;
+        self.dim == 1
+            && points == self.centers.as_slice()
+            && self.width_index.iter().all(|&i| i == self.width_index[0])
+            && inv_s2.is_finite()
+            && inv_s2 > 0.0
+    }
+
+    /// [`Energy::lowest_at`] when the seeds are the centres and [`Energy::values_at`] takes
+    /// the batched scan (fusion): the kernel matrix is first summed in single precision
+    /// ([`exp_neg_f32`], four lanes to a register), with a proven bound `delta_p` on each sum's
+    /// distance from the batched scan's; then only the seeds whose sum is within the bounds of
+    /// the largest are evaluated exactly, with the batched scan's operations in its order
+    /// ([`RbfMixture::exact_scan_sum`]). The seed returned is therefore the full scan's, with
+    /// its bit-identical value. `None` (the caller runs the full scan) when the case does not
+    /// apply, when a weight is negative or the scale not positive, when the bound is loose
+    /// (extreme coordinates or widths) or when too many seeds stay candidates.
+    ///
+    /// The bound: the coordinate differences are the scan's (double precision), rounded once to
+    /// single precision, so an exponent `x <= 40` is within `beta = 40 (d + 4) 2^-24` of the
+    /// scan's (the rounding of the differences, squares, sums, `1/s^2` and product); each term
+    /// is then within a factor `exp(beta) (1 + EXP_F32_REL_ERR)`, the sums within
+    /// `(K + 4) 2^-24` relative (all terms are non-negative), and a term that one side cuts off
+    /// and the other does not is below `2e-16` of its weight.
+    fn lowest_at_ranked(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
+        let d = self.dim;
+        let m = self.order.len();
+        if points != self.centers.as_slice() || !(self.weight_scale > 0.0) || m < 2 * EXP_BATCH {
+            return None;
+        }
+        let (max_s2, radius) = self.scan_radius(w);
+        if !radius.is_finite() || self.takes_1d_scan(points, max_s2) {
+            return None;
+        }
+        // Per sorted kernel: 1/s^2, weight and reach, exactly as the batched scan has them.
+        let mut weight_total = 0.0f64;
+        let kernel = |k: usize| {
+            let s = w[self.width_index[k]];
+            let inv_s2 = 1.0 / (s * s);
+            (inv_s2, self.weight(k, w), (SEED_SCAN_CUTOFF * s * s).sqrt().min(radius))
+        };
+        for &k in &self.order {
+            let (inv_s2, weight, _) = kernel(k);
+            if !(weight >= 0.0) || !inv_s2.is_finite() {
+                return None;
+            }
+            weight_total += weight;
+        }
+        let beta = 40.0 * (d + 4) as f64 * 2f64.powi(-24) * 1.01;
+        let eps = beta.exp_m1() + EXP_F32_REL_ERR * beta.exp() + (m + 4) as f64 * 2f64.powi(-24) + 8.0 * f64::EPSILON;
+        let cut_abs = 4e-16 * weight_total;
+        if !(eps < 1e-2) || !weight_total.is_finite() {
+            return None;
+        }
+        let stride = m + EXP_BATCH;
+        RANK_SCRATCH.with_borrow_mut(|buf| {
+            SCAN_SCRATCH.with_borrow_mut(|coords| {
+                buf.clear();
+                buf.resize(2 * m, 0.0);
+                let (acc, dist2) = buf.split_at_mut(m);
+                coords.clear();
+                coords.resize(d * stride, 0.0);
+                for (a, &k) in self.order.iter().enumerate() {
+                    for (i, &c) in self.center(k).iter().enumerate() {
+                        coords[i * stride + a] = c;
                     }
                 }
+                let firsts = &coords[..m];
+                for &k in &self.order {
+                    let (inv_s2, weight, reach) = kernel(k);
+                    let c = self.center(k);
+                    let lo = firsts.partition_point(|&p| p < c[0] - reach);
+                    let hi = lo + firsts[lo..].partition_point(|&p| p <= c[0] + reach);
+                    let (inv_s2, weight) = (inv_s2 as f32, weight as f32);
+                    // Plain loops over the window (the compiler vectorises them): squared
+                    // distances first, then the terms. The differences are the scan's (double
+                    // precision), rounded once: relative errors only, whatever the offsets.
+                    let dist2 = &mut dist2[lo..hi];
+                    dist2.iter_mut().for_each(|r| *r = 0.0);
+                    for (i, &ci) in c.iter().enumerate() {
+                        for (r, &p) in dist2.iter_mut().zip(&coords[i * stride + lo..i * stride + hi]) {
+                            let dlt = (p - ci) as f32;
+                            *r += dlt * dlt;
+                        }
+                    }
+                    for (sum, &r) in acc[lo..hi].iter_mut().zip(dist2.iter()) {
+                        let x = r * inv_s2;
+                        let term = weight * exp_neg_f32(x.min(SEED_SCAN_CUTOFF as f32));
+                        *sum += if x <= SEED_SCAN_CUTOFF as f32 { term } else { 0.0 };
+                    }
+                }
+                // acc ~ -energy / scale: the lowest energy has the largest sum.
+                let bound = |a: f64| eps * (a + cut_abs) / (1.0 - eps) + cut_abs;
+                let sums = &acc[..m];
+                let floor = sums.iter().map(|&a| f64::from(a) - bound(f64::from(a))).fold(f64::NEG_INFINITY, f64::max);
+                // Below `floor` by a relative margin, so that no excluded seed can tie the best
+                // after the multiplication by the scale.
+                let threshold = floor * (1.0 - 4.0 * f64::EPSILON);
+                if !(threshold > 0.0) || !threshold.is_finite() {
+                    return None;
+                }
+                let is_candidate = |a: &usize| f64::from(sums[*a]) + bound(f64::from(sums[*a])) >= threshold;
+                if (0..m).filter(is_candidate).count() > m / 4 + 2 {
+                    return None;
+                }
+                self.lowest_of(w, radius, (0..m).filter(is_candidate))
+            })
+        })
+    }
+
+    /// The lowest full-scan value among the seeds at the sorted positions `candidates` (each
+    /// recomputed by [`RbfMixture::exact_scan_sum`]; ties: the lowest index), `None` if one is
+    /// not finite.
+    fn lowest_of(&self, w: &[f64], radius: f64, candidates: impl Iterator<Item = usize>) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for a in candidates {
+            let k = self.order[a];
+            let value = -self.exact_scan_sum(self.center(k), w, radius) * self.weight_scale;
+            if !value.is_finite() {
+                return None;
+            }
+            if best.map_or(true, |(bk, bv)| value < bv || (value == bv && k < bk)) {
+                best = Some((k, value));
             }
         }
+        best
+    }
+
+    /// The sum that [`RbfMixture::values_at_batched`] accumulates for the point `y` (minus
+    /// its value over the scale), recomputed alone with the same operations in the same order
+    /// (kernels in sorted order, the same windows, exponents and cut-off), so bit-identical
+    /// when the sums are non-negative (adding a masked `+0` then changes nothing).
+    fn exact_scan_sum(&self, y: &[f64], w: &[f64], radius: f64) -> f64 {
+        let mut acc = 0.0;
+        let mut x = [0.0; EXP_BATCH];
+        let mut weights = [0.0; EXP_BATCH];
+        let mut ex = [0.0; EXP_BATCH];
+        for chunk in self.order.chunks(EXP_BATCH) {
+            let mut len = 0;
+            for &k in chunk {
+                let c = self.center(k);
+                let s = w[self.width_index[k]];
+                let inv_s2 = 1.0 / (s * s);
+                let reach = (SEED_SCAN_CUTOFF * s * s).sqrt().min(radius);
+                if y[0] < c[0] - reach || !(y[0] <= c[0] + reach) {
+                    continue; // outside the kernel's window: the scan adds nothing
+                }
+                let mut r = 0.0;
+                for (yi, ci) in y.iter().zip(c) {
+                    let dlt = yi - ci;
+                    r += dlt * dlt;
+                }
+                x[len] = r * inv_s2;
+                weights[len] = self.weight(k, w);
+                len += 1;
+            }
+            exp_neg_batch(&x, &mut ex);
+            for ((&xj, &e), &a) in x.iter().zip(&ex).zip(&weights).take(len) {
+                acc += if xj <= SEED_SCAN_CUTOFF { a * e } else { 0.0 };
+            }
+        }
+        acc
     }
 
     /// The mixed product with respect to the centres, `d/dc <grad_y E(y; w), u>`, into `out`
@@ -724,7 +1025,7 @@ impl RbfMixture {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
             let (r, du) = self.dist2_and_dot(k, y, u);
-            let coef = -2.0 * self.weight(k, w) * (-r * inv_s2).exp() * inv_s2;
+            let coef = -2.0 * self.weight(k, w) * self.weight_scale * (-r * inv_s2).exp() * inv_s2;
             for ((o, ui), (yi, ci)) in ok.iter_mut().zip(u).zip(y.iter().zip(self.center(k))) {
                 *o = coef * (ui - 2.0 * inv_s2 * du * (yi - ci));
             }
@@ -757,7 +1058,7 @@ impl Energy for RbfMixture {
             let s = w[self.width_index[k]];
             e -= self.weight(k, w) * (-self.sq_dist(y, k) / (s * s)).exp();
         }
-        e
+        e * self.weight_scale
     }
 
     fn gradient(&self, y: &[f64], w: &[f64], g: &mut [f64]) -> f64 {
@@ -774,7 +1075,8 @@ impl Energy for RbfMixture {
                 e -= ek;
                 *g0 += 2.0 * ek * inv_s2 * d;
             }
-            return e;
+            *g0 *= self.weight_scale;
+            return e * self.weight_scale;
         }
         let mut e = 0.0;
         for k in 0..self.num_kernels() {
@@ -787,34 +1089,34 @@ impl Energy for RbfMixture {
                 *gi += coef * (yi - ci);
             }
         }
-        e
+        g.iter_mut().for_each(|gi| *gi *= self.weight_scale);
+        e * self.weight_scale
     }
 
     fn hessian(&self, y: &[f64], w: &[f64], h: &mut DMatrix<f64>) {
         let d = self.dim;
         h.fill(0.0);
-        let mut delta = vec![0.0; d];
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
-            for (di, (yi, ci)) in delta.iter_mut().zip(y.iter().zip(self.center(k))) {
-                *di = yi - ci;
-            }
-            let r: f64 = delta.iter().map(|v| v * v).sum();
+            let c = self.center(k);
+            let r = self.sq_dist(y, k);
             let ek = self.weight(k, w) * (-r * inv_s2).exp();
             let diag = 2.0 * ek * inv_s2;
             let outer = 4.0 * ek * inv_s2 * inv_s2;
             for i in 0..d {
                 h[(i, i)] += diag;
+                let oi = outer * (y[i] - c[i]);
                 for j in 0..d {
-                    h[(i, j)] -= outer * delta[i] * delta[j];
+                    h[(i, j)] -= oi * (y[j] - c[j]);
                 }
             }
         }
+        *h *= self.weight_scale;
     }
 
     fn mixed_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
-        // <grad_y E, u> = sum_k 2 a_k e_k (delta_k . u) / s_k^2, e_k = exp(-r_k / s_k^2):
+        // <grad_y E, u> = sum_k 2 a_k e_k (delta_k . u) / s_k^2, e_k = g exp(-r_k / s_k^2):
         //   d/da_k = 2 e_k (delta.u) / s^2
         //   d/ds_k = 4 a_k e_k (delta.u) (r / s^2 - 1) / s^3
         out.iter_mut().for_each(|v| *v = 0.0);
@@ -822,7 +1124,7 @@ impl Energy for RbfMixture {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
             let (r, du) = self.dist2_and_dot(k, y, u);
-            let e = (-r * inv_s2).exp();
+            let e = (-r * inv_s2).exp() * self.weight_scale;
             let a = self.weight(k, w);
             out[self.width_index[k]] += 4.0 * a * e * du * (r * inv_s2 - 1.0) * inv_s2 / s;
             if let Some(wi) = &self.weight_index {
@@ -844,18 +1146,27 @@ impl Energy for RbfMixture {
                 *o += diag * vi - outer * (yi - ci);
             }
         }
+        out.iter_mut().for_each(|o| *o *= self.weight_scale);
     }
 
     /// In the RANSAC case (1-D, one shared width, seeds = centres) with wide kernels, only the
     /// seeds that a proven bound cannot rule out are evaluated (see
-    /// `RbfMixture::lowest_at_centers_1d`); the result is bit-identical to the full scan's.
+    /// `RbfMixture::lowest_at_centers_1d`); with seeds = centres otherwise (fusion), a
+    /// single-precision ranking with a proven bound does the same (`RbfMixture::lowest_at_ranked`).
+    /// Either way the result is bit-identical to the full scan's.
     fn lowest_at(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
         if let Some(best) = self.lowest_at_centers_1d(points, w, false) {
             return Some(best);
         }
-        let mut values = vec![0.0; points.len() / self.dim];
-        self.values_at(points, w, &mut values);
-        crate::energy::lowest_finite(&values)
+        if let Some(best) = self.lowest_at_ranked(points, w) {
+            return Some(best);
+        }
+        SEED_VALUES.with_borrow_mut(|values| {
+            values.clear();
+            values.resize(points.len() / self.dim, 0.0);
+            self.values_at(points, w, values);
+            crate::energy::lowest_finite(values)
+        })
     }
 
     /// Seed scan: kernels are visited in order of their centre's first coordinate and only
@@ -864,38 +1175,19 @@ impl Energy for RbfMixture {
     /// per kernel; it only ranks seeds).
     fn values_at(&self, points: &[f64], w: &[f64], out: &mut [f64]) {
         let d = self.dim;
-        let max_s2 = self.width_index.iter().map(|&i| w[i] * w[i]).fold(0.0f64, f64::max);
-        let radius = (SEED_SCAN_CUTOFF * max_s2).sqrt();
+        let (max_s2, radius) = self.scan_radius(w);
         if !radius.is_finite() {
             for (o, y) in out.iter_mut().zip(points.chunks_exact(d)) {
                 *o = self.value(y, w);
             }
             return;
         }
-        let firsts: Vec<f64> = self.order.iter().map(|&k| self.centers[k * d]).collect();
-        if points == self.centers.as_slice() {
-            let shared = self.width_index.iter().all(|&i| i == self.width_index[0]);
-            let inv_s2 = 1.0 / max_s2;
-            if d == 1 && shared && inv_s2.is_finite() && inv_s2 > 0.0 {
-                self.values_at_centers_1d(inv_s2, radius, &firsts, w, out);
-            } else {
-                self.values_at_centers(w, radius, &firsts, out);
-            }
+        if self.takes_1d_scan(points, max_s2) {
+            let firsts: Vec<f64> = self.order.iter().map(|&k| self.centers[k]).collect();
+            self.values_at_centers_1d(1.0 / max_s2, radius, &firsts, w, out);
             return;
         }
-        for (o, y) in out.iter_mut().zip(points.chunks_exact(d)) {
-            let lo = firsts.partition_point(|&c| c < y[0] - radius);
-            let hi = firsts.partition_point(|&c| c <= y[0] + radius);
-            let mut e = 0.0;
-            for &k in &self.order[lo..hi] {
-                let s = w[self.width_index[k]];
-                let x = self.sq_dist(y, k) / (s * s);
-                if x <= SEED_SCAN_CUTOFF {
-                    e -= self.weight(k, w) * (-x).exp();
-                }
-            }
-            *o = e;
-        }
+        self.values_at_batched(points, w, radius, out);
     }
 }
 
@@ -957,6 +1249,126 @@ mod tests {
         let centers = vec![0.0, 0.0, 1.0, 0.5, -0.5, 1.2];
         let e = RbfMixture::new(2, centers, vec![0, 1, 1], Some(vec![2, 3, 2]), 4).unwrap();
         fd_check(&e, &[0.3, 0.4], &[0.9, 1.3, 0.7, 1.1]);
+    }
+
+    #[test]
+    fn weight_scale_scales_every_derivative_and_the_seed_scan() {
+        // Fusion's shape: 2-D, a width per tracker, a weight per (tracker, bin), scale 1/K.
+        let centers = vec![0.1, -0.2, 0.3, 0.25, -0.4, 0.05, 0.0, 0.4];
+        let plain = RbfMixture::new(2, centers.clone(), vec![0, 1, 1, 0], Some(vec![2, 3, 4, 2]), 5).unwrap();
+        let scale = 0.25;
+        let e = plain.clone().with_weight_scale(scale).unwrap();
+        assert_eq!(e.weight_scale(), scale);
+        let w = [0.3, 0.45, 1.2, 0.7, 2.0];
+        fd_check(&e, &[0.05, 0.1], &w);
+        fd_check(&e, &[-0.3, 0.2], &w);
+        // Against the unscaled mixture times the scale (a power of 2: exact).
+        let y = [0.05, 0.1];
+        let (mut g, mut gp) = ([0.0; 2], [0.0; 2]);
+        assert_eq!(e.gradient(&y, &w, &mut g), scale * plain.gradient(&y, &w, &mut gp));
+        assert_eq!(g, [scale * gp[0], scale * gp[1]]);
+        assert_eq!(e.value(&y, &w), scale * plain.value(&y, &w));
+        let (mut h, mut hp) = (DMatrix::zeros(2, 2), DMatrix::zeros(2, 2));
+        e.hessian(&y, &w, &mut h);
+        plain.hessian(&y, &w, &mut hp);
+        assert_eq!(h, hp * scale);
+        let u = [0.7, -1.3];
+        let (mut m, mut mp) = (vec![0.0; 5], vec![0.0; 5]);
+        e.mixed_vjp(&y, &w, &u, &mut m);
+        plain.mixed_vjp(&y, &w, &u, &mut mp);
+        assert_eq!(m, mp.iter().map(|v| scale * v).collect::<Vec<_>>());
+        let (mut c, mut cp) = (vec![0.0; 8], vec![0.0; 8]);
+        e.centers_vjp(&y, &w, &u, &mut c);
+        plain.centers_vjp(&y, &w, &u, &mut cp);
+        assert_eq!(c, cp.iter().map(|v| scale * v).collect::<Vec<_>>());
+        // The seed scan (seeds = centres, and other points) agrees with the value.
+        let mut scan = vec![0.0; 4];
+        for points in [centers.clone(), centers.iter().map(|c| c * 1.7 - 0.05).collect()] {
+            e.values_at(&points, &w, &mut scan);
+            for (i, y) in points.chunks_exact(2).enumerate() {
+                let direct = e.value(y, &w);
+                assert!((scan[i] - direct).abs() < 1e-15, "{i}: {} vs {direct}", scan[i]);
+            }
+        }
+        // 1-D shared width (the RANSAC scan, and its pruned path) with a scale.
+        let xs: Vec<f64> = (0..60).map(|i| ((i * 37) % 61) as f64 * 0.9 - 25.0).collect();
+        let e1 = RbfMixture::shared_width(1, xs.clone()).unwrap().with_weight_scale(-1.5).unwrap();
+        let mut scan = vec![0.0; 60];
+        e1.values_at(&xs, &[3.0], &mut scan);
+        for (i, x) in xs.iter().enumerate() {
+            assert!((scan[i] - e1.value(&[*x], &[3.0])).abs() < 1e-13);
+        }
+        assert_eq!(e1.lowest_at(&xs, &[3.0]), full_lowest(&e1, &xs, &[3.0]));
+        assert!(RbfMixture::shared_width(1, xs).unwrap().with_weight_scale(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn exp_neg_f32_is_within_its_bound() {
+        let mut worst: f64 = 0.0;
+        for i in 0..=200_000 {
+            let x = (SEED_SCAN_CUTOFF * i as f64 / 200_000.0) as f32;
+            let (a, b) = (f64::from(exp_neg_f32(x)), (-f64::from(x)).exp());
+            worst = worst.max((a - b).abs() / b);
+        }
+        assert!(worst <= 3e-6 && worst <= EXP_F32_REL_ERR, "worst relative error {worst:e}");
+    }
+
+    /// A fusion-like 2-D mixture: `k` kernels in clusters and outliers, a width per kernel
+    /// (some very narrow), positive weights, scale `1/k`.
+    fn fusion_like(k: usize, seed: u64, far: f64) -> (RbfMixture, Vec<f64>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut centers = Vec::with_capacity(2 * k);
+        for i in 0..k {
+            let spread = if i % 5 == 0 { far } else { 0.15 };
+            centers.push(rng.random_range(-spread..spread));
+            centers.push(rng.random_range(-spread..spread));
+        }
+        // Exact duplicates: equal sums, the tie rule decides.
+        for i in 0..k / 10 {
+            let j = rng.random_range(0..k);
+            (centers[2 * j], centers[2 * j + 1]) = (centers[2 * i], centers[2 * i + 1]);
+        }
+        let w: Vec<f64> = (0..2 * k)
+            .map(|i| if i < k { 10f64.powf(rng.random_range(-2.0..0.3)) } else { rng.random_range(1e-3..3.0) })
+            .collect();
+        let e = RbfMixture::new(2, centers, (0..k).collect(), Some((k..2 * k).collect()), 2 * k)
+            .unwrap()
+            .with_weight_scale(1.0 / k as f64)
+            .unwrap();
+        (e, w)
+    }
+
+    #[test]
+    fn ranked_seed_choice_is_the_full_scans() {
+        let mut answered = 0;
+        for seed in 0..60 {
+            let (e, w) = fusion_like(16 + (seed as usize * 7) % 70, seed, if seed % 2 == 0 { 3.0 } else { 40.0 });
+            let centers = e.centers().to_vec();
+            let full = full_lowest(&e, &centers, &w);
+            // Every seed's exact recomputation is the batched scan's value, bit for bit.
+            let mut values = vec![0.0; centers.len() / 2];
+            e.values_at(&centers, &w, &mut values);
+            let (_, radius) = e.scan_radius(&w);
+            for (y, v) in centers.chunks_exact(2).zip(&values) {
+                let again = -e.exact_scan_sum(y, &w, radius) * e.weight_scale;
+                assert_eq!(again.to_bits(), v.to_bits(), "seed {seed}");
+            }
+            if let Some(ranked) = e.lowest_at_ranked(&centers, &w) {
+                answered += 1;
+                assert_eq!(Some((ranked.0, ranked.1.to_bits())), full.map(|(i, v)| (i, v.to_bits())), "seed {seed}");
+            }
+            let public = e.lowest_at(&centers, &w);
+            assert_eq!(public.map(|(i, v)| (i, v.to_bits())), full.map(|(i, v)| (i, v.to_bits())), "seed {seed}");
+        }
+        assert!(answered >= 50, "the ranking answered {answered} of 60");
+        // Negative weights, a negative scale: the full scan.
+        let (e, mut w) = fusion_like(30, 1, 3.0);
+        w[40] = -0.5;
+        assert_eq!(e.lowest_at_ranked(e.centers(), &w), None);
+        let (e, w) = fusion_like(30, 1, 3.0);
+        let flipped = e.with_weight_scale(-0.1).unwrap();
+        assert_eq!(flipped.lowest_at_ranked(flipped.centers(), &w), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! over the `K` trackers with a box, in coordinates normalised per frame (origin and scale from
 //! the trackers' boxes, never from the ground truth), so that widths are fractions of the
 //! target size. The `1/K` keeps the Hessian's scale independent of how many trackers report,
-//! which makes one damping `lambda` meaningful across frames.
+//! which makes one damping `lambda` meaningful across frames. Each corner's energy is the
+//! library's [`RbfMixture`] (2-D, index maps into the parameters below, weight scale `1/K`).
 //!
 //! Parameters (`p = T + T B`): `w[t]` the width of tracker `t`, `w[T + t B + b]` its weight in
 //! age bin `b`, where the age is the number of frames since the tracker's last
@@ -12,12 +13,8 @@ use super::iou::{BoxXyxy, GroundTruthArea};
 use super::vot::{Dataset, Entry};
 use crate::common::median_finite;
 use anyhow::{bail, Context, Result};
-use nalgebra::DMatrix;
 use wiberg::optim::BoxConstraints;
-use wiberg::{ArgminLayer, Energy, Start, WibergError};
-
-/// Kernels whose exponent exceeds this are skipped in the seed scan: `exp(-36.8) < 1.1e-16`.
-const SEED_SCAN_CUTOFF: f64 = 36.8;
+use wiberg::{ArgminLayer, RbfMixture, Start, WibergError};
 
 /// Where each learned quantity lives in the parameter vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,12 +78,9 @@ pub struct Frame {
     pub trackers: Vec<u16>,
     /// Age bin of each kernel.
     pub bins: Vec<u8>,
-    /// Top-left corners, normalised, flat `[x, y, x, y, ...]`.
-    pub tl: Vec<f64>,
-    /// Bottom-right corners, normalised, flat.
-    pub br: Vec<f64>,
-    width_param: Vec<u32>,
-    weight_param: Vec<u32>,
+    /// The energies of the top-left and bottom-right corners, whose centres are the trackers'
+    /// corners, normalised, flat `[x, y, x, y, ...]` (none when no tracker has a box).
+    energies: Option<[RbfMixture; 2]>,
     /// Ground-truth axis-aligned box (pixels; pysot's box of the polygon, see
     /// [`super::vot::Region::axis_aligned`]): the target of the corner loss.
     pub gt_box: BoxXyxy,
@@ -123,20 +117,31 @@ impl Frame {
         [a[0], a[1], b[0], b[1]]
     }
 
-    /// Box of kernel `k` (a tracker's box) in pixels.
-    pub fn tracker_box(&self, k: usize) -> BoxXyxy {
-        self.box_pixels([self.tl[2 * k], self.tl[2 * k + 1]], [self.br[2 * k], self.br[2 * k + 1]])
+    /// The trackers' top-left corners, normalised, flat `[x, y, x, y, ...]`.
+    pub fn tl(&self) -> &[f64] {
+        self.energies.as_ref().map_or(&[], |e| e[0].centers())
     }
 
-    /// The energy of one corner (0 = top-left, 1 = bottom-right).
-    pub fn energy(&self, corner: usize, num_params: usize) -> CornerEnergy<'_> {
-        CornerEnergy {
-            centers: if corner == 0 { &self.tl } else { &self.br },
-            width_param: &self.width_param,
-            weight_param: &self.weight_param,
-            inv_k: 1.0 / self.trackers.len().max(1) as f64,
-            num_params,
-        }
+    /// The trackers' bottom-right corners, normalised, flat.
+    pub fn br(&self) -> &[f64] {
+        self.energies.as_ref().map_or(&[], |e| e[1].centers())
+    }
+
+    /// Box of kernel `k` (a tracker's box) in pixels.
+    pub fn tracker_box(&self, k: usize) -> BoxXyxy {
+        let (tl, br) = (self.tl(), self.br());
+        self.box_pixels([tl[2 * k], tl[2 * k + 1]], [br[2 * k], br[2 * k + 1]])
+    }
+
+    /// The energy of one corner (0 = top-left, 1 = bottom-right); `None` when no tracker has a
+    /// box or `corner > 1`.
+    pub fn energy(&self, corner: usize) -> Option<&RbfMixture> {
+        self.energies.as_ref().and_then(|e| e.get(corner))
+    }
+
+    /// Both corners' energies, or the error that no tracker has a box.
+    fn energies(&self) -> wiberg::Result<&[RbfMixture; 2]> {
+        self.energies.as_ref().ok_or_else(|| WibergError::InvalidArgument("no tracker has a box in this frame".into()))
     }
 
     /// Mean fusion: the mean of each corner coordinate (pixels).
@@ -146,7 +151,8 @@ impl Frame {
         }
         let k = self.len() as f64;
         let m = |v: &[f64], i: usize| v.iter().skip(i).step_by(2).sum::<f64>() / k;
-        Some(self.box_pixels([m(&self.tl, 0), m(&self.tl, 1)], [m(&self.br, 0), m(&self.br, 1)]))
+        let (tl, br) = (self.tl(), self.br());
+        Some(self.box_pixels([m(tl, 0), m(tl, 1)], [m(br, 0), m(br, 1)]))
     }
 
     /// Median fusion: the median of each corner coordinate (pixels).
@@ -155,7 +161,8 @@ impl Frame {
             return None;
         }
         let m = |v: &[f64], i: usize| median_finite(v.iter().skip(i).step_by(2).copied());
-        Some(self.box_pixels([m(&self.tl, 0)?, m(&self.tl, 1)?], [m(&self.br, 0)?, m(&self.br, 1)?]))
+        let (tl, br) = (self.tl(), self.br());
+        Some(self.box_pixels([m(tl, 0)?, m(tl, 1)?], [m(br, 0)?, m(br, 1)?]))
     }
 
     /// The ground-truth box's corners in normalised coordinates, and the loss scale
@@ -209,184 +216,35 @@ pub fn build_frames(data: &Dataset, layout: &ParamLayout) -> Result<Vec<Frame>> 
                         .with_context(no_box)?;
                 ([cx, cy], sz.max(1.0))
             };
-            let mut frame = Frame {
-                seq: s,
-                index: f,
-                origin,
-                scale,
-                trackers: Vec::with_capacity(boxes.len()),
-                bins: Vec::with_capacity(boxes.len()),
-                tl: Vec::with_capacity(2 * boxes.len()),
-                br: Vec::with_capacity(2 * boxes.len()),
-                width_param: Vec::with_capacity(boxes.len()),
-                weight_param: Vec::with_capacity(boxes.len()),
-                gt_box,
-                gt,
-            };
+            let k = boxes.len();
+            let mut trackers = Vec::with_capacity(k);
+            let mut bins = Vec::with_capacity(k);
+            let (mut tl, mut br) = (Vec::with_capacity(2 * k), Vec::with_capacity(2 * k));
+            let (mut width_index, mut weight_index) = (Vec::with_capacity(k), Vec::with_capacity(k));
             for (t, age, b) in boxes {
                 let bin = layout.age_bin(age);
-                frame.trackers.push(t as u16);
-                frame.bins.push(bin as u8);
-                frame.tl.extend([(b[0] - origin[0]) / scale, (b[1] - origin[1]) / scale]);
-                frame.br.extend([(b[2] - origin[0]) / scale, (b[3] - origin[1]) / scale]);
-                frame.width_param.push(layout.width(t) as u32);
-                frame.weight_param.push(layout.weight(t, bin) as u32);
+                trackers.push(t as u16);
+                bins.push(bin as u8);
+                tl.extend([(b[0] - origin[0]) / scale, (b[1] - origin[1]) / scale]);
+                br.extend([(b[2] - origin[0]) / scale, (b[3] - origin[1]) / scale]);
+                width_index.push(layout.width(t));
+                weight_index.push(layout.weight(t, bin));
             }
-            frames.push(frame);
+            let energies = if k == 0 {
+                None
+            } else {
+                let p = layout.num_params();
+                let corner = |centers: Vec<f64>| {
+                    RbfMixture::new(2, centers, width_index.clone(), Some(weight_index.clone()), p)
+                        .and_then(|e| e.with_weight_scale(1.0 / k as f64))
+                        .with_context(|| format!("sequence `{}` frame {}: corner energy", seq.name, f + 1))
+                };
+                Some([corner(tl)?, corner(br)?])
+            };
+            frames.push(Frame { seq: s, index: f, origin, scale, trackers, bins, energies, gt_box, gt });
         }
     }
     Ok(frames)
-}
-
-/// One corner's energy in one frame (2-D), borrowing the frame's data.
-///
-/// Equal to `RbfMixture::new(2, centers, width_index, Some(weight_index), p)` times `1/K`
-/// (checked in the tests); written out here because the seed scan over the `K` tracker corners
-/// is the hot loop of training and benefits from the flat, branch-light layout.
-#[derive(Debug, Clone, Copy)]
-pub struct CornerEnergy<'a> {
-    centers: &'a [f64],
-    width_param: &'a [u32],
-    weight_param: &'a [u32],
-    inv_k: f64,
-    num_params: usize,
-}
-
-impl CornerEnergy<'_> {
-    /// The kernel centres (flat), which are also the seeds of the forward pass.
-    pub fn centers(&self) -> &[f64] {
-        self.centers
-    }
-
-    #[inline]
-    fn kernel(&self, k: usize, y: &[f64], w: &[f64]) -> (f64, f64, f64, f64, f64) {
-        let s = w[self.width_param[k] as usize];
-        let a = w[self.weight_param[k] as usize];
-        let inv_s2 = 1.0 / (s * s);
-        let dx = y[0] - self.centers[2 * k];
-        let dy = y[1] - self.centers[2 * k + 1];
-        let r = dx * dx + dy * dy;
-        (a, inv_s2, dx, dy, r)
-    }
-}
-
-impl Energy for CornerEnergy<'_> {
-    fn dim(&self) -> usize {
-        2
-    }
-
-    fn num_params(&self) -> usize {
-        self.num_params
-    }
-
-    fn value(&self, y: &[f64], w: &[f64]) -> f64 {
-        let mut e = 0.0;
-        for k in 0..self.width_param.len() {
-            let (a, inv_s2, _, _, r) = self.kernel(k, y, w);
-            e -= a * (-r * inv_s2).exp();
-        }
-        e * self.inv_k
-    }
-
-    fn gradient(&self, y: &[f64], w: &[f64], g: &mut [f64]) -> f64 {
-        let (mut e, mut gx, mut gy) = (0.0, 0.0, 0.0);
-        for k in 0..self.width_param.len() {
-            let (a, inv_s2, dx, dy, r) = self.kernel(k, y, w);
-            let ek = a * (-r * inv_s2).exp();
-            e -= ek;
-            let c = 2.0 * ek * inv_s2;
-            gx += c * dx;
-            gy += c * dy;
-        }
-        g[0] = gx * self.inv_k;
-        g[1] = gy * self.inv_k;
-        e * self.inv_k
-    }
-
-    fn hessian(&self, y: &[f64], w: &[f64], h: &mut DMatrix<f64>) {
-        let (mut hxx, mut hxy, mut hyy) = (0.0, 0.0, 0.0);
-        for k in 0..self.width_param.len() {
-            let (a, inv_s2, dx, dy, r) = self.kernel(k, y, w);
-            let ek = a * (-r * inv_s2).exp();
-            let diag = 2.0 * ek * inv_s2;
-            let outer = 4.0 * ek * inv_s2 * inv_s2;
-            hxx += diag - outer * dx * dx;
-            hyy += diag - outer * dy * dy;
-            hxy -= outer * dx * dy;
-        }
-        h[(0, 0)] = hxx * self.inv_k;
-        h[(1, 1)] = hyy * self.inv_k;
-        h[(0, 1)] = hxy * self.inv_k;
-        h[(1, 0)] = hxy * self.inv_k;
-    }
-
-    fn mixed_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
-        out.iter_mut().for_each(|v| *v = 0.0);
-        self.accumulate_mixed_vjp(y, w, u, out);
-    }
-
-    /// The seed scan (K seeds x K kernels, the hot loop of training). Only the argmin over the
-    /// seeds matters, so it uses [`approx_exp`] (relative error < 1e-12 on the range used) in a
-    /// branch-free loop the compiler vectorises.
-    /// The seed scan (K seeds x K kernels, the hot loop of training). Only the argmin over the
-    /// seeds matters (the minimiser then works with exact values), so it runs in `f32` with
-    /// [`approx_exp_f32`] (relative error ~1e-7), kernels outside and seeds inside: the inner
-    /// loop updates independent accumulators, four to a SIMD register.
-    fn values_at(&self, points: &[f64], w: &[f64], out: &mut [f64]) {
-        let (px, py): (Vec<f32>, Vec<f32>) = points.chunks_exact(2).map(|c| (c[0] as f32, c[1] as f32)).unzip();
-        let mut acc = vec![0.0f32; px.len()];
-        for k in 0..self.width_param.len() {
-            let s = w[self.width_param[k] as usize];
-            let a = w[self.weight_param[k] as usize] as f32;
-            let inv_s2 = (1.0 / (s * s)) as f32;
-            let (cx, cy) = (self.centers[2 * k] as f32, self.centers[2 * k + 1] as f32);
-            for ((e, x), y) in acc.iter_mut().zip(&px).zip(&py) {
-                let (dx, dy) = (x - cx, y - cy);
-                let r = ((dx * dx + dy * dy) * inv_s2).min(SEED_SCAN_CUTOFF as f32);
-                *e -= a * approx_exp_f32(-r);
-            }
-        }
-        for (o, e) in out.iter_mut().zip(&acc) {
-            *o = f64::from(*e) * self.inv_k;
-        }
-    }
-}
-
-/// `exp(x)` in `f32` for `x` in `[-SEED_SCAN_CUTOFF, 0]`, branch-free and call-free (so loops
-/// over it vectorise): `2^(x log2 e)` split into an integer power, set in the exponent bits,
-/// and a remainder whose exponential is a degree-6 Taylor polynomial (relative error ~1e-6,
-/// mostly the `f32` rounding of `x log2 e`).
-#[inline(always)]
-pub fn approx_exp_f32(x: f32) -> f32 {
-    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-    const SHIFTER: f32 = 12_582_912.0;
-    let t = x * std::f32::consts::LOG2_E;
-    let kd = t + SHIFTER;
-    let n = kd - SHIFTER;
-    let f = (t - n) * std::f32::consts::LN_2;
-    // exp(f) for |f| <= ln(2)/2, Horner.
-    let mut p = 1.0 / 720.0;
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p * f + c;
-    }
-    // 2^n for n in [-54, 0]: the low 9 bits of kd's pattern are n mod 512 (2^22 is a multiple
-    // of 512), and n + 127 is a normal exponent.
-    p * f32::from_bits(kd.to_bits().wrapping_add(127) << 23)
-}
-
-impl CornerEnergy<'_> {
-    /// Adds `d/dw <grad_y E, u>` into `out` (which is not cleared): lets the two corners of a
-    /// frame share one gradient vector without a `p`-sized temporary each.
-    pub fn accumulate_mixed_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
-        for k in 0..self.width_param.len() {
-            let (a, inv_s2, dx, dy, r) = self.kernel(k, y, w);
-            let e = (-r * inv_s2).exp() * self.inv_k;
-            let du = dx * u[0] + dy * u[1];
-            let s = w[self.width_param[k] as usize];
-            out[self.width_param[k] as usize] += 4.0 * a * e * du * (r * inv_s2 - 1.0) * inv_s2 / s;
-            out[self.weight_param[k] as usize] += 2.0 * e * du * inv_s2;
-        }
-    }
 }
 
 /// The training loss.
@@ -410,13 +268,9 @@ pub struct Fused {
 
 /// Forward pass of one frame: both corners' argmins, started at the best tracker corner.
 pub fn fuse(frame: &Frame, w: &[f64], layer: &ArgminLayer) -> wiberg::Result<Fused> {
-    if frame.is_empty() {
-        return Err(WibergError::InvalidArgument("no tracker has a box in this frame".into()));
-    }
-    let e0 = frame.energy(0, w.len());
-    let e1 = frame.energy(1, w.len());
-    let s0 = layer.forward(&e0, w, Start::Seeds(&frame.tl))?;
-    let s1 = layer.forward(&e1, w, Start::Seeds(&frame.br))?;
+    let [e0, e1] = frame.energies()?;
+    let s0 = layer.forward(e0, w, Start::Seeds(e0.centers()))?;
+    let s1 = layer.forward(e1, w, Start::Seeds(e1.centers()))?;
     Ok(Fused { corners: [s0.y[0], s0.y[1], s1.y[0], s1.y[1]], solutions: [s0, s1] })
 }
 
@@ -456,10 +310,9 @@ pub fn loss_and_grad(frame: &Frame, w: &[f64], layer: &ArgminLayer, loss: LossKi
         }
     };
     let mut grad = vec![0.0; w.len()];
-    for (c, sol) in fused.solutions.iter().enumerate() {
-        let e = frame.energy(c, w.len());
+    for (c, (sol, e)) in fused.solutions.iter().zip(frame.energies()?).enumerate() {
         let v = [dl_dy[2 * c], dl_dy[2 * c + 1]];
-        let back = layer.backward(&e, w, sol, &v)?;
+        let back = layer.backward(e, w, sol, &v)?;
         for (g, b) in grad.iter_mut().zip(&back.grad_w) {
             *g += b;
         }
@@ -473,16 +326,6 @@ mod tests {
     use wiberg::RbfMixture;
 
     #[test]
-    fn approx_exp_is_accurate_on_the_scan_range() {
-        for i in 0..=20_000 {
-            let x = -(SEED_SCAN_CUTOFF as f32) * i as f32 / 20_000.0;
-            let (a, b) = (approx_exp_f32(x) as f64, (x as f64).exp());
-            // Most of the error is the f32 rounding of x log2(e) itself.
-            assert!((a - b).abs() <= 3e-6 * b, "{x}: {a} vs {b}");
-        }
-    }
-
-    #[test]
     fn age_bins_are_log_spaced() {
         let l = ParamLayout { trackers: 2, bins: 4 };
         let bins: Vec<usize> = [1, 2, 3, 4, 7, 8, 100].iter().map(|&a| l.age_bin(a)).collect();
@@ -491,49 +334,33 @@ mod tests {
     }
 
     #[test]
-    fn corner_energy_matches_rbf_mixture() {
-        let centers = vec![0.1, -0.2, 0.3, 0.25, -0.4, 0.05];
-        let width_param = vec![0u32, 1, 1];
-        let weight_param = vec![2u32, 3, 4];
-        let p = 5;
-        let ours = CornerEnergy {
-            centers: &centers,
-            width_param: &width_param,
-            weight_param: &weight_param,
-            inv_k: 1.0 / 3.0,
-            num_params: p,
-        };
-        let rbf = RbfMixture::new(2, centers.clone(), vec![0, 1, 1], Some(vec![2, 3, 4]), p).unwrap();
-        let w = [0.3, 0.45, 1.2, 0.7, 2.0];
-        let y = [0.05, 0.1];
-        let mut g1 = [0.0; 2];
-        let mut g2 = [0.0; 2];
-        let v1 = ours.gradient(&y, &w, &mut g1);
-        let v2 = rbf.gradient(&y, &w, &mut g2);
-        assert!((3.0 * v1 - v2).abs() < 1e-14 && (3.0 * ours.value(&y, &w) - v2).abs() < 1e-14);
-        for i in 0..2 {
-            assert!((3.0 * g1[i] - g2[i]).abs() < 1e-13);
+    fn corner_energy_is_the_documented_model() {
+        // A small synthetic set: a frame with at least three boxes, several age bins.
+        let data = super::super::generate::generate(
+            &super::super::generate::GenerateConfig { sequences: 1, trackers: 5, seed: 3, mean_frames: 30.0 },
+            || {},
+        )
+        .0;
+        let layout = ParamLayout { trackers: 5, bins: 3 };
+        let frames = build_frames(&data, &layout).unwrap();
+        let frame = frames.iter().find(|f| f.len() >= 3).unwrap();
+        let p = layout.num_params();
+        let w: Vec<f64> = (0..p).map(|i| if i < 5 { 0.2 + 0.1 * i as f64 } else { 0.5 + 0.07 * i as f64 }).collect();
+        let k = frame.len() as f64;
+        for (corner, centers) in [(0, frame.tl()), (1, frame.br())] {
+            let e = frame.energy(corner).unwrap();
+            let y = [0.03, -0.02];
+            let direct: f64 = (0..frame.len())
+                .map(|i| {
+                    let (t, b) = (frame.trackers[i] as usize, frame.bins[i] as usize);
+                    let (s, a) = (w[layout.width(t)], w[layout.weight(t, b)]);
+                    let r = (y[0] - centers[2 * i]).powi(2) + (y[1] - centers[2 * i + 1]).powi(2);
+                    -a * (-r / (s * s)).exp() / k
+                })
+                .sum();
+            let value = wiberg::Energy::value(e, &y, &w);
+            assert!((value - direct).abs() < 1e-14, "corner {corner}: {value} vs {direct}");
         }
-        let mut h1 = DMatrix::zeros(2, 2);
-        let mut h2 = DMatrix::zeros(2, 2);
-        ours.hessian(&y, &w, &mut h1);
-        rbf.hessian(&y, &w, &mut h2);
-        assert!((h1 * 3.0 - h2).abs().max() < 1e-12);
-        let u = [0.7, -1.3];
-        let mut m1 = vec![0.0; p];
-        let mut m2 = vec![0.0; p];
-        ours.mixed_vjp(&y, &w, &u, &mut m1);
-        rbf.mixed_vjp(&y, &w, &u, &mut m2);
-        for i in 0..p {
-            assert!((3.0 * m1[i] - m2[i]).abs() < 1e-12, "{i}: {} vs {}", 3.0 * m1[i], m2[i]);
-        }
-        let mut s1 = [0.0; 3];
-        let mut s2 = [0.0; 3];
-        ours.values_at(&centers, &w, &mut s1);
-        rbf.values_at(&centers, &w, &mut s2);
-        for i in 0..3 {
-            // The seed scan runs in f32.
-            assert!((3.0 * s1[i] - s2[i]).abs() < 1e-5 * s2[i].abs(), "{} vs {}", 3.0 * s1[i], s2[i]);
-        }
+        assert!(frame.energy(2).is_none());
     }
 }

@@ -215,7 +215,7 @@ pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<
         root.fill(&WHITE)?;
         let areas = root.split_evenly((1, panels.len()));
         for (area, panel) in areas.iter().zip(panels) {
-            let e = frame.energy(0, panel.params.len());
+            let e = frame.energy(0).context("the Figure 2 frame has no tracker box")?;
             let mut grid = vec![0.0; res * res];
             for j in 0..res {
                 for i in 0..res {

@@ -42,3 +42,22 @@ fn bad_input_is_an_error() {
     let r = gradcheck(&layer, &e, &[1.1], Start::Seeds(&seeds), nan_loss, 1e-6);
     assert!(matches!(r, Err(WibergError::NonFinite { .. })), "{r:?}");
 }
+
+#[test]
+fn weight_scaled_2d_mixture_passes() {
+    // Fusion's energy: 2-D, a width per tracker, a weight per (tracker, age bin), scale 1/K.
+    let centers = vec![0.1, -0.2, 0.3, 0.25, -0.4, 0.05, 0.05, 0.1];
+    let e = RbfMixture::new(2, centers.clone(), vec![0, 1, 1, 0], Some(vec![2, 3, 4, 2]), 5)
+        .unwrap()
+        .with_weight_scale(0.25)
+        .unwrap();
+    let w = [0.45, 0.6, 1.2, 0.7, 2.0];
+    let loss2 = |y: &[f64]| {
+        let (a, b) = (y[0] - 0.1, y[1] + 0.05);
+        (a * a + b * b, vec![2.0 * a, 2.0 * b])
+    };
+    let implicit = ArgminLayer::with_damping(Damping::Implicit);
+    let check = gradcheck(&implicit, &e, &w, Start::Seeds(&centers), loss2, 1e-6).unwrap();
+    assert!(check.scaled_error < 1e-6, "{check:?}");
+    assert!(check.analytic.iter().all(|g| g.is_finite()) && check.analytic.iter().any(|g| g.abs() > 1e-3), "{check:?}");
+}
