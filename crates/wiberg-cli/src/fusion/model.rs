@@ -323,7 +323,6 @@ pub fn loss_and_grad(frame: &Frame, w: &[f64], layer: &ArgminLayer, loss: LossKi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wiberg::RbfMixture;
 
     #[test]
     fn age_bins_are_log_spaced() {
