@@ -5,6 +5,7 @@
 //! accuracy at a strict minimum; with trust-region damping they differ by design (the damped
 //! derivative is not the derivative of the forward pass), which this check also measures.
 
+use crate::damped::HessianSolve;
 use crate::energy::Energy;
 use crate::error::{check_finite, check_len, WibergError};
 use crate::layer::{ArgminLayer, Start};
@@ -29,8 +30,8 @@ pub struct GradCheck {
     pub loss: f64,
 }
 
-/// Compares the layer's backward pass with central finite differences of
-/// `w -> loss(forward(e, w, start).y)`.
+/// Compares the layer's backward pass (any damped-solve strategy) with central finite
+/// differences of `w -> loss(forward(e, w, start).y)`.
 ///
 /// `loss(y)` returns the loss and its gradient `dl/dy` (length `n`). Parameter `j` is moved by
 /// `h_j = step * max(1, |w_j|)`; `step = 1e-6` is a good default for smooth energies
@@ -51,9 +52,17 @@ pub struct GradCheck {
 /// assert!(check.max_rel_error < 1e-6, "{check:?}");
 /// assert!(check.analytic[0].abs() > 1e-3); // a gradient that means something
 /// ```
-pub fn gradcheck<E, L>(layer: &ArgminLayer, e: &E, w: &[f64], start: Start<'_>, loss: L, step: f64) -> Result<GradCheck>
+pub fn gradcheck<E, L, S>(
+    layer: &ArgminLayer<S>,
+    e: &E,
+    w: &[f64],
+    start: Start<'_>,
+    loss: L,
+    step: f64,
+) -> Result<GradCheck>
 where
     E: Energy + ?Sized,
+    S: HessianSolve<E>,
     L: Fn(&[f64]) -> (f64, Vec<f64>),
 {
     if step.is_nan() || step <= 0.0 || !step.is_finite() {

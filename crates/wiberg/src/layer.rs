@@ -1,15 +1,20 @@
 //! [`ArgminLayer`]: the differentiable argmin. `forward` finds `y*(w)`, `backward` turns
 //! `dl/dy*` into `dl/dw` with the damped derivative, reusing the forward factorisation.
+//!
+//! The layer is generic over how it solves the damped system (`S`, a
+//! [`HessianSolve`] strategy from [`crate::damped`]); the default, [`LinearSolve`], is the
+//! run-time choice between dense and matrix-free.
 
-use crate::damped::cg::{cg, CgOutcome};
-use crate::damped::DampedSystem;
-use crate::derivative::{Damping, Diagnostics, LinearSolver};
+use crate::damped::{not_factorized, HessianFactor, HessianSolve};
+use crate::derivative::{Damping, Diagnostics};
 use crate::energy::Energy;
 use crate::error::{check_finite, check_len, WibergError};
 use crate::minimize::{norm, seeds, Minimizer, Report};
 use crate::Result;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
+
+pub use crate::damped::{LinearFactor, LinearSolve};
 
 /// Where the forward pass starts.
 #[derive(Debug, Clone, Copy)]
@@ -18,25 +23,6 @@ pub enum Start<'a> {
     Point(&'a [f64]),
     /// At the lowest-energy point of these seeds, stored consecutively (`m * n` numbers).
     Seeds(&'a [f64]),
-}
-
-/// How the damped linear systems are solved.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum LinearSolve {
-    /// Dense Hessian, Cholesky (LU fallback); exact diagnostics for n <= 64.
-    #[default]
-    Dense,
-    /// Matrix-free conjugate gradients on Hessian-vector products, for large `n`.
-    /// If CG meets curvature at or below zero (the damped matrix is not positive definite
-    /// along a Krylov direction) the layer falls back to the dense path, built from `n`
-    /// Hessian-vector products. Negative curvature outside the Krylov space is not seen.
-    ConjugateGradient {
-        /// Relative residual tolerance.
-        tol: f64,
-        /// Iteration limit.
-        max_iters: usize,
-    },
 }
 
 /// Where the backward pass takes the Hessian `H` and the mixed derivatives `M`.
@@ -88,16 +74,23 @@ pub enum Linearization {
 /// let back_tr = tr.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
 /// assert!((back_tr.grad_w[0] - (-m[0] / (h + 0.1))).abs() < 1e-9);
 /// ```
+///
+/// # Strategies
+/// `S` says how the damped systems are solved (see [`crate::damped`]): [`LinearSolve`] (the
+/// default: dense or conjugate gradients, chosen at run time), or a strategy type such as
+/// [`crate::damped::DenseSolve`], [`crate::damped::CgSolve`] or
+/// [`crate::damped::BlockArrowSolve`] (for energies that state a block-arrow Hessian), set with
+/// [`ArgminLayer::with_linear_solve`]. The [`Solution`] keeps the strategy's factor.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ArgminLayer {
+pub struct ArgminLayer<S = LinearSolve> {
     /// The inner minimiser.
     pub minimizer: Minimizer,
     /// Finish with one damped Newton step `y <- y - (H + s I)^-1 g` (shift from `damping`).
     pub polish: bool,
     /// The derivative's damping (also used by the polish step).
     pub damping: Damping,
-    /// Dense or matrix-free linear algebra.
-    pub linear_solve: LinearSolve,
+    /// How the damped systems are solved: dense or matrix-free by default, or a strategy type.
+    pub linear_solve: S,
     /// Where the backward pass linearises (at the returned `y*` by default).
     #[serde(default)]
     pub linearization: Linearization,
@@ -115,9 +108,11 @@ impl Default for ArgminLayer {
     }
 }
 
-/// The output of the forward pass: `y*`, its [`Report`], and what the backward pass reuses.
+/// The output of the forward pass: `y*`, its [`Report`], and what the backward pass reuses:
+/// the strategy's factor `F` of the damped Hessian at the linearisation point (or the error
+/// factorising it gave, which the backward pass returns).
 #[derive(Debug, Clone)]
-pub struct Solution {
+pub struct Solution<F = LinearFactor> {
     /// The minimiser `y*`.
     pub y: Vec<f64>,
     /// What happened on the way.
@@ -125,21 +120,21 @@ pub struct Solution {
     /// The point where `H` and `M` are taken: `y*`, or where the polish step started
     /// ([`Linearization::PolishStart`]).
     linearization: Vec<f64>,
-    system: Linearized,
+    factor: std::result::Result<F, WibergError>,
 }
 
-#[derive(Debug, Clone)]
-enum Linearized {
-    Dense(std::result::Result<DampedSystem, WibergError>),
-    Cg { shift: f64 },
-}
-
-impl Solution {
+impl<F> Solution<F> {
     /// The point at which the Hessian and the mixed derivatives are evaluated: the returned
     /// `y*` (the default, [`Linearization::AtSolution`]), or where the polish step started
     /// ([`Linearization::PolishStart`]).
     pub fn linearization_point(&self) -> &[f64] {
         &self.linearization
+    }
+
+    /// The factorised damped Hessian at [`Solution::linearization_point`], or the error
+    /// factorising it gave (for example [`WibergError::SingularHessian`] under `Implicit`).
+    pub fn factor(&self) -> std::result::Result<&F, &WibergError> {
+        self.factor.as_ref()
     }
 }
 
@@ -159,12 +154,36 @@ impl ArgminLayer {
     pub fn with_damping(damping: Damping) -> Self {
         ArgminLayer { damping, ..Default::default() }
     }
+}
+
+impl<S> ArgminLayer<S> {
+    /// The same layer with another damped-solve strategy.
+    ///
+    /// ```
+    /// use wiberg::damped::CgSolve;
+    /// use wiberg::{ArgminLayer, Damping};
+    /// let layer = ArgminLayer::with_damping(Damping::Implicit).with_linear_solve(CgSolve { tol: 1e-10, max_iters: 100 });
+    /// assert_eq!(layer.linear_solve.max_iters, 100);
+    /// ```
+    pub fn with_linear_solve<T>(self, linear_solve: T) -> ArgminLayer<T> {
+        ArgminLayer {
+            minimizer: self.minimizer,
+            polish: self.polish,
+            damping: self.damping,
+            linear_solve,
+            linearization: self.linearization,
+        }
+    }
 
     /// Forward pass: start, minimise, optionally polish, factorise the damped Hessian.
     ///
     /// Errors: wrong lengths or non-finite `w`/start; a non-finite energy or gradient;
     /// [`WibergError::SingularHessian`] when the polish step needs a singular solve.
-    pub fn forward<E: Energy + ?Sized>(&self, e: &E, w: &[f64], start: Start<'_>) -> Result<Solution> {
+    pub fn forward<E>(&self, e: &E, w: &[f64], start: Start<'_>) -> Result<Solution<S::Factor>>
+    where
+        E: Energy + ?Sized,
+        S: HessianSolve<E>,
+    {
         self.damping.validate()?;
         let n = e.dim();
         check_len(w.len(), e.num_params(), "energy parameters w")?;
@@ -185,15 +204,9 @@ impl ArgminLayer {
         let outcome = self.minimizer.minimize_into(e, w, &mut y, &mut g)?;
         check_finite(&[outcome.energy, outcome.grad_norm], "energy and |gradient| where the minimiser stopped")?;
         check_finite(&y, "inner minimiser result")?;
-        if let LinearSolve::ConjugateGradient { tol, max_iters } = self.linear_solve {
-            if tol.is_nan() || tol <= 0.0 || max_iters == 0 {
-                return Err(WibergError::InvalidArgument(format!(
-                    "conjugate gradients need tol > 0 and max_iters >= 1, got {tol} and {max_iters}"
-                )));
-            }
-        }
+        self.linear_solve.validate()?;
         let linearization = y.clone();
-        let (system, diagnostics) = self.linearize(e, w, &y);
+        let (factor, diagnostics) = self.linearize(e, w, &y);
         let mut sol = Solution {
             y,
             report: Report {
@@ -210,13 +223,17 @@ impl ArgminLayer {
                 diagnostics,
             },
             linearization,
-            system,
+            factor,
         };
         if self.polish {
-            // `g` is the gradient at `sol.y`, left there by the minimiser.
-            let (step, diag) = self.solve(e, w, &mut sol, &g)?;
+            // `g` is the gradient at `sol.y`, left there by the minimiser; solved in place
+            // into the step (it is overwritten by the gradient at the polished point next).
+            let diag = match &sol.factor {
+                Ok(f) => f.solve_in_place_at(e, &sol.linearization, w, &mut g)?,
+                Err(err) => return Err(err.clone()),
+            };
             sol.report.diagnostics = diag;
-            for (yi, si) in sol.y.iter_mut().zip(&step) {
+            for (yi, si) in sol.y.iter_mut().zip(&g) {
                 *yi -= si;
             }
             check_finite(&sol.y, "polished solution")?;
@@ -227,9 +244,9 @@ impl ArgminLayer {
             if self.linearization == Linearization::AtSolution {
                 // H and M at the returned point, not where the polish started: a second
                 // Hessian and factorisation, so that the derivative is the returned y*'s.
-                let (system, diagnostics) = self.linearize(e, w, &sol.y);
+                let (factor, diagnostics) = self.linearize(e, w, &sol.y);
                 sol.linearization.copy_from_slice(&sol.y);
-                sol.system = system;
+                sol.factor = factor;
                 sol.report.diagnostics = diagnostics;
             }
         }
@@ -239,111 +256,36 @@ impl ArgminLayer {
         Ok(sol)
     }
 
-    /// Prepares the damped system at `y`: the dense factorisation of `H(y) + s I` (kept as
-    /// its error if that fails, for the backward pass to return), or the matrix-free
-    /// marker. Diagnostics are NaN with [`LinearSolver::NotFactorized`] when nothing was
-    /// factorised.
-    fn linearize<E: Energy + ?Sized>(&self, e: &E, w: &[f64], y: &[f64]) -> (Linearized, Diagnostics) {
-        let not_factorized = Diagnostics {
-            min_eigenvalue: f64::NAN,
-            max_eigenvalue: f64::NAN,
-            eigen_exact: false,
-            condition: f64::NAN,
-            shift: self.damping.lambda(),
-            solver: LinearSolver::NotFactorized,
+    /// The strategy's factor of `H(y) + s I` (kept as its error if that fails, for the
+    /// backward pass to return), with its diagnostics: NaN with
+    /// [`crate::LinearSolver::NotFactorized`] when nothing was factorised.
+    #[allow(clippy::type_complexity)]
+    fn linearize<E>(&self, e: &E, w: &[f64], y: &[f64]) -> (std::result::Result<S::Factor, WibergError>, Diagnostics)
+    where
+        E: Energy + ?Sized,
+        S: HessianSolve<E>,
+    {
+        let factor = self.linear_solve.factorize(e, y, w, self.damping);
+        let diagnostics = match &factor {
+            Ok(f) => f.diagnostics(),
+            Err(_) => not_factorized(self.damping.lambda()),
         };
-        match self.linear_solve {
-            LinearSolve::Dense => {
-                let n = y.len();
-                let mut h = DMatrix::zeros(n, n);
-                e.hessian(y, w, &mut h);
-                let sys = DampedSystem::factorize(h, self.damping);
-                let diag = sys.as_ref().map(|s| *s.diagnostics()).unwrap_or(not_factorized);
-                (Linearized::Dense(sys), diag)
-            }
-            LinearSolve::ConjugateGradient { .. } => {
-                (Linearized::Cg { shift: self.damping.shift(0.0) }, not_factorized)
-            }
-        }
-    }
-
-    /// Solves `(H + s I) x = v` at the solution's linearisation point, caching the dense
-    /// fallback of the matrix-free path in `sol`.
-    fn solve<E: Energy + ?Sized>(
-        &self,
-        e: &E,
-        w: &[f64],
-        sol: &mut Solution,
-        v: &[f64],
-    ) -> Result<(Vec<f64>, Diagnostics)> {
-        let (x, diag, fallback) = self.solve_shared(e, w, sol, v)?;
-        if let Some(sys) = fallback {
-            sol.system = Linearized::Dense(Ok(sys));
-        }
-        Ok((x, diag))
-    }
-
-    /// Solves `(H + s I) x = v` without touching `sol`; returns the dense system the
-    /// matrix-free path fell back to, if it did.
-    fn solve_shared<E: Energy + ?Sized>(
-        &self,
-        e: &E,
-        w: &[f64],
-        sol: &Solution,
-        v: &[f64],
-    ) -> Result<(Vec<f64>, Diagnostics, Option<DampedSystem>)> {
-        match &sol.system {
-            Linearized::Dense(Ok(sys)) => Ok((sys.solve(v)?, *sys.diagnostics(), None)),
-            Linearized::Dense(Err(err)) => Err(err.clone()),
-            Linearized::Cg { shift } => {
-                let LinearSolve::ConjugateGradient { tol, max_iters } = self.linear_solve else {
-                    return Err(WibergError::InvalidArgument(
-                        "solution was made by a matrix-free layer; use the same layer".into(),
-                    ));
-                };
-                let y = &sol.linearization;
-                match cg(e, y, w, *shift, v, tol, max_iters)? {
-                    CgOutcome::Solved { x, min_rayleigh, max_rayleigh } => {
-                        let diag = Diagnostics {
-                            min_eigenvalue: min_rayleigh,
-                            max_eigenvalue: max_rayleigh,
-                            eigen_exact: false,
-                            condition: (max_rayleigh + shift) / (min_rayleigh + shift),
-                            shift: *shift,
-                            solver: LinearSolver::ConjugateGradient,
-                        };
-                        Ok((x, diag, None))
-                    }
-                    CgOutcome::NegativeCurvature => {
-                        // Fall back to the dense path, Hessian built from n products.
-                        let n = y.len();
-                        let mut h = DMatrix::zeros(n, n);
-                        let mut unit = vec![0.0; n];
-                        let mut col = vec![0.0; n];
-                        for j in 0..n {
-                            unit[j] = 1.0;
-                            e.hvp(y, w, &unit, &mut col);
-                            unit[j] = 0.0;
-                            for i in 0..n {
-                                h[(i, j)] = col[i];
-                            }
-                        }
-                        let sys = DampedSystem::factorize(h, self.damping)?;
-                        let (x, diag) = (sys.solve(v)?, *sys.diagnostics());
-                        Ok((x, diag, Some(sys)))
-                    }
-                }
-            }
-        }
+        (factor, diagnostics)
     }
 
     /// Backward pass: `dl/dw = -M^T (H + s I)^-1 dl/dy*` for one sample, with `v = dl/dy*`.
-    pub fn backward<E: Energy + ?Sized>(&self, e: &E, w: &[f64], sol: &Solution, v: &[f64]) -> Result<Backward> {
+    pub fn backward<E>(&self, e: &E, w: &[f64], sol: &Solution<S::Factor>, v: &[f64]) -> Result<Backward>
+    where
+        E: Energy + ?Sized,
+        S: HessianSolve<E>,
+    {
         check_len(v.len(), e.dim(), "dl/dy*")?;
         check_finite(v, "dl/dy*")?;
         check_len(w.len(), e.num_params(), "energy parameters w")?;
-        let (x, diagnostics, _) = self.solve_shared(e, w, sol, v)?;
-        let u: Vec<f64> = x.iter().map(|x| -x).collect();
+        let factor = sol.factor.as_ref().map_err(Clone::clone)?;
+        let mut u = v.to_vec();
+        let diagnostics = factor.solve_in_place_at(e, &sol.linearization, w, &mut u)?;
+        u.iter_mut().for_each(|x| *x = -*x);
         check_finite(&u, "u = -(H + s I)^-1 dl/dy*")?;
         let mut grad_w = vec![0.0; e.num_params()];
         e.mixed_vjp(&sol.linearization, w, &u, &mut grad_w);
@@ -351,20 +293,23 @@ impl ArgminLayer {
         Ok(Backward { grad_w, u, diagnostics })
     }
 
-    /// The full Jacobian `dy*/dw = -(H + s I)^-1 M` (n x p). Forms `M`: for small `p`.
-    pub fn jacobian<E: Energy + ?Sized>(&self, e: &E, w: &[f64], sol: &Solution) -> Result<DMatrix<f64>> {
+    /// The full Jacobian `dy*/dw = -(H + s I)^-1 M` (n x p): the forward pass's factor solved
+    /// against the `p` columns of `M` in place. Forms `M`: for small `p`.
+    pub fn jacobian<E>(&self, e: &E, w: &[f64], sol: &Solution<S::Factor>) -> Result<DMatrix<f64>>
+    where
+        E: Energy + ?Sized,
+        S: HessianSolve<E>,
+    {
         let n = e.dim();
         let p = e.num_params();
         check_len(w.len(), p, "energy parameters w")?;
-        let m = e.mixed_matrix(&sol.linearization, w);
-        let mut sol = sol.clone();
-        let mut jac = DMatrix::zeros(n, p);
+        let factor = sol.factor.as_ref().map_err(Clone::clone)?;
+        let mut jac = e.mixed_matrix(&sol.linearization, w);
+        // Column-major: column j is the slice [j n, (j + 1) n).
         for j in 0..p {
-            let col: Vec<f64> = m.column(j).iter().copied().collect();
-            let (x, _) = self.solve(e, w, &mut sol, &col)?;
-            for i in 0..n {
-                jac[(i, j)] = -x[i];
-            }
+            let col = &mut jac.as_mut_slice()[j * n..(j + 1) * n];
+            factor.solve_in_place_at(e, &sol.linearization, w, col)?;
+            col.iter_mut().for_each(|x| *x = -*x);
         }
         check_finite(jac.as_slice(), "Jacobian dy*/dw")?;
         Ok(jac)

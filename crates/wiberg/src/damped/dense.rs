@@ -2,10 +2,13 @@
 //! indefinite), with exact eigenvalue diagnostics up to [`EXACT_EIGEN_MAX_DIM`] unknowns and
 //! estimates beyond.
 
+use crate::damped::HessianSolve;
 use crate::derivative::{Damping, Diagnostics, LinearSolver};
+use crate::energy::Energy;
 use crate::error::WibergError;
 use crate::Result;
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{DMatrix, DVector, DVectorViewMut};
+use serde::{Deserialize, Serialize};
 
 /// Problems up to this size get an exact symmetric eigendecomposition for the diagnostics
 /// (and the guarded shift); larger ones use estimates from the factorisation.
@@ -190,20 +193,32 @@ impl DampedSystem {
 
     /// Solves `(H + s I) x = v`. A non-finite result is [`WibergError::SingularHessian`].
     pub fn solve(&self, v: &[f64]) -> Result<Vec<f64>> {
+        let mut x = v.to_vec();
+        self.solve_in_place(&mut x)?;
+        Ok(x)
+    }
+
+    /// Overwrites `v` with `(H + s I)^-1 v` (no allocation). On error `v` is unspecified.
+    ///
+    /// Errors: `v` of the wrong length or not finite; [`WibergError::SingularHessian`] when
+    /// the result is not finite.
+    pub fn solve_in_place(&self, v: &mut [f64]) -> Result<()> {
         crate::error::check_len(v.len(), self.dim(), "right-hand side of the damped solve")?;
         crate::error::check_finite(v, "right-hand side of the damped solve")?;
-        let x: Vec<f64> = match &self.factor {
-            Factor::Scalar(a) => vec![v[0] / a],
-            Factor::Cholesky(c) => c.solve(&DVector::from_column_slice(v)).as_slice().to_vec(),
-            Factor::Lu(l) => match l.solve(&DVector::from_column_slice(v)) {
-                Some(x) => x.as_slice().to_vec(),
-                None => {
-                    return Err(self.singular_error());
-                }
-            },
+        let n = v.len();
+        let solved = match &self.factor {
+            Factor::Scalar(a) => {
+                v[0] /= a;
+                true
+            }
+            Factor::Cholesky(c) => {
+                c.solve_mut(&mut DVectorViewMut::from_slice(v, n));
+                true
+            }
+            Factor::Lu(l) => l.solve_mut(&mut DVectorViewMut::from_slice(v, n)),
         };
-        if x.iter().all(|e| e.is_finite()) {
-            Ok(x)
+        if solved && v.iter().all(|e| e.is_finite()) {
+            Ok(())
         } else {
             Err(self.singular_error())
         }
@@ -214,6 +229,38 @@ impl DampedSystem {
             min_abs_eigenvalue: (self.diagnostics.min_eigenvalue + self.diagnostics.shift).abs(),
             damping: self.diagnostics.shift,
         }
+    }
+}
+
+/// The dense strategy for the layer: the energy's Hessian as an `n x n` matrix
+/// ([`Energy::hessian`]), factorised by [`DampedSystem`] (Cholesky, LU when the damped matrix
+/// is indefinite). For any energy with small or moderate `n` (the cost is `O(n^3)` per
+/// factorisation and `O(n^2)` memory); exact eigenvalue diagnostics for `n <= 64`.
+///
+/// `Guarded`: the shift uses the exact smallest eigenvalue of `H` (for `n > 64` too, paid for
+/// only when `H` is not positive definite), so `H + s I >= lambda I` holds.
+///
+/// ```
+/// use wiberg::damped::DenseSolve;
+/// use wiberg::{ArgminLayer, Damping, RbfMixture, Start};
+/// let points = vec![-0.2, 0.1, 0.3, 10.0];
+/// let e = RbfMixture::shared_width(1, points.clone()).unwrap();
+/// let layer = ArgminLayer::with_damping(Damping::Implicit).with_linear_solve(DenseSolve);
+/// let sol = layer.forward(&e, &[1.0], Start::Seeds(&points)).unwrap();
+/// let back = layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap();
+/// assert!(back.grad_w[0].is_finite());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DenseSolve;
+
+impl<E: Energy + ?Sized> HessianSolve<E> for DenseSolve {
+    type Factor = DampedSystem;
+
+    fn factorize(&self, e: &E, y: &[f64], w: &[f64], damping: Damping) -> Result<DampedSystem> {
+        let n = y.len();
+        let mut h = DMatrix::zeros(n, n);
+        e.hessian(y, w, &mut h);
+        DampedSystem::factorize(h, damping)
     }
 }
 

@@ -6,6 +6,7 @@ mod autodiff_rbf;
 mod autodiff_scale;
 mod block_arrow;
 mod common;
+mod damped_strategies;
 mod derivatives;
 mod gradcheck;
 mod least_squares;
