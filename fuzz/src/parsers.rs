@@ -6,11 +6,11 @@
 use arbitrary::{Result, Unstructured};
 use std::path::{Path, PathBuf};
 use wiberg::Linearization;
-use wiberg_cli::fusion::iou::GroundTruthArea;
-use wiberg_cli::fusion::vot::{self, Entry, Region};
-use wiberg_cli::pose::data;
 use wiberg_cli::common::DampingMode;
 use wiberg_cli::ransac::solve::{parse_points, solve_points, SolveArgs};
+use wiberg_models::fusion::iou::GroundTruthArea;
+use wiberg_models::fusion::vot::{self, Entry, Region};
+use wiberg_models::pose::data;
 
 use crate::float;
 

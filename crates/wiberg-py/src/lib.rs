@@ -127,6 +127,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rbf::_rust_rbf_seconds_per_call, m)?)?;
     m.add_class::<pose::Model>()?;
     m.add_function(wrap_pyfunction!(pose::mpjpe, m)?)?;
-    m.add("N_POSE_PARAMS", wiberg_cli::pose::params::N_PARAMS)?;
+    m.add("N_POSE_PARAMS", wiberg_models::pose::params::N_PARAMS)?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! `wiberg fusion generate` and `wiberg fusion train` are the two steps for real use.
 
 pub mod generate;
-pub mod iou;
+pub use wiberg_models::fusion::iou;
 pub mod model;
 pub mod report;
 pub mod train;
@@ -617,7 +617,7 @@ impl ParamsFile {
 
 /// Reads a data set (re-exported for tests).
 pub fn read(root: &Path) -> Result<(vot::Dataset, vot::ReadReport)> {
-    vot::read_dataset(root)
+    Ok(vot::read_dataset(root)?)
 }
 
 /// Name of the training state file in `--out`.

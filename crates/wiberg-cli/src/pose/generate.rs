@@ -132,7 +132,7 @@ fn read(dir: &Path, stem: &str, name: &str) -> Result<ArrayD<f64>> {
         dir.join("data").join(format!("{stem}.h5")),
     ] {
         if h.exists() {
-            return h5::read_f64(&h, name);
+            return Ok(h5::read_f64(&h, name)?);
         }
     }
     anyhow::bail!("{}: neither {stem}__{name}.npy nor {stem}.h5 found", dir.display())

@@ -10,14 +10,14 @@
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
 
-pub mod data;
+pub use wiberg_models::pose::data;
 pub mod generate;
 pub mod grad;
-pub mod h5;
+pub use wiberg_models::pose::h5;
 pub mod metrics;
 pub mod model;
-pub mod npy;
-pub mod params;
+pub use wiberg_models::pose::npy;
+pub use wiberg_models::pose::params;
 pub mod schur;
 pub mod show;
 pub mod table;

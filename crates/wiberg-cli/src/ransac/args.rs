@@ -85,7 +85,7 @@ pub(crate) fn parse_nonzero_f64(s: &str) -> std::result::Result<f64, String> {
 pub struct TrainArgs {
     /// How samples are drawn: `paper` (inlier centre ~ U[-40, 40], outliers U[-40, 40]) or
     /// `reference` (inliers N(2, 4^2), outliers U[-60, 20], as in the authors' code).
-    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    #[arg(long, default_value_t = Protocol::Paper)]
     pub protocol: Protocol,
     /// `full`: best point, L-BFGS (10 iterations), damped Newton polish; `reference`: best
     /// point and polish only (what the authors' released code effectively runs).

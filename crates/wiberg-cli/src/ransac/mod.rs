@@ -14,7 +14,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod plots;
 pub mod report;
-pub mod sampling;
+pub use wiberg_models::ransac::sampling;
 pub mod solve;
 pub mod training;
 

@@ -99,7 +99,7 @@ fn save_then_load_round_trips() {
     let Some(dir) = tome_dir() else { return };
     let p = checkpoint(&dir, true);
     let out = tempfile::tempdir().unwrap();
-    p.save(out.path()).unwrap();
+    p.save_with(out.path(), wiberg_cli::common::atomic_write).unwrap();
     let q = checkpoint(out.path(), true);
     assert_eq!(p.values, q.values);
     assert_eq!(p.avg_cameras, q.avg_cameras);
@@ -119,7 +119,7 @@ fn bad_parameter_directories_are_clear_errors() {
     let mut p = checkpoint(&dir, true);
     p.group_mut(G::JointWeights)[5] = f64::NAN;
     let out = tempfile::tempdir().unwrap();
-    p.save(out.path()).unwrap();
+    p.save_with(out.path(), wiberg_cli::common::atomic_write).unwrap();
     let err = PoseParams::load(&ParamSource::Checkpoint(out.path().to_path_buf()), true).unwrap_err();
     assert!(format!("{err:#}").contains("joint_weights[0,5]"), "{err:#}");
 }

@@ -3,7 +3,8 @@
 
 pub use super::npy::{check_npy, parse_npy, parse_npy_f64};
 use super::params::{N_CAMERAS, N_JOINTS};
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Context};
+use crate::Result;
 use ndarray::ArrayD;
 use std::path::Path;
 

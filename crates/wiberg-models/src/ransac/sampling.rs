@@ -1,6 +1,5 @@
 //! Drawing RANSAC samples: 10 Gaussian inliers and 100 uniform outliers on a line.
 
-use clap::ValueEnum;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -14,13 +13,48 @@ pub const OUTLIERS: usize = 100;
 pub const INLIER_STD: f64 = 4.0;
 
 /// How a sample is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// The paper: centre `m ~ U[-40, 40]`, 10 inliers `N(m, 4^2)`, 100 outliers `U[-40, 40]`.
     Paper,
     /// The authors' code: 10 inliers `N(2, 4^2)`, 100 outliers `U[-60, 20]`.
     Reference,
+}
+
+impl Protocol {
+    /// Both protocols.
+    pub const ALL: [Protocol; 2] = [Protocol::Paper, Protocol::Reference];
+
+    /// `paper` or `reference` (as serialised and as the command line spells it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Paper => "paper",
+            Protocol::Reference => "reference",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = crate::Error;
+
+    /// ```
+    /// use wiberg_models::ransac::sampling::Protocol;
+    /// assert_eq!("paper".parse::<Protocol>().unwrap(), Protocol::Paper);
+    /// assert!("papr".parse::<Protocol>().unwrap_err().to_string().contains("paper, reference"));
+    /// ```
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| crate::Error::Invalid(format!("unknown protocol `{s}` (expected one of: paper, reference)")))
+    }
 }
 
 /// One sample: the points (inliers first) and the target `mean(inliers)`.

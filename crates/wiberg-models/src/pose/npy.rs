@@ -1,7 +1,8 @@
 //! `.npy` decoding that does not trust the header: sizes are checked before anything is
 //! allocated, dtypes are named in errors. Used by the pose data and the model parameters.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Context};
+use crate::Result;
 use ndarray::ArrayD;
 
 /// Checks `.npy` bytes without trusting the header: the header and the data it declares
@@ -37,7 +38,7 @@ pub fn check_npy(
     );
     let mut rest = bytes;
     let header = ndarray_npy::npy::header::Header::from_reader(&mut rest)
-        .map_err(|e| anyhow::anyhow!("{what}: bad npy header: {e}"))?;
+        .map_err(|e| crate::Error::Invalid(format!("{what}: bad npy header: {e}")))?;
     let descr = header.type_descriptor.to_string();
     if let Some(want) = want_descr {
         ensure!(

@@ -3,7 +3,8 @@
 //! the authors' HDF5 files) and saving in the checkpoint layout.
 
 use super::h5;
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Context};
+use crate::Result;
 use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
 
@@ -269,14 +270,13 @@ impl PoseParams {
     }
 
     /// Saves in the checkpoint layout: `trained_model__<name>.npy` for every group,
-    /// `trained_model__epoch.npy` (int64) and `avg_cameras__cams.npy`, each written atomically.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        self.save_with(dir, crate::common::atomic_write)
-    }
-
-    /// [`Self::save`] with every file written by `write(path, bytes)` (a checkpoint writes
-    /// into a temporary directory that is renamed into place as a whole).
-    pub fn save_with(&self, dir: &Path, write: impl Fn(&Path, &[u8]) -> Result<()>) -> Result<()> {
+    /// `trained_model__epoch.npy` (int64) and `avg_cameras__cams.npy`, every file written by
+    /// `write(path, bytes)` (the caller chooses how: atomically, or into a temporary directory
+    /// that a checkpoint renames into place as a whole).
+    pub fn save_with<E>(&self, dir: &Path, write: impl Fn(&Path, &[u8]) -> std::result::Result<(), E>) -> Result<()>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
         use ndarray_npy::WriteNpyExt;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (gi, grp) in GROUPS.iter().enumerate() {
@@ -284,16 +284,17 @@ impl PoseParams {
                 .context("shaping a parameter group")?;
             let mut bytes = Vec::new();
             arr.write_npy(&mut bytes).with_context(|| format!("encoding {}", grp.name))?;
-            write(&dir.join(format!("trained_model__{}.npy", grp.name)), &bytes)?;
+            write(&dir.join(format!("trained_model__{}.npy", grp.name)), &bytes)
+                .context("writing a parameter group")?;
         }
         let mut bytes = Vec::new();
         ndarray::arr0(self.epoch).write_npy(&mut bytes).context("encoding epoch")?;
-        write(&dir.join("trained_model__epoch.npy"), &bytes)?;
+        write(&dir.join("trained_model__epoch.npy"), &bytes).context("writing the epoch")?;
         let cams: Vec<f64> = self.avg_cameras.iter().flatten().flatten().copied().collect();
         let arr = ArrayD::from_shape_vec(IxDyn(&[N_CAMERAS, 3, 3]), cams).context("shaping cameras")?;
         let mut bytes = Vec::new();
         arr.write_npy(&mut bytes).context("encoding avg_cameras")?;
-        write(&dir.join("avg_cameras__cams.npy"), &bytes)?;
+        write(&dir.join("avg_cameras__cams.npy"), &bytes).context("writing the cameras")?;
         Ok(())
     }
 }

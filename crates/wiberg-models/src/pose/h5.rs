@@ -1,7 +1,8 @@
 //! Reading the authors' original HDF5 files (h5py output) with the pure-Rust `hdf5-reader`
 //! crate: no HDF5 C library needed.
 
-use anyhow::{Context, Result};
+use crate::error::Context;
+use crate::Result;
 use hdf5_reader::Hdf5File;
 use ndarray::ArrayD;
 use std::path::Path;
