@@ -337,8 +337,7 @@ pub fn generate(
     noise_scale: f64,
     sh_joints: bool,
 ) -> Result<serde_json::Value> {
-    ensure!(frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
-    ensure!(noise_scale.is_finite() && noise_scale >= 0.0, "--noise-scale must be finite and >= 0");
+    check_settings(frames_per_sequence, noise_scale)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let styles: Vec<ActionStyle> = ACTIONS
         .iter()
@@ -406,6 +405,14 @@ pub fn generate(
     Ok(index)
 }
 
+/// The checks of `generate`'s numbers, shared with `run` (which makes them before it creates
+/// `--out`).
+fn check_settings(frames_per_sequence: usize, noise_scale: f64) -> Result<()> {
+    ensure!(frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
+    ensure!(noise_scale.is_finite() && noise_scale >= 0.0, "--noise-scale must be finite and >= 0");
+    Ok(())
+}
+
 /// Runs `wiberg pose generate`.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let dir = match &args.model_dir {
@@ -415,9 +422,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .with_context(|| format!("no PPCA directory: pass --model-dir DIR or set {}", super::TOME2018_ENV))?,
     };
     let gen = Generator::load(&dir)?;
-    // Checked before --out is created (and again by `generate`, for library callers).
-    ensure!(args.frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
-    ensure!(args.noise_scale.is_finite() && args.noise_scale >= 0.0, "--noise-scale must be finite and >= 0");
+    // Checked before --out is created, so that a refused run writes nothing.
+    check_settings(args.frames_per_sequence, args.noise_scale)?;
     // Held while the data set is written: a second process on the same --out stops at once.
     let _lock = crate::common::lock_out_dir(&args.out)?;
     let sh_joints = args.joints == JointSemantics::StackedHourglass;
