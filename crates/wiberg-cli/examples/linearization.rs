@@ -10,7 +10,7 @@
 //! by design); samples whose seed changes within the difference step are skipped.
 
 use wiberg::{ArgminLayer, Damping, Linearization, Minimizer, RbfMixture, Start};
-use wiberg_cli::ransac::sampling::{draw, run_rng, Protocol};
+use wiberg_models::ransac::sampling::{draw, run_rng, Protocol};
 
 fn main() -> Result<(), wiberg::WibergError> {
     let layer = |damping, linearization| ArgminLayer {

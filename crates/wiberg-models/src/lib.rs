@@ -9,7 +9,8 @@
 //!   the Human3.6M-style npy pose data, with `.npy` decoding that does not trust the header.
 //! * [`fusion`]: the VOT data set reader (ground truth, tracker results, image sizes) and the
 //!   region overlaps.
-//! * [`ransac`]: the RANSAC/MLESAC sample generator of the paper's Figure 1.
+//! * [`ransac`]: the RANSAC/MLESAC sample generator of the paper's Figure 1 and one sample's
+//!   solve (forward pass and `dt*/dsigma`).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

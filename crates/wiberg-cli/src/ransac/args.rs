@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use wiberg::optim::AnyOptimizer;
 use wiberg::{ArgminLayer, LbfgsConfig, Linearization, Minimizer};
 
-use super::sampling::Protocol;
 use crate::common::{DampingMode, OptimizerKind};
+use wiberg_models::ransac::sampling::Protocol;
 
 /// What the forward pass runs after picking the lowest-energy point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]

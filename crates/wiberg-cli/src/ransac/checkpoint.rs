@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::args::TrainConfig;
-use super::sampling::run_rng;
 use super::training::{CheckpointSink, Event, IterRecord, MethodRun};
 use crate::common::DampingMode;
 use crate::common::{exact_f64, exact_f64_vec, from_exact_json, json_differences, to_exact_json};
+use wiberg_models::ransac::sampling::run_rng;
 
 /// Name of the state file in `--out`.
 pub const STATE_FILE: &str = "ransac-state.json";

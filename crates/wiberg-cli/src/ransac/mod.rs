@@ -9,18 +9,18 @@
 //! `wiberg ransac` trains (see [`TrainArgs`]); `wiberg ransac solve` inspects one sample
 //! (see [`SolveArgs`]).
 
-pub mod args;
-pub mod checkpoint;
-pub mod command;
-pub mod plots;
-pub mod report;
-pub use wiberg_models::ransac::sampling;
-pub mod solve;
-pub mod training;
+mod args;
+mod checkpoint;
+mod command;
+mod plots;
+mod report;
+mod solve;
+#[cfg(test)]
+mod tests;
+mod training;
 
-pub use args::{ForwardMode, TrainArgs, TrainConfig};
-pub use sampling::{Protocol, Sample};
-pub use solve::{SolveArgs, SolveOutput};
+pub use args::TrainArgs;
+pub use solve::SolveArgs;
 
 use clap::Subcommand;
 

@@ -10,10 +10,10 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use wiberg::{Energy, RbfMixture};
 
-use super::sampling::{draw, run_rng, Sample};
 use super::training::{sample_step, Event, MethodRun, Training};
 use crate::common::{atomic_write_with, check_fonts};
 use crate::common::{DampingMode, OptimizerKind};
+use wiberg_models::ransac::sampling::{draw, run_rng, Sample};
 
 const WIDTH: u32 = 1400;
 const FIGURE1_HEIGHT: u32 = 1000;

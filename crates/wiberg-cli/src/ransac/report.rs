@@ -6,9 +6,9 @@ use serde::Serialize;
 use std::path::Path;
 
 use super::args::{ForwardMode, TrainConfig};
-use super::sampling::Protocol;
 use super::training::{Event, IterRecord, MethodRun, Training};
 use crate::common::{DampingMode, OptimizerKind};
+use wiberg_models::ransac::sampling::Protocol;
 
 /// `|dL/dsigma|` above this counts as a large gradient in the tables.
 pub const LARGE_GRAD: f64 = 100.0;

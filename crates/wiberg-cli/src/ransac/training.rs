@@ -13,9 +13,9 @@ use wiberg::optim::Optimizer;
 use wiberg::{ArgminLayer, RbfMixture, Report, Start, WibergError};
 
 use super::args::TrainConfig;
-use super::sampling::{draw, run_rng, Protocol, Sample};
 use crate::common::DampingMode;
 use wiberg::optim::AnyOptimizer;
+use wiberg_models::ransac::sampling::{draw, run_rng, Protocol, Sample};
 
 /// What went wrong in a training step (the step is then skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,8 +225,6 @@ pub struct Training {
     pub cpu_seconds: Option<f64>,
 }
 
-pub use crate::common::process_cpu_seconds;
-
 /// Fresh trajectories of every (run, method) of `config`, runs outer.
 pub fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
     let mut trajectories = Vec::new();
@@ -240,6 +238,8 @@ pub fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
 
 /// Trains every (run, method) of `config` for `config.iterations` iterations, calling
 /// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
+/// (The command resumes through [`train_from`]; this fresh start is the tests'.)
+#[cfg(test)]
 pub fn train(
     config: &TrainConfig,
     progress: &ProgressBar,
@@ -298,9 +298,11 @@ impl<T: CheckpointSink + ?Sized> CheckpointSink for &mut T {
     }
 }
 
-/// No checkpoints.
+/// No checkpoints (the tests' sink).
+#[cfg(test)]
 pub struct NoCheckpoints;
 
+#[cfg(test)]
 impl CheckpointSink for NoCheckpoints {
     fn save(&mut self, _: &[MethodRun], _: usize) -> Result<()> {
         Ok(())

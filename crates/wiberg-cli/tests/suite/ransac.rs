@@ -1,136 +1,12 @@
-//! Integration tests of `wiberg ransac`: reproducibility, the negative-curvature case that
-//! separates trust-region from guarded, `solve` against finite differences, and the CLI's
-//! handling of bad arguments and files.
+//! Integration tests of `wiberg ransac`: the negative-curvature case that separates
+//! trust-region from guarded, one sample's solve against finite differences and against the
+//! closed form, and the command's output and handling of bad arguments and files.
+//! (Reproducibility and checkpoints are tested inside the crate: `src/ransac/tests.rs`.)
 
-use clap::Parser;
-use indicatif::ProgressBar;
 use std::process::Command;
 use wiberg::{ArgminLayer, Damping, Energy, Minimizer, RbfMixture, Start};
-use wiberg_cli::common::with_threads;
-use wiberg_cli::common::DampingMode;
-use wiberg_cli::ransac::checkpoint;
-use wiberg_cli::ransac::sampling::{draw, run_rng, Protocol};
-use wiberg_cli::ransac::solve::{solve_points, SolveArgs};
-use wiberg_cli::ransac::training::{
-    fresh_trajectories, train, train_from, CheckpointSink, IterRecord, MethodRun, NoCheckpoints,
-};
-use wiberg_cli::ransac::{RansacCommand, TrainConfig};
-use wiberg_cli::{Cli, Command as Sub};
-
-fn config(extra: &[&str]) -> TrainConfig {
-    let mut argv = vec!["wiberg", "ransac", "--report-every", "100"];
-    if !extra.contains(&"--iterations") {
-        argv.extend(["--iterations", "300"]);
-    }
-    argv.extend_from_slice(extra);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let Sub::Ransac(args) = cli.command else { panic!("not ransac") };
-    assert!(args.command.is_none());
-    args.train.config().unwrap()
-}
-
-/// Everything of a trajectory except the timing.
-fn trajectories(config: &TrainConfig, threads: usize) -> Vec<Vec<IterRecord>> {
-    let runs = with_threads(threads, || train(config, &ProgressBar::hidden(), |_, _| {})).unwrap().unwrap();
-    runs.into_iter().map(|t| t.records.into_iter().map(|r| IterRecord { micros: 0.0, ..r }).collect()).collect()
-}
-
-fn same(a: &[Vec<IterRecord>], b: &[Vec<IterRecord>]) -> bool {
-    // NaN marks "no value": compare bit patterns so NaN == NaN.
-    let key = |r: &IterRecord| {
-        (
-            r.iteration,
-            r.sigma.to_bits(),
-            r.loss.to_bits(),
-            r.grad.to_bits(),
-            r.t_star.to_bits(),
-            r.inner_iterations,
-            r.converged,
-            r.negative_curvature,
-            r.min_eigenvalue.to_bits(),
-            r.shift.to_bits(),
-            r.event,
-        )
-    };
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| key(p) == key(q)))
-}
-
-#[test]
-fn same_seed_same_results_any_thread_count() {
-    let c = config(&["--runs", "2", "--seed", "11"]);
-    let one = trajectories(&c, 1);
-    let two = trajectories(&c, 2);
-    let again = trajectories(&c, 2);
-    assert_eq!(one.len(), 6);
-    assert!(one.iter().all(|t| t.len() == 300));
-    assert!(same(&one, &two), "1 vs 2 threads differ");
-    assert!(same(&two, &again), "same seed differs");
-    // The sigma trajectories actually move, and a different seed gives different samples.
-    assert!(one[0].iter().any(|r| r.sigma != 1.0));
-    let other = trajectories(&config(&["--runs", "2", "--seed", "12"]), 2);
-    assert!(!same(&one, &other));
-}
-
-#[test]
-fn every_method_sees_the_same_samples() {
-    // Same first sample and same sigma: implicit and trust-region start from the same seed,
-    // and the forward reports agree on the iteration count of the shared L-BFGS start.
-    let c = config(&["--iterations", "1"]);
-    let t = trajectories(&c, 1);
-    assert_eq!(t.len(), 3);
-    assert_eq!(t[0][0].sigma, t[1][0].sigma);
-    assert_eq!(t[1][0].t_star.to_bits(), t[2][0].t_star.to_bits(), "trust-region = guarded at H > 0");
-}
-
-/// Captures the encoded state at one checkpoint.
-struct Capture<'a> {
-    config: &'a TrainConfig,
-    at: usize,
-    bytes: Option<Vec<u8>>,
-}
-
-impl CheckpointSink for Capture<'_> {
-    fn every(&self) -> usize {
-        70
-    }
-    fn save(&mut self, trajectories: &[MethodRun], done: usize) -> anyhow::Result<()> {
-        if done == self.at {
-            self.bytes = Some(checkpoint::encode(self.config, trajectories, done, 1.5, Some(1.0))?);
-        }
-        Ok(())
-    }
-}
-
-#[test]
-fn a_checkpoint_continues_bit_identically_and_checks_the_settings() {
-    // SGD with momentum: the optimiser has a state (the buffer) that must survive too.
-    let c = config(&["--runs", "2", "--optimizer", "sgd", "--seed", "4"]);
-    let pb = ProgressBar::hidden();
-    let mut capture = Capture { config: &c, at: 140, bytes: None };
-    let full = with_threads(2, || train_from(&c, fresh_trajectories(&c).unwrap(), 0, &pb, |_, _| {}, &mut capture))
-        .unwrap()
-        .unwrap();
-    let bytes = capture.bytes.expect("no checkpoint at iteration 140 (every 70, blocks of 100)");
-    let restored = checkpoint::decode(&bytes, &c).unwrap();
-    assert_eq!((restored.done, restored.wall_seconds, restored.cpu_seconds), (140, 1.5, Some(1.0)));
-    let resumed =
-        with_threads(1, || train_from(&c, restored.trajectories, 140, &pb, |_, _| {}, NoCheckpoints)).unwrap().unwrap();
-    let records = |t: &[MethodRun]| -> Vec<Vec<IterRecord>> {
-        t.iter().map(|t| t.records.iter().map(|r| IterRecord { micros: 0.0, ..*r }).collect()).collect()
-    };
-    assert!(same(&records(&full), &records(&resumed)), "resumed trajectories differ");
-    assert!(full.iter().zip(&resumed).all(|(a, b)| a.sigma.to_bits() == b.sigma.to_bits()));
-    // The timing column is restored too (it is part of the CSV).
-    let restored_again = checkpoint::decode(&bytes, &c).unwrap();
-    assert_eq!(restored_again.trajectories[0].records[5].micros, full[0].records[5].micros);
-
-    let other = config(&["--runs", "2", "--optimizer", "sgd", "--seed", "5"]);
-    let err = format!("{:#}", checkpoint::decode(&bytes, &other).err().unwrap());
-    assert!(err.contains("seed 4 (state) vs 5 (now)"), "{err}");
-    let err = format!("{:#}", checkpoint::decode(&bytes[..bytes.len() / 2], &c).err().unwrap());
-    assert!(err.contains("not a readable training state"), "{err}");
-}
+use wiberg_models::ransac::sampling::{draw, run_rng, Protocol};
+use wiberg_models::ransac::solve::{solve_sample, SolveSettings};
 
 /// Two points at +-1.2 with sigma = 1: d2E/dt2 is about -1.8 at the midpoint and +2 at the
 /// points. Bisection finds t0 with d2E/dt2(t0) = -lambda + 1e-9.
@@ -161,43 +37,30 @@ fn negative_curvature_near_minus_lambda_trust_region_explodes_guarded_is_bounded
     let t0 = near_minus_lambda_point(&e, lambda);
     let m = e.mixed_matrix(&[t0], &[1.0])[(0, 0)];
     assert!(m.abs() > 0.1, "M = {m}");
-    let derivative = |method: DampingMode| {
+    let derivative = |damping: Damping| {
         // No minimiser and no polish: t0 itself is the solution, so H at y* is -lambda + 1e-9.
-        let layer = ArgminLayer {
-            minimizer: Minimizer::None,
-            polish: false,
-            damping: method.damping(lambda),
-            ..Default::default()
-        };
+        let layer = ArgminLayer { minimizer: Minimizer::None, polish: false, damping, ..Default::default() };
         let sol = layer.forward(&e, &[1.0], Start::Point(&[t0])).unwrap();
         let d = sol.report.diagnostics;
         assert!(d.negative_curvature() && (d.min_eigenvalue + lambda).abs() < 1e-6, "{d:?}");
         layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap().grad_w[0]
     };
-    let trust = derivative(DampingMode::TrustRegion);
-    let guarded = derivative(DampingMode::Guarded);
+    let trust = derivative(Damping::TrustRegion { lambda });
+    let guarded = derivative(Damping::Guarded { lambda });
     assert!(trust.abs() > 1e6, "trust-region dt/dsigma = {trust}");
     assert!(guarded.abs() <= m.abs() / lambda * (1.0 + 1e-9), "guarded {guarded} vs bound {}", m.abs() / lambda);
     assert!(guarded.abs() > 0.5 * m.abs() / lambda, "guarded should be near its bound here: {guarded}");
     assert!(Damping::Guarded { lambda }.shift(-lambda) > lambda);
 }
 
-fn solve_args(sigma: f64, method: &str) -> SolveArgs {
-    let cli = Cli::try_parse_from([
-        "wiberg",
-        "ransac",
-        "solve",
-        "--points",
-        "unused.txt",
-        "--sigma",
-        &sigma.to_string(),
-        "--damping",
-        method,
-    ])
-    .unwrap();
-    let Sub::Ransac(args) = cli.command else { panic!("not ransac") };
-    let Some(RansacCommand::Solve(s)) = args.command else { panic!("not solve") };
-    s
+fn implicit_at(sigma: f64) -> SolveSettings {
+    SolveSettings {
+        sigma,
+        damping: Damping::Implicit,
+        lbfgs_iterations: 10,
+        polish: true,
+        linearization: wiberg::Linearization::AtSolution,
+    }
 }
 
 #[test]
@@ -207,11 +70,11 @@ fn solve_derivative_matches_central_difference_under_implicit() {
     for _ in 0..6 {
         let points = draw(Protocol::Paper, &mut rng).points;
         let sigma = 3.0;
-        let out = solve_points(&points, &solve_args(sigma, "implicit")).unwrap();
-        let Some(d) = out.dt_dsigma else { continue };
+        let out = solve_sample(&points, &implicit_at(sigma)).unwrap();
+        let Ok(d) = out.dt_dsigma else { continue };
         let h = 1e-6;
-        let plus = solve_points(&points, &solve_args(sigma + h, "implicit")).unwrap();
-        let minus = solve_points(&points, &solve_args(sigma - h, "implicit")).unwrap();
+        let plus = solve_sample(&points, &implicit_at(sigma + h)).unwrap();
+        let minus = solve_sample(&points, &implicit_at(sigma - h)).unwrap();
         if plus.report.seed_index != minus.report.seed_index {
             continue; // the start jumped between seeds: not differentiable there
         }
