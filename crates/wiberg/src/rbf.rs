@@ -5,7 +5,7 @@ use crate::energy::Energy;
 use crate::error::WibergError;
 use crate::Result;
 use nalgebra::DMatrix;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     /// Scratch of the seed scans ([`RbfMixture::values_at_batched`]), reused by every call on
@@ -16,6 +16,31 @@ thread_local! {
     static SEED_VALUES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
     /// The single-precision points and sums of [`RbfMixture::lowest_at_ranked`].
     static RANK_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The packed sort keys of [`RbfMixture::new`].
+    static ORDER_SCRATCH: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+    /// The work space of [`RbfMixture::lowest_at_centers_1d`] and [`rank_1d`] (sorted centres,
+    /// weights, approximate values, offsets, exponentials, moments; box starts), reused alike:
+    /// their allocations were 4 % of a RANSAC training step.
+    static RANK_1D_SCRATCH: Cell<Rank1dScratch> = const { Cell::new(Rank1dScratch::new()) };
+}
+
+/// Work space of [`RbfMixture::lowest_at_centers_1d`] and [`rank_1d`].
+#[derive(Default)]
+struct Rank1dScratch {
+    /// Sorted centres, weights and approximate values (`3 n`).
+    seeds: Vec<f64>,
+    /// Offsets and their two exponentials (`3 n`).
+    offsets: Vec<f64>,
+    /// The boxes' moments.
+    moments: Vec<f64>,
+    /// The boxes' first points.
+    starts: Vec<usize>,
+}
+
+impl Rank1dScratch {
+    const fn new() -> Self {
+        Rank1dScratch { seeds: Vec::new(), offsets: Vec::new(), moments: Vec::new(), starts: Vec::new() }
+    }
 }
 
 /// Bound on the relative error of [`exp_neg_f32`] against `exp(-x)` for `x` in `[0, 36.8]`
@@ -282,7 +307,8 @@ fn add_box_expansion(
 /// its centre, in kernel widths. A point `u` widths from its own box's centre is `u - k d` from
 /// the centre `k` boxes on, and `exp(-(u - k d)^2) = exp(-u^2) exp(2 u d)^k exp(-k^2 d^2)`: two
 /// exponentials per point, then per box within reach a multiplication and a polynomial.
-fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Option<f64> {
+/// `work`'s offsets, moments and starts are work space (resized here).
+fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64], work: &mut Rank1dScratch) -> Option<f64> {
     const D: f64 = RANK_BOX_WIDTHS;
     let n = xs.len();
     let weight_abs: f64 = weights.iter().map(|w| w.abs()).sum();
@@ -297,15 +323,20 @@ fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Optio
     let box_of = |x: f64| ((x - x0) * inv_s / D) as usize; // `as` floors (the argument is >= 0)
     let num_boxes = box_of(xs[n - 1]) + 1;
     // starts[b]..starts[b + 1]: the (sorted) points of box b (box_of is monotone).
-    let mut starts = vec![0usize; num_boxes + 1];
+    let starts = &mut work.starts;
+    starts.clear();
+    starts.resize(num_boxes + 1, 0);
     let mut first = 0;
     for (b, start) in starts.iter_mut().enumerate().skip(1) {
         first += xs[first..].partition_point(|&x| box_of(x) < b);
         *start = first;
     }
     // Per point: the offset v (in widths) from its box's centre, exp(-v^2), exp(-2 |v| d).
-    let mut buf = vec![0.0; 3 * n];
-    let (v, rest) = buf.split_at_mut(n);
+    let starts = &work.starts[..];
+    let offsets = &mut work.offsets;
+    offsets.clear();
+    offsets.resize(3 * n, 0.0);
+    let (v, rest) = offsets.split_at_mut(n);
     let (gauss, ratio) = rest.split_at_mut(n);
     for (b, w) in starts.windows(2).enumerate() {
         let c = x0 + (b as f64 + 0.5) * width;
@@ -327,11 +358,15 @@ fn rank_1d(xs: &[f64], weights: &[f64], inv_s: f64, approx: &mut [f64]) -> Optio
     for k in 1..order {
         coeff[k] = coeff[k - 1] * 2.0 / k as f64;
     }
-    let mut moments = vec![0.0; num_boxes * order];
+    let moments = &mut work.moments;
+    moments.clear();
+    moments.resize(num_boxes * order, 0.0);
     const LANES: usize = 4;
+    let mut lanes = [[0.0; LANES]; RANK_MAX_ORDER];
     for (mom, w) in moments.chunks_exact_mut(order).zip(starts.windows(2)) {
-        // Four sources at a time, one partial moment per lane (independent chains).
-        let mut lanes = [[0.0; LANES]; RANK_MAX_ORDER];
+        // Four sources at a time, one partial moment per lane (independent chains). (Only the
+        // `order` rows in use are cleared: clearing all of them was 3 % of a training step.)
+        lanes[..order].iter_mut().for_each(|lane| *lane = [0.0; LANES]);
         for ((wc, gc), vc) in
             weights[w[0]..w[1]].chunks(LANES).zip(gauss[w[0]..w[1]].chunks(LANES)).zip(v[w[0]..w[1]].chunks(LANES))
         {
@@ -490,11 +525,20 @@ impl RbfMixture {
         }
         // Stable order by `total_cmp` of the first coordinate: sorting (key, index) pairs,
         // whose integer key orders as `total_cmp` does, gives the same order without the
-        // indirect comparisons (this runs once per RANSAC training step).
-        // (No temporary vector: the holes that thousands of them leave when fusion builds its
-        // frames fragmented the heap that every training step then allocates from.)
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_unstable_by_key(|&i| (total_order_key(centers[i * dim]), i));
+        // indirect comparisons (this runs once per RANSAC training step). The pairs are packed
+        // in one `u128` each (key biased to unsigned, high half), which sorts in 56 % of the
+        // instructions of sorting indices by a tuple key, in a work space kept per thread (no
+        // temporary vector: the holes that thousands of them left when fusion builds its
+        // frames fragmented the heap that every training step then allocates from).
+        let order = ORDER_SCRATCH.with_borrow_mut(|keyed| {
+            keyed.clear();
+            keyed.extend((0..k).map(|i| {
+                let key = (total_order_key(centers[i * dim]) as u64) ^ (1 << 63);
+                (u128::from(key) << 64) | i as u128
+            }));
+            keyed.sort_unstable();
+            keyed.iter().map(|&p| p as u64 as usize).collect::<Vec<usize>>()
+        });
         let shared = width_index.iter().all(|&i| i == width_index[0]);
         let shared_1d_width = (dim == 1 && weight_index.is_none() && shared).then(|| width_index[0]);
         Ok(RbfMixture {
@@ -675,9 +719,46 @@ impl RbfMixture {
         if !radius.is_finite() || !inv_s2.is_finite() || inv_s2 <= 0.0 {
             return None;
         }
+        let mut scratch = RANK_1D_SCRATCH.take();
+        let best = self.lowest_at_centers_1d_in(w, s, radius, inv_s2, force, &mut scratch);
+        RANK_1D_SCRATCH.set(scratch);
+        best
+    }
+
+    /// [`RbfMixture::lowest_at_centers_1d`] past its checks, in the work space `scratch`.
+    fn lowest_at_centers_1d_in(
+        &self,
+        w: &[f64],
+        s: f64,
+        radius: f64,
+        inv_s2: f64,
+        force: bool,
+        scratch: &mut Rank1dScratch,
+    ) -> Option<(usize, f64)> {
         let n = self.order.len();
         // One buffer: the sorted centres, their weights, the approximate values.
-        let mut buf = vec![0.0; 3 * n];
+        let mut buf = std::mem::take(&mut scratch.seeds);
+        buf.clear();
+        buf.resize(3 * n, 0.0);
+        let best = self.lowest_of_ranked_1d(w, s, radius, inv_s2, force, &mut buf, scratch);
+        scratch.seeds = buf;
+        best
+    }
+
+    /// The ranking and exact evaluation of [`RbfMixture::lowest_at_centers_1d`], with `buf`
+    /// (length `3 n`) for the sorted centres, their weights and the approximate values.
+    #[allow(clippy::too_many_arguments)]
+    fn lowest_of_ranked_1d(
+        &self,
+        w: &[f64],
+        s: f64,
+        radius: f64,
+        inv_s2: f64,
+        force: bool,
+        buf: &mut [f64],
+        scratch: &mut Rank1dScratch,
+    ) -> Option<(usize, f64)> {
+        let n = self.order.len();
         let (xs, rest) = buf.split_at_mut(n);
         let (weights, approx) = rest.split_at_mut(n);
         for (x, &k) in xs.iter_mut().zip(&self.order) {
@@ -690,7 +771,7 @@ impl RbfMixture {
             *wk = self.weight(k, w);
         }
         let (xs, weights) = (&*xs, &*weights);
-        let delta = rank_1d(xs, weights, 1.0 / s.abs(), approx)?;
+        let delta = rank_1d(xs, weights, 1.0 / s.abs(), approx, scratch)?;
         // acc = -energy: the lowest energy has the largest acc. With |approx - acc| <= delta,
         // the argmax of acc has approx >= max(approx) - 2 delta.
         let top = approx.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
@@ -1096,6 +1177,20 @@ impl Energy for RbfMixture {
     fn hessian(&self, y: &[f64], w: &[f64], h: &mut DMatrix<f64>) {
         let d = self.dim;
         h.fill(0.0);
+        if let (Some(i), [y0], (1, 1)) = (self.shared_1d_width, y, h.shape()) {
+            // The general loop below, specialised as in `gradient` (bit-identical results).
+            let s = w[i];
+            let inv_s2 = 1.0 / (s * s);
+            let mut h0 = 0.0;
+            for &c in &self.centers {
+                let dlt = y0 - c;
+                let ek = (-(dlt * dlt) * inv_s2).exp();
+                h0 += 2.0 * ek * inv_s2;
+                h0 -= 4.0 * ek * inv_s2 * inv_s2 * dlt * dlt;
+            }
+            h[(0, 0)] = h0 * self.weight_scale;
+            return;
+        }
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
@@ -1120,6 +1215,21 @@ impl Energy for RbfMixture {
         //   d/da_k = 2 e_k (delta.u) / s^2
         //   d/ds_k = 4 a_k e_k (delta.u) (r / s^2 - 1) / s^3
         out.iter_mut().for_each(|v| *v = 0.0);
+        if let (Some(i), [y0], [u0]) = (self.shared_1d_width, y, u) {
+            // The general loop below, specialised as in `gradient` (bit-identical results).
+            let s = w[i];
+            let inv_s2 = 1.0 / (s * s);
+            let mut m = 0.0;
+            for &c in &self.centers {
+                let dlt = y0 - c;
+                let r = dlt * dlt;
+                let du = 0.0 + dlt * u0; // `+ 0.0` as in the general loop: -0 becomes +0
+                let e = (-r * inv_s2).exp() * self.weight_scale;
+                m += 4.0 * e * du * (r * inv_s2 - 1.0) * inv_s2 / s;
+            }
+            out[i] = m;
+            return;
+        }
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
@@ -1498,7 +1608,7 @@ mod tests {
         let s = w[e.width_index[0]];
         let (xs, weights) = sorted_1d(e, w);
         let mut approx = vec![0.0; xs.len()];
-        let Some(delta) = rank_1d(&xs, &weights, 1.0 / s.abs(), &mut approx) else {
+        let Some(delta) = rank_1d(&xs, &weights, 1.0 / s.abs(), &mut approx, &mut Rank1dScratch::default()) else {
             return;
         };
         let mut full = vec![0.0; xs.len()];

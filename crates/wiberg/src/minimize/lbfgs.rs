@@ -116,6 +116,66 @@ pub(crate) fn minimize_into<E: Energy + ?Sized>(
     }
 }
 
+thread_local! {
+    /// Work space of [`native`], reused by every solve on a thread: the RANSAC experiment runs
+    /// tens of thousands of 1-D solves, and their ~30 small allocations each (history pairs,
+    /// line-search buffers) showed in its profile. Taken out while a solve runs, so that a
+    /// solve nested inside an energy evaluation gets its own (empty) buffer.
+    static WORKSPACE: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The last `m` curvature pairs `(s, y, rho = 1 / s.y)`, oldest first, in a ring of `m` slots
+/// of length `n` each (no allocation or shifting per iteration).
+struct History<'a> {
+    s: &'a mut [f64],
+    y: &'a mut [f64],
+    rho: &'a mut [f64],
+    n: usize,
+    /// Physical slot of the oldest pair.
+    start: usize,
+    len: usize,
+}
+
+impl History<'_> {
+    fn capacity(&self) -> usize {
+        self.rho.len()
+    }
+    fn slot(&self, i: usize) -> usize {
+        (self.start + i) % self.capacity()
+    }
+    /// The `i`-th oldest pair.
+    fn s(&self, i: usize) -> &[f64] {
+        let j = self.slot(i) * self.n;
+        &self.s[j..j + self.n]
+    }
+    fn y(&self, i: usize) -> &[f64] {
+        let j = self.slot(i) * self.n;
+        &self.y[j..j + self.n]
+    }
+    fn rho(&self, i: usize) -> f64 {
+        self.rho[self.slot(i)]
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// Drops the oldest pair.
+    fn drop_oldest(&mut self) {
+        self.start = self.slot(1);
+        self.len -= 1;
+    }
+    /// The slot after the newest pair, to be filled and then committed by [`History::push`]
+    /// (the ring must not be full).
+    fn next_mut(&mut self) -> (&mut [f64], &mut [f64]) {
+        let j = self.slot(self.len) * self.n;
+        (&mut self.s[j..j + self.n], &mut self.y[j..j + self.n])
+    }
+    fn push(&mut self, rho: f64) {
+        let k = self.slot(self.len);
+        self.rho[k] = rho;
+        self.len += 1;
+    }
+}
+
 fn native<E: Energy + ?Sized>(
     cfg: &LbfgsConfig,
     e: &E,
@@ -124,19 +184,40 @@ fn native<E: Energy + ?Sized>(
     g: &mut [f64],
 ) -> Result<MinimizeOutcome> {
     let n = y.len();
+    let m = cfg.memory;
+    let mut work = WORKSPACE.take();
+    work.clear();
+    work.resize(2 * m * n + 2 * m + 5 * n, 0.0);
+    let out = native_in(cfg, e, w, y, g, &mut work);
+    WORKSPACE.set(work);
+    out
+}
+
+/// [`native`] in the work space `work` (length `2 m n + 2 m + 5 n`).
+fn native_in<E: Energy + ?Sized>(
+    cfg: &LbfgsConfig,
+    e: &E,
+    w: &[f64],
+    y: &mut [f64],
+    g: &mut [f64],
+    work: &mut [f64],
+) -> Result<MinimizeOutcome> {
+    let n = y.len();
     let mut ev = Evaluator { e, w, evals: 0, budget: cfg.max_evals };
     let mut f = ev.eval(y, g).unwrap_or(f64::NAN);
     if !f.is_finite() || !g.iter().all(|v| v.is_finite()) {
         return Err(WibergError::NonFinite { what: "energy or gradient at the start point".into() });
     }
     let m = cfg.memory;
-    let mut s_hist: Vec<Vec<f64>> = Vec::with_capacity(m);
-    let mut y_hist: Vec<Vec<f64>> = Vec::with_capacity(m);
-    let mut rho: Vec<f64> = Vec::with_capacity(m);
-    let mut alpha_buf = vec![0.0; m];
-    let mut d = vec![0.0; n];
-    let mut x_new = vec![0.0; n];
-    let mut g_new = vec![0.0; n];
+    let (s_buf, rest) = work.split_at_mut(m * n);
+    let (y_buf, rest) = rest.split_at_mut(m * n);
+    let (rho_buf, rest) = rest.split_at_mut(m);
+    let (alpha_buf, rest) = rest.split_at_mut(m);
+    let (d, rest) = rest.split_at_mut(n);
+    let (x_new, rest) = rest.split_at_mut(n);
+    let (g_new, rest) = rest.split_at_mut(n);
+    let (ls_scratch, _) = rest.split_at_mut(2 * n);
+    let mut hist = History { s: s_buf, y: y_buf, rho: rho_buf, n, start: 0, len: 0 };
     let mut iterations = 0;
     let mut gnorm = norm(g);
     let stop = loop {
@@ -148,36 +229,34 @@ fn native<E: Energy + ?Sized>(
         }
         // Two-loop recursion: d = -H_k g.
         d.copy_from_slice(g);
-        let k = s_hist.len();
+        let k = hist.len;
         for i in (0..k).rev() {
-            alpha_buf[i] = rho[i] * dot(&s_hist[i], &d);
-            for (dj, yj) in d.iter_mut().zip(&y_hist[i]) {
+            alpha_buf[i] = hist.rho(i) * dot(hist.s(i), d);
+            for (dj, yj) in d.iter_mut().zip(hist.y(i)) {
                 *dj -= alpha_buf[i] * yj;
             }
         }
-        let gamma = if k > 0 { 1.0 / (rho[k - 1] * dot(&y_hist[k - 1], &y_hist[k - 1])) } else { 1.0 };
+        let gamma = if k > 0 { 1.0 / (hist.rho(k - 1) * dot(hist.y(k - 1), hist.y(k - 1))) } else { 1.0 };
         for dj in d.iter_mut() {
             *dj *= -gamma;
         }
         for i in 0..k {
-            let b = rho[i] * dot(&y_hist[i], &d);
-            for (dj, sj) in d.iter_mut().zip(&s_hist[i]) {
+            let b = hist.rho(i) * dot(hist.y(i), d);
+            for (dj, sj) in d.iter_mut().zip(hist.s(i)) {
                 *dj -= (alpha_buf[i] + b) * sj;
             }
         }
-        let mut dphi0 = dot(g, &d);
+        let mut dphi0 = dot(g, d);
         if dphi0.is_nan() || dphi0 >= 0.0 {
             // Not a descent direction (bad curvature pairs): restart from steepest descent.
-            s_hist.clear();
-            y_hist.clear();
-            rho.clear();
+            hist.clear();
             for (dj, gj) in d.iter_mut().zip(g.iter()) {
                 *dj = -gj;
             }
             dphi0 = -gnorm * gnorm;
         }
         // First step: unit-length move; afterwards the quasi-Newton step 1.
-        let alpha0 = if s_hist.is_empty() { (1.0 / norm(&d)).min(1.0) } else { 1.0 };
+        let alpha0 = if hist.len == 0 { (1.0 / norm(d)).min(1.0) } else { 1.0 };
         // When the decrease the step can bring is below the rounding of E, no line search can
         // see it (it would burn its whole budget trying), but the gradient is still accurate:
         // take the step once if it reduces |grad E|, else stop, converged to machine precision.
@@ -185,13 +264,13 @@ fn native<E: Energy + ?Sized>(
             for j in 0..n {
                 x_new[j] = y[j] + alpha0 * d[j];
             }
-            let Some(f_new) = ev.eval(&x_new, &mut g_new) else { break StopReason::EvaluationBudget };
-            if !(f_new.is_finite() && g_new.iter().all(|v| v.is_finite()) && norm(&g_new) < gnorm) {
+            let Some(f_new) = ev.eval(x_new, g_new) else { break StopReason::EvaluationBudget };
+            if !(f_new.is_finite() && g_new.iter().all(|v| v.is_finite()) && norm(g_new) < gnorm) {
                 break StopReason::NoProgress;
             }
             Some((alpha0, f_new))
         } else {
-            line_search(&mut ev, y, f, dphi0, &d, alpha0, &mut x_new, &mut g_new)
+            line_search(&mut ev, y, f, dphi0, d, alpha0, x_new, g_new, ls_scratch)
         };
         let Some((alpha, f_new)) = ls else {
             if ev.evals >= ev.budget {
@@ -207,29 +286,28 @@ fn native<E: Energy + ?Sized>(
             };
         };
         iterations += 1;
-        // Curvature pair.
-        let mut s: Vec<f64> = if s_hist.len() == m { s_hist.remove(0) } else { vec![0.0; n] };
-        let mut yy: Vec<f64> = if y_hist.len() == m { y_hist.remove(0) } else { vec![0.0; n] };
-        if rho.len() == m {
-            rho.remove(0);
+        // Curvature pair. (A full history drops its oldest pair even when the new one is then
+        // rejected.)
+        if hist.len == m {
+            hist.drop_oldest();
         }
+        let (s, yy) = hist.next_mut();
         for j in 0..n {
             s[j] = alpha * d[j];
             yy[j] = g_new[j] - g[j];
         }
-        let sy = dot(&s, &yy);
+        let sy = dot(s, yy);
+        let accept = sy > 1e-12 * norm(s) * norm(yy) && sy > 0.0;
         let f_old = f;
-        y.copy_from_slice(&x_new);
-        g.copy_from_slice(&g_new);
+        y.copy_from_slice(x_new);
+        g.copy_from_slice(g_new);
         f = f_new;
         gnorm = norm(g);
-        if sy > 1e-12 * norm(&s) * norm(&yy) && sy > 0.0 {
-            s_hist.push(s);
-            y_hist.push(yy);
-            rho.push(1.0 / sy);
+        if accept {
+            hist.push(1.0 / sy);
         }
         if (f_old - f).abs() <= 4.0 * f64::EPSILON * f.abs().max(1e-300)
-            && alpha * norm(&d) <= 4.0 * f64::EPSILON * (1.0 + norm(y))
+            && alpha * norm(d) <= 4.0 * f64::EPSILON * (1.0 + norm(y))
         {
             break StopReason::NoProgress;
         }
@@ -250,9 +328,10 @@ fn line_search<E: Energy + ?Sized>(
     alpha0: f64,
     x_out: &mut [f64],
     g_out: &mut [f64],
+    scratch: &mut [f64],
 ) -> Option<(f64, f64)> {
     let n = x.len();
-    let mut g = vec![0.0; n];
+    let (g, xb) = scratch.split_at_mut(n);
     let eval_at = |ev: &mut Evaluator<'_, E>, alpha: f64, xb: &mut [f64], g: &mut [f64]| -> Option<(f64, f64)> {
         for j in 0..n {
             xb[j] = x[j] + alpha * d[j];
@@ -267,7 +346,6 @@ fn line_search<E: Energy + ?Sized>(
     };
     // Best Armijo point seen, as fallback.
     let mut best: Option<(f64, f64)> = None;
-    let mut xb = vec![0.0; n];
     let keep = |alpha: f64,
                 f: f64,
                 xb: &[f64],
@@ -291,18 +369,18 @@ fn line_search<E: Energy + ?Sized>(
             return best;
         }
         evals += 1;
-        let Some((f, dphi)) = eval_at(ev, alpha, &mut xb, &mut g) else { return best };
+        let Some((f, dphi)) = eval_at(ev, alpha, xb, g) else { return best };
         if f.is_finite() && f <= f0 + C1 * alpha * dphi0 {
-            keep(alpha, f, &xb, &g, &mut best, x_out, g_out);
+            keep(alpha, f, xb, g, &mut best, x_out, g_out);
         }
         if !f.is_finite() || f > f0 + C1 * alpha * dphi0 || (evals > 1 && f >= f_prev) {
             (lo, f_lo, dphi_lo, hi, f_hi, dphi_hi) = (a_prev, f_prev, dphi_prev, alpha, f, dphi);
             break;
         }
         if dphi.abs() <= -C2 * dphi0 {
-            keep(alpha, f, &xb, &g, &mut best, x_out, g_out);
-            x_out.copy_from_slice(&xb);
-            g_out.copy_from_slice(&g);
+            keep(alpha, f, xb, g, &mut best, x_out, g_out);
+            x_out.copy_from_slice(xb);
+            g_out.copy_from_slice(g);
             return Some((alpha, f));
         }
         if dphi >= 0.0 {
@@ -321,16 +399,16 @@ fn line_search<E: Energy + ?Sized>(
         }
         evals += 1;
         let a = interpolate(lo, f_lo, dphi_lo, hi, f_hi, dphi_hi);
-        let Some((f, dphi)) = eval_at(ev, a, &mut xb, &mut g) else { return best };
+        let Some((f, dphi)) = eval_at(ev, a, xb, g) else { return best };
         if !f.is_finite() || f > f0 + C1 * a * dphi0 || f >= f_lo {
             hi = a;
             f_hi = f;
             dphi_hi = dphi;
         } else {
-            keep(a, f, &xb, &g, &mut best, x_out, g_out);
+            keep(a, f, xb, g, &mut best, x_out, g_out);
             if dphi.abs() <= -C2 * dphi0 {
-                x_out.copy_from_slice(&xb);
-                g_out.copy_from_slice(&g);
+                x_out.copy_from_slice(xb);
+                g_out.copy_from_slice(g);
                 return Some((a, f));
             }
             if dphi * (hi - lo) >= 0.0 {
