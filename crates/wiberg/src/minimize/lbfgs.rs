@@ -240,10 +240,10 @@ fn native_in<E: Energy + ?Sized>(
         for dj in d.iter_mut() {
             *dj *= -gamma;
         }
-        for i in 0..k {
+        for (i, &alpha_i) in alpha_buf[..k].iter().enumerate() {
             let b = hist.rho(i) * dot(hist.y(i), d);
             for (dj, sj) in d.iter_mut().zip(hist.s(i)) {
-                *dj -= (alpha_buf[i] + b) * sj;
+                *dj -= (alpha_i + b) * sj;
             }
         }
         let mut dphi0 = dot(g, d);
