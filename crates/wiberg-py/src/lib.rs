@@ -130,3 +130,21 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("N_POSE_PARAMS", wiberg_models::pose::params::N_PARAMS)?;
     Ok(())
 }
+
+/// The name of a stop reason, as the library's serde names it.
+pub(crate) fn stop_name(s: wiberg::StopReason) -> &'static str {
+    use wiberg::StopReason::*;
+    match s {
+        GradientTolerance => "gradient-tolerance",
+        NoProgress => "no-progress",
+        MaxIterations => "max-iterations",
+        EvaluationBudget => "evaluation-budget",
+        LineSearchFailed => "line-search-failed",
+        NotRun => "not-run",
+    }
+}
+
+/// A count argument: a non-negative integer, else `ValueError`.
+pub(crate) fn count_arg(v: i64, name: &str) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| value_error(format!("{name} must be >= 0, got {v}")))
+}

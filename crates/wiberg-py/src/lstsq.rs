@@ -2,9 +2,8 @@
 //! batched, with its vector-Jacobian product.
 
 use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
-use crate::rbf::{count_arg, stop_name};
-use crate::solution::{Inner, Solution};
-use crate::{collect_batch, par_map, parse_damping, value_error};
+use crate::solution::{Solution, Solved};
+use crate::{collect_batch, count_arg, par_map, parse_damping, stop_name, value_error};
 use nalgebra::{DMatrix, DVector};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -245,6 +244,27 @@ impl LstsqBatch {
     }
 }
 
+impl Solved for LstsqBatch {
+    fn kind(&self) -> &'static str {
+        "robust_lstsq"
+    }
+    fn len(&self) -> usize {
+        LstsqBatch::len(self)
+    }
+    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        LstsqBatch::y(self, py)
+    }
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        LstsqBatch::report(self, py)
+    }
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        LstsqBatch::vjp(self, py, dl_dy)
+    }
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        LstsqBatch::state(self, py)
+    }
+}
+
 /// Damped (robust) least squares, batched (see the package documentation for the shapes).
 #[pyfunction]
 #[pyo3(signature = (A, b, *, weights=None, delta=None, mu=0.0, group_size=1, damping="trust-region", lam=0.1, threads=0))]
@@ -347,5 +367,5 @@ pub(crate) fn robust_lstsq(
     };
     let results = py.detach(|| par_map(lb.threads, lb.count(), |i| lb.solve_one(i, damping_mode)))?;
     lb.samples = collect_batch(results, lb.batch.is_some())?;
-    Ok(Solution { inner: Inner::Lstsq(lb) })
+    Ok(Solution { inner: Box::new(lb) })
 }

@@ -3,7 +3,7 @@
 //! over all 6,662 parameters.
 
 use crate::arrays::{read_array, shape_str, to_numpy, Arr};
-use crate::rbf::count_arg;
+use crate::count_arg;
 use crate::{par_map, value_error, with_pool, WibergErrorPy};
 use pyo3::exceptions::PyFileNotFoundError;
 use pyo3::prelude::*;

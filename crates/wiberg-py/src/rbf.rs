@@ -2,8 +2,8 @@
 //! vector-Jacobian product with respect to the widths, weights and centres.
 
 use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
-use crate::solution::{Inner, Solution};
-use crate::{collect_batch, par_map, parse_damping, value_error};
+use crate::solution::{Solution, Solved};
+use crate::{collect_batch, count_arg, par_map, parse_damping, stop_name, value_error};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wiberg::{ArgminLayer, LbfgsConfig, Minimizer, RbfMixture, Start, WibergError};
@@ -196,22 +196,25 @@ impl RbfBatch {
     }
 }
 
-/// The name of a stop reason, as the library's serde names it.
-pub(crate) fn stop_name(s: wiberg::StopReason) -> &'static str {
-    use wiberg::StopReason::*;
-    match s {
-        GradientTolerance => "gradient-tolerance",
-        NoProgress => "no-progress",
-        MaxIterations => "max-iterations",
-        EvaluationBudget => "evaluation-budget",
-        LineSearchFailed => "line-search-failed",
-        NotRun => "not-run",
+impl Solved for RbfBatch {
+    fn kind(&self) -> &'static str {
+        "rbf_argmin"
     }
-}
-
-/// A count argument: a non-negative integer, else `ValueError`.
-pub(crate) fn count_arg(v: i64, name: &str) -> PyResult<usize> {
-    usize::try_from(v).map_err(|_| value_error(format!("{name} must be >= 0, got {v}")))
+    fn len(&self) -> usize {
+        RbfBatch::len(self)
+    }
+    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        RbfBatch::y(self, py)
+    }
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        RbfBatch::report(self, py)
+    }
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        RbfBatch::vjp(self, py, dl_dy)
+    }
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+        RbfBatch::state(self, py)
+    }
 }
 
 /// The argmin of `E(y) = -sum_k a_k exp(-|y - c_k|^2 / s_k^2)`, seeded at the lowest-energy
@@ -313,7 +316,7 @@ pub(crate) fn rbf_argmin(
         solutions: Vec::new(),
     };
     py.detach(|| rb.solve())?;
-    Ok(Solution { inner: Inner::Rbf(rb) })
+    Ok(Solution { inner: Box::new(rb) })
 }
 
 /// Measurement hook for the overhead benchmark: seconds per call of the plain Rust work that

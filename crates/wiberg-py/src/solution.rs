@@ -1,14 +1,23 @@
 //! `wiberg.Solution`: the result of `rbf_argmin` or `robust_lstsq`.
 
-use crate::lstsq::LstsqBatch;
-use crate::rbf::RbfBatch;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-/// Which problem a solution belongs to.
-pub(crate) enum Inner {
-    Rbf(RbfBatch),
-    Lstsq(LstsqBatch),
+/// A solved batch of one of the package's problems (`rbf_argmin`, `robust_lstsq`): what
+/// [`Solution`] shows to Python. A trait, so that this module needs none of the problems' own.
+pub(crate) trait Solved: Send + Sync {
+    /// The package function that made it: named in the repr, called again when unpickling.
+    fn kind(&self) -> &'static str;
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// The minimisers, shaped as the inputs' batch.
+    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>>;
+    /// The diagnostics as a dict of numpy arrays.
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>>;
+    /// The gradients of a loss with respect to each input given.
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>>;
+    /// The inputs and options (positional, keyword) that solve it again.
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)>;
 }
 
 /// The result of a solve: `y`, a `report` of diagnostics, and `vjp(dl_dy)`.
@@ -17,7 +26,7 @@ pub(crate) enum Inner {
 /// bit for bit (solves are deterministic and independent of the thread count).
 #[pyclass(module = "wiberg", name = "Solution", frozen)]
 pub(crate) struct Solution {
-    pub inner: Inner,
+    pub inner: Box<dyn Solved>,
 }
 
 #[pymethods]
@@ -25,52 +34,33 @@ impl Solution {
     /// The minimiser: `(n,)`, or `(B, n)` for a batch.
     #[getter]
     fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match &self.inner {
-            Inner::Rbf(r) => r.y(py),
-            Inner::Lstsq(l) => l.y(py),
-        }
+        self.inner.y(py)
     }
 
     /// Diagnostics: a dict of numpy arrays (scalars' arrays of shape `()` without a batch,
     /// `(B,)` with one).
     #[getter]
     fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        match &self.inner {
-            Inner::Rbf(r) => r.report(py),
-            Inner::Lstsq(l) => l.report(py),
-        }
+        self.inner.report(py)
     }
 
     /// Vector-Jacobian product: the gradient of a loss with respect to each input, given
     /// `dl_dy` (shaped like `y`), as a dict of arrays shaped like the inputs given.
     fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        match &self.inner {
-            Inner::Rbf(r) => r.vjp(py, dl_dy),
-            Inner::Lstsq(l) => l.vjp(py, dl_dy),
-        }
+        self.inner.vjp(py, dl_dy)
     }
 
     /// Number of samples (1 without a batch dimension).
     fn __len__(&self) -> usize {
-        match &self.inner {
-            Inner::Rbf(r) => r.len(),
-            Inner::Lstsq(l) => l.len(),
-        }
+        self.inner.len()
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let (kind, y) = match &self.inner {
-            Inner::Rbf(r) => ("rbf_argmin", r.y(py)?),
-            Inner::Lstsq(l) => ("robust_lstsq", l.y(py)?),
-        };
-        Ok(format!("Solution({kind}, y={})", y.repr()?))
+        Ok(format!("Solution({}, y={})", self.inner.kind(), self.inner.y(py)?.repr()?))
     }
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let (kind, (args, kwargs)) = match &self.inner {
-            Inner::Rbf(r) => ("rbf_argmin", r.state(py)?),
-            Inner::Lstsq(l) => ("robust_lstsq", l.state(py)?),
-        };
+        let (kind, (args, kwargs)) = (self.inner.kind(), self.inner.state(py)?);
         let rebuild = py.import("wiberg")?.getattr("_rebuild")?;
         PyTuple::new(py, [rebuild, (kind, args, kwargs).into_pyobject(py)?.into_any()])
     }
