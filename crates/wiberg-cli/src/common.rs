@@ -367,6 +367,16 @@ pub fn check_fonts() -> Result<()> {
     })
 }
 
+/// A number for people to read: plain decimals between 1e-4 and 1e7 (and for 0, NaN and the
+/// infinities), scientific notation outside, where `{}` would print hundreds of digits.
+pub fn readable_number(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e7).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// The median of the finite values of `values`, `None` when there is none (NaN and
 /// infinities are dropped first, so one bad value cannot poison it).
 pub fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -566,6 +576,17 @@ pub enum OptimizerKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readable_numbers_are_short_at_any_magnitude() {
+        assert_eq!(readable_number(0.02), "0.02");
+        assert_eq!(readable_number(-250.5), "-250.5");
+        assert_eq!(readable_number(0.0), "0");
+        assert_eq!(readable_number(1e300), "1e300");
+        assert_eq!(readable_number(-2.5e-9), "-2.5e-9");
+        assert_eq!(readable_number(f64::INFINITY), "inf");
+        assert!([1e308, 4.9e-324, 123456789.0].iter().all(|&x| readable_number(x).len() <= 12));
+    }
 
     #[test]
     fn atomic_write_replaces_file() {

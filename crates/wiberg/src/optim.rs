@@ -181,7 +181,7 @@ impl Asgd {
         // eta <= lr for alpha >= 0, so the decay 1 - lambd eta stays in (-1, 1].
         if lambd * lr >= 2.0 {
             return Err(WibergError::InvalidArgument(format!(
-                "ASGD needs lambd * lr < 2 (else the decay 1 - lambd lr is below -1 and w diverges), got {lambd} * {lr}"
+                "ASGD needs lambd * lr < 2 (else the decay 1 - lambd lr is below -1 and w diverges), got {lambd:e} * {lr:e}"
             )));
         }
         Ok(Asgd { lr, lambd, alpha, t0, step: 0, eta: lr, mu: 1.0, average: None })

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::args::{ForwardMode, TrainConfig};
 use super::training::{Event, IterRecord, MethodRun, Training};
+use crate::common::readable_number;
 use crate::common::{DampingMode, OptimizerKind};
 use wiberg_models::ransac::sampling::Protocol;
 
@@ -70,18 +71,23 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
     let optimizer = match config.optimizer {
         OptimizerKind::Asgd => format!(
             "ASGD lr {} lambd {} alpha {} t0 {}",
-            config.lr, config.asgd_lambd, config.asgd_alpha, config.asgd_t0
+            readable_number(config.lr),
+            readable_number(config.asgd_lambd),
+            readable_number(config.asgd_alpha),
+            readable_number(config.asgd_t0)
         ),
-        OptimizerKind::Sgd => format!("SGD lr {} momentum {}", config.lr, config.momentum),
-        OptimizerKind::Adam => format!("Adam lr {}", config.lr),
+        OptimizerKind::Sgd => {
+            format!("SGD lr {} momentum {}", readable_number(config.lr), readable_number(config.momentum))
+        }
+        OptimizerKind::Adam => format!("Adam lr {}", readable_number(config.lr)),
     };
     let methods: Vec<String> = config
         .methods
         .iter()
         .map(|m| match m {
             DampingMode::Implicit => "implicit (H)".to_string(),
-            DampingMode::TrustRegion => format!("trust-region (H + {} I)", config.lambda),
-            DampingMode::Guarded => format!("guarded (H + max({0}, {0} - eig_min) I)", config.lambda),
+            DampingMode::TrustRegion => format!("trust-region (H + {} I)", readable_number(config.lambda)),
+            DampingMode::Guarded => format!("guarded (H + max({0}, {0} - eig_min) I)", readable_number(config.lambda)),
         })
         .collect();
     println!("RANSAC / MLESAC: learning the kernel width sigma (Toso, Campbell & Russell 2019, Figure 1)");
@@ -90,7 +96,7 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
     println!("  samples    {protocol}");
     println!("  forward    {forward}");
     println!("  methods    {}", methods.join(", "));
-    println!("  optimiser  {optimizer}, sigma starts at {}", config.initial_sigma);
+    println!("  optimiser  {optimizer}, sigma starts at {}", readable_number(config.initial_sigma));
     println!(
         "  runs       {} x {} iterations, seed {}, {} thread(s), output {}",
         config.runs,
