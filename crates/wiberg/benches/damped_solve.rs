@@ -1,6 +1,7 @@
 //! Factorise + solve one right-hand side, per damped-solve strategy: dense vs conjugate
 //! gradients on random positive definite systems of a few sizes, and block-arrow vs dense on a
-//! pose-shaped system (17 blocks of 3 + a border of 29). `cargo bench -p wiberg --bench damped_solve`.
+//! pose-shaped system (17 blocks of 3 + a border of 29; fresh guarded factor, and a reused
+//! trust-region one as the pose model uses it). `cargo bench -p wiberg --bench damped_solve`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nalgebra::{DMatrix, DVector};
@@ -102,6 +103,17 @@ fn block_arrow_vs_dense(c: &mut Criterion) {
             let f = BlockArrowFactor::factorize(&h, damping).unwrap();
             let mut x = v.clone();
             f.solve_in_place(&mut x).unwrap();
+            black_box(x)
+        })
+    });
+    // As the pose model runs it: one factor reused (no allocation), trust-region damping (one
+    // block Cholesky instead of Guarded's two on a positive definite matrix).
+    let mut reused = BlockArrowFactor::<3>::new(m, k);
+    group.bench_function("block_arrow_reused_trust_region", |b| {
+        b.iter(|| {
+            reused.factorize_into(black_box(&h), Damping::TrustRegion { lambda: 0.1 }).unwrap();
+            let mut x = v.clone();
+            reused.solve_in_place(&mut x).unwrap();
             black_box(x)
         })
     });

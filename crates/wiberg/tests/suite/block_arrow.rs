@@ -211,6 +211,56 @@ fn indefinite_systems_guarded_and_implicit_match_dense() {
     }
 }
 
+/// Borders of up to 32 unknowns are factorised by kernels of a compile-time row width (one
+/// per padded width 4, 8, ..., 32), larger ones by the runtime-width kernels: every width on
+/// either side of the limit against dense, positive definite, near-singular and indefinite.
+#[test]
+fn compile_time_and_runtime_widths_match_dense() {
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let modes = [Damping::Implicit, Damping::TrustRegion { lambda: 0.1 }, Damping::Guarded { lambda: 0.1 }];
+    for (m, k) in [(2, 3), (8, 2), (11, 5), (13, 4), (17, 6), (22, 3), (27, 5), (32, 4), (33, 3), (37, 5), (46, 2)] {
+        // Positive definite.
+        let h = random_block_arrow::<3>(&mut rng, m, k, 1e-3);
+        let rhs = random_rhs(&mut rng, h.dim());
+        for damping in modes {
+            compare(&h, damping, &rhs, 1e-9, &format!("spd m={m} k={k} {damping:?}"));
+        }
+        // Several right-hand sides through the same factor.
+        let f = BlockArrowFactor::factorize(&h, Damping::TrustRegion { lambda: 0.1 }).unwrap();
+        let n = h.dim();
+        let mut cols = random_rhs(&mut rng, 2 * n);
+        let orig = cols.clone();
+        f.solve_columns_in_place(&mut cols).unwrap();
+        let a = h.to_dense() + DMatrix::identity(n, n) * 0.1;
+        for c in 0..2 {
+            let r = &a * DVector::from_column_slice(&cols[c * n..(c + 1) * n]);
+            assert_close_vec(r.as_slice(), &orig[c * n..(c + 1) * n], 1e-9, &format!("columns m={m}"));
+        }
+        // Near-singular but regular (smallest eigenvalue about 1e-7): implicit still solves it.
+        let mut h = random_block_arrow::<3>(&mut rng, m, k, 0.0);
+        let eig = nalgebra::SymmetricEigen::new(h.to_dense()).eigenvalues.min();
+        for r in 0..m {
+            h.border_mut()[r * m + r] += 1e-7 - eig;
+        }
+        for blk in h.blocks_mut() {
+            for (d, row) in blk.iter_mut().enumerate() {
+                row[d] += 1e-7 - eig;
+            }
+        }
+        let rhs = random_rhs(&mut rng, h.dim());
+        compare(&h, Damping::Implicit, &rhs, 1e-4, &format!("near-singular m={m} k={k}"));
+        compare(&h, Damping::TrustRegion { lambda: 1e-3 }, &rhs, 1e-9, &format!("near-singular damped m={m}"));
+        // Indefinite: the guarded shift and the spectral path.
+        let h = random_block_arrow::<3>(&mut rng, m, k, -0.4);
+        let eig = nalgebra::SymmetricEigen::new(h.to_dense()).eigenvalues;
+        assert!(eig.min() < 0.0, "the test matrix must be indefinite (m={m})");
+        let f = BlockArrowFactor::factorize(&h, Damping::Guarded { lambda: 0.1 }).unwrap();
+        assert!(f.diagnostics().shift >= 0.1 - eig.min(), "guarded shift m={m}");
+        let rhs = random_rhs(&mut rng, h.dim());
+        compare(&h, Damping::Guarded { lambda: 0.1 }, &rhs, 1e-8, &format!("indefinite guarded m={m} k={k}"));
+    }
+}
+
 #[test]
 fn non_finite_and_invalid_inputs_are_typed_errors() {
     let mut rng = ChaCha8Rng::seed_from_u64(15);
