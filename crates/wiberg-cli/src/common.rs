@@ -23,7 +23,7 @@ fn file_name_of(path: &Path) -> Result<String> {
 /// writers that choose the format by extension, plotters' PNG encoder, still work). Used for
 /// files ([`atomic_write`], [`atomic_write_with`]) and for directories written as a unit (a
 /// pose checkpoint). [`remove_stale_temporaries`] recognises exactly this pattern.
-pub fn temporary_path(path: &Path) -> Result<PathBuf> {
+pub(crate) fn temporary_path(path: &Path) -> Result<PathBuf> {
     let name = file_name_of(path)?;
     Ok(parent_dir(path).join(temporary_name(&name, std::process::id())))
 }
@@ -47,13 +47,13 @@ fn temporary_pid(file_name: &str) -> Option<u32> {
 }
 
 /// Whether `file_name` follows the pattern of [`temporary_path`].
-pub fn is_temporary_name(file_name: &str) -> bool {
+pub(crate) fn is_temporary_name(file_name: &str) -> bool {
     temporary_pid(file_name).is_some()
 }
 
 /// Writes `path` and syncs it, without the temporary file and rename: for files inside a
 /// temporary directory that is itself renamed into place once complete.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
     f.sync_all().with_context(|| format!("syncing {}", path.display()))
@@ -61,7 +61,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Syncs a directory, which persists the renames and removals in it (best effort: not every
 /// platform can sync a directory).
-pub fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -76,13 +76,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("serialising JSON")?;
     atomic_write(path, text.as_bytes())
 }
 
 /// A progress bar in the house style (hidden when stderr is not a terminal).
-pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     let style = ProgressStyle::with_template("{msg:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -114,7 +114,7 @@ pub fn process_cpu_seconds() -> Option<f64> {
 /// `write` writes the temporary file of [`temporary_path`] (same directory, same extension),
 /// which is then fsynced and renamed over `path`, and the directory synced. On error the
 /// temporary file is removed.
-pub fn atomic_write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub(crate) fn atomic_write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let name = file_name_of(path)?;
@@ -141,7 +141,7 @@ pub fn atomic_write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
 /// or the process with that id started after the temporary was last modified (the id was
 /// reused). Where `/proc` is not available the writer cannot be checked and the temporary is
 /// kept.
-pub fn is_stale_temporary(path: &Path) -> bool {
+pub(crate) fn is_stale_temporary(path: &Path) -> bool {
     let Some(pid) = path.file_name().and_then(|n| temporary_pid(&n.to_string_lossy())) else { return false };
     let modified = std::fs::symlink_metadata(path).and_then(|m| m.modified()).ok();
     !writer_may_be_alive(pid, modified)
@@ -188,7 +188,7 @@ fn boot_time() -> Option<SystemTime> {
 /// Every command calls it on its `--out` when it starts, through [`lock_out_dir`], once it
 /// holds the directory's lock. Returns how many were removed.
 /// Temporaries are never read: a resume trusts only what was renamed into place.
-pub fn remove_stale_temporaries(dir: &Path) -> usize {
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
@@ -262,7 +262,7 @@ pub fn lock_out_dir(dir: &Path) -> Result<OutDirLock> {
 }
 
 /// Removes a file, or a directory with its contents.
-pub fn remove_path(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path)?.is_dir() {
         std::fs::remove_dir_all(path)
     } else {
@@ -324,7 +324,7 @@ pub mod fault {
     }
 
     /// The point `<kind>:<name>` is reached (see the module documentation).
-    pub fn reached(kind: &str, name: &str) {
+    pub(crate) fn reached(kind: &str, name: &str) {
         let Some(config) = config() else { return };
         let point = format!("{kind}:{name}");
         let mut counts = config.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -369,7 +369,7 @@ pub fn check_fonts() -> Result<()> {
 
 /// A number for people to read: plain decimals between 1e-4 and 1e7 (and for 0, NaN and the
 /// infinities), scientific notation outside, where `{}` would print hundreds of digits.
-pub fn readable_number(x: f64) -> String {
+pub(crate) fn readable_number(x: f64) -> String {
     if x == 0.0 || !x.is_finite() || (1e-4..1e7).contains(&x.abs()) {
         format!("{x}")
     } else {
@@ -379,7 +379,7 @@ pub fn readable_number(x: f64) -> String {
 
 /// The median of the finite values of `values`, `None` when there is none (NaN and
 /// infinities are dropped first, so one bad value cannot poison it).
-pub fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+pub(crate) fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;
@@ -392,22 +392,22 @@ pub fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
 /// Bit-exact JSON for `f64` (`#[serde(with = "exact_f64")]`): the IEEE-754 bits as 16 hex
 /// digits, so NaN, infinities, -0 and the last bit survive a checkpoint (serde_json's default
 /// float parser is not guaranteed to round-trip every value).
-pub mod exact_f64 {
+pub(crate) mod exact_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serialises the bits of `x`.
-    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{:016x}", x.to_bits()))
     }
 
     /// Reads the bits written by [`serialize`].
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).map_err(serde::de::Error::custom)
     }
 
     /// One value from its 16 hex digits.
-    pub fn parse(text: &str) -> Result<f64, String> {
+    pub(crate) fn parse(text: &str) -> Result<f64, String> {
         if text.len() != 16 {
             return Err(format!("expected 16 hex digits of an f64, got `{text}`"));
         }
@@ -417,11 +417,11 @@ pub mod exact_f64 {
 
 /// Bit-exact JSON for `Vec<f64>` (`#[serde(with = "exact_f64_vec")]`): one string of 16 hex
 /// digits per value, concatenated (compact for long columns of a checkpoint).
-pub mod exact_f64_vec {
+pub(crate) mod exact_f64_vec {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serialises the bits of every value.
-    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
         // By hand rather than `format!`: checkpoints write millions of these.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = Vec::with_capacity(16 * v.len());
@@ -433,7 +433,7 @@ pub mod exact_f64_vec {
     }
 
     /// Reads the values written by [`serialize`].
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         let text = String::deserialize(d)?;
         if text.len() % 16 != 0 || !text.is_ascii() {
             return Err(serde::de::Error::custom(format!(
@@ -453,7 +453,7 @@ pub mod exact_f64_vec {
 /// back with [`from_exact_json`], the value is bit-identical. serde_json writes NaN and
 /// infinities as `null`, which `T` then fails to read: such a value is refused here, at
 /// writing time, rather than making a checkpoint that cannot be resumed.
-pub fn to_exact_json<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<serde_json::Value> {
+pub(crate) fn to_exact_json<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<serde_json::Value> {
     use serde_json::Value;
     fn encode(v: Value) -> Result<Value> {
         Ok(match v {
@@ -474,7 +474,7 @@ pub fn to_exact_json<T: serde::Serialize + serde::de::DeserializeOwned>(value: &
 }
 
 /// Reads a value written by [`to_exact_json`].
-pub fn from_exact_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+pub(crate) fn from_exact_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     use serde_json::Value;
     fn decode(v: Value) -> Result<Value> {
         Ok(match v {
@@ -494,7 +494,7 @@ pub fn from_exact_json<T: serde::de::DeserializeOwned>(value: serde_json::Value)
 /// The top-level settings in which two JSON objects (written by [`to_exact_json`]) differ, as
 /// `name stored (state) vs current (now)` with `_` shown as `-` (like the flags): for the
 /// error of a resume whose arguments do not match the interrupted run.
-pub fn json_differences(stored: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
+pub(crate) fn json_differences(stored: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
     let show = |v: Option<&serde_json::Value>| match v {
         None => "(absent)".to_string(),
         Some(v) => from_exact_json::<serde_json::Value>(v.clone()).map_or_else(|_| v.to_string(), |v| v.to_string()),
@@ -513,7 +513,7 @@ pub fn json_differences(stored: &serde_json::Value, current: &serde_json::Value)
 
 /// Reads a training state file for `--resume`; a missing file is an error that says why it may
 /// be missing and what to do (shared by `wiberg ransac` and `wiberg fusion train`).
-pub fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
@@ -542,10 +542,10 @@ pub enum DampingMode {
 
 impl DampingMode {
     /// All methods, in display order.
-    pub const ALL: [DampingMode; 3] = [DampingMode::Implicit, DampingMode::TrustRegion, DampingMode::Guarded];
+    pub(crate) const ALL: [DampingMode; 3] = [DampingMode::Implicit, DampingMode::TrustRegion, DampingMode::Guarded];
 
     /// The library damping for this method with the given `lambda`.
-    pub fn damping(self, lambda: f64) -> wiberg::Damping {
+    pub(crate) fn damping(self, lambda: f64) -> wiberg::Damping {
         match self {
             DampingMode::Implicit => wiberg::Damping::Implicit,
             DampingMode::TrustRegion => wiberg::Damping::TrustRegion { lambda },
@@ -554,7 +554,7 @@ impl DampingMode {
     }
 
     /// `implicit`, `trust-region` or `guarded`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.damping(1.0).name()
     }
 }
