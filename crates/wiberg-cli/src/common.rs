@@ -526,9 +526,9 @@ pub(crate) fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The derivative of the inner minimiser, as the command line names it (`--methods` of `wiberg
-/// ransac`, `--damping` of `wiberg fusion train`): each maps onto the library's
-/// [`wiberg::Damping`] with the command's `lambda`, so the experiments spell and serialise the
-/// derivatives the same way. (`wiberg pose` still has its own two-mode flag in `pose/grad.rs`.)
+/// ransac`, `--damping` of `wiberg fusion train` and `wiberg pose train`): each maps onto the
+/// library's [`wiberg::Damping`] with the command's `lambda`, so the experiments spell and
+/// serialise the derivatives the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DampingMode {

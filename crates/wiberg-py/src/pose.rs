@@ -254,7 +254,12 @@ impl Model {
             with_pool(self.threads, || {
                 wiberg::batch::mean_loss_and_grad(&frames, N_PARAMS, |i, frame| {
                     let mut ws = Workspace::default();
-                    frame_loss_and_grad(&self.model, &self.params, frame, &gts[i], self.lambda, &mut ws)
+                    let damping = if self.lambda == 0.0 {
+                        wiberg::Damping::Implicit
+                    } else {
+                        wiberg::Damping::TrustRegion { lambda: self.lambda }
+                    };
+                    frame_loss_and_grad(&self.model, &self.params, frame, &gts[i], damping, &mut ws)
                         .map_err(|e| wiberg::WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
                 })
             })

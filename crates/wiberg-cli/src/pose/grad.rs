@@ -12,28 +12,24 @@
 use super::data::{Frame2d, Pose3d};
 use super::metrics::centre;
 use super::model::{
-    limb_scale, normalise, NormFrame, PoseModel, RotationSolve, Variant, Workspace, N_ROT, SCALE_TREE, SIGMA_2D,
+    limb_scale, normalise, NormFrame, PoseModel, RotationSolve, Variant, Workspace, NA, NQ, NX, N_ROT, SCALE_TREE,
+    SIGMA_2D,
 };
 use super::params::{
     offset, PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PARAMS, N_PCA, SIGMA_SCALE,
 };
-use super::schur::{NA, NQ, NX};
-use anyhow::{bail, Result};
+use crate::common::DampingMode;
+use wiberg::damped::DampedFactor;
+use wiberg::{Damping, WibergError};
 
-/// Which derivative of the inner minimiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum Damping {
-    /// Implicit differentiation: `lambda = 0` in the backward solve.
-    Implicit,
-    /// Trust-region (Wibergian) derivative with the given `lambda`.
-    TrustRegion,
-}
-
-/// The backward damping `lambda` for `damping` (`lambda` is used by `TrustRegion` only).
-pub fn backward_lambda(damping: Damping, lambda: f64) -> f64 {
-    match damping {
-        Damping::Implicit => 0.0,
-        Damping::TrustRegion => lambda,
+/// The damping of the backward solves for the command line's `mode` and `lambda`. A
+/// trust-region or guarded `lambda` of 0 is the implicit derivative (the library refuses a
+/// zero `lambda` for the damped modes).
+pub fn backward_damping(mode: DampingMode, lambda: f64) -> Damping {
+    if lambda == 0.0 {
+        Damping::Implicit
+    } else {
+        mode.damping(lambda)
     }
 }
 
@@ -107,18 +103,18 @@ struct Solved {
 }
 
 /// The loss of one frame and its gradient with respect to all parameters (`N_PARAMS`, in the
-/// flat order of [`PoseParams::values`]). `model` must be built from `params`; `lambda` is the
-/// damping of the backward solves (see [`backward_lambda`]).
+/// flat order of [`PoseParams::values`]). `model` must be built from `params`; `damping` is
+/// that of the backward solves (see [`backward_damping`]).
 pub fn frame_loss_and_grad(
     model: &PoseModel,
     params: &PoseParams,
     frame: &Frame2d,
     gt: &Pose3d,
-    lambda: f64,
+    damping: Damping,
     ws: &mut Workspace,
-) -> Result<(f64, Vec<f64>)> {
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let nf = normalise(frame)?;
-    normalised_loss_and_grad(model, params, &nf, gt, lambda, ws)
+    Ok(normalised_loss_and_grad(model, params, &nf, gt, damping, ws)?)
 }
 
 /// [`frame_loss_and_grad`] on a normalised frame.
@@ -127,10 +123,10 @@ pub fn normalised_loss_and_grad(
     params: &PoseParams,
     nf: &NormFrame,
     gt: &Pose3d,
-    lambda: f64,
+    damping: Damping,
     ws: &mut Workspace,
-) -> Result<(f64, Vec<f64>)> {
-    let (loss, grad) = loss_impl(model, params, nf, gt, lambda, ws, None, true)?;
+) -> wiberg::Result<(f64, Vec<f64>)> {
+    let (loss, grad) = loss_impl(model, params, nf, gt, damping, ws, None, true)?;
     Ok((loss, grad.unwrap_or_default()))
 }
 
@@ -138,7 +134,7 @@ pub fn normalised_loss_and_grad(
 pub type PairWeights = [[f64; N_JOINTS]; N_CAMERAS];
 
 /// The final IRLS weights of every (model, rotation) solve of a frame (index `m * N_ROT + ti`).
-pub fn final_weights(model: &PoseModel, nf: &NormFrame, ws: &mut Workspace) -> Result<Vec<PairWeights>> {
+pub fn final_weights(model: &PoseModel, nf: &NormFrame, ws: &mut Workspace) -> wiberg::Result<Vec<PairWeights>> {
     let mut out = Vec::with_capacity(N_MODELS * N_ROT);
     for m in 0..N_MODELS {
         for ti in 0..N_ROT {
@@ -151,20 +147,24 @@ pub fn final_weights(model: &PoseModel, nf: &NormFrame, ws: &mut Workspace) -> R
 
 /// The loss of the forward pass in which every (model, rotation) minimiser is the single solve
 /// with the given IRLS weights `frozen` (from [`final_weights`]) and the model's regulariser
-/// weight. Its exact derivative is the gradient with `lambda` equal to the model's damping.
+/// weight. Its exact derivative is the gradient with the model's own (forward) damping.
 pub fn frozen_weights_loss(
     model: &PoseModel,
     nf: &NormFrame,
     gt: &Pose3d,
     frozen: &[PairWeights],
     ws: &mut Workspace,
-) -> Result<f64> {
+) -> wiberg::Result<f64> {
     if frozen.len() != N_MODELS * N_ROT {
-        bail!("{} frozen weight sets given, {} expected", frozen.len(), N_MODELS * N_ROT);
+        return Err(WibergError::DimensionMismatch {
+            what: "frozen IRLS weight sets (models x rotations)".into(),
+            expected: N_MODELS * N_ROT,
+            got: frozen.len(),
+        });
     }
     // The parameters are only read by the backward pass.
     let dummy = PoseParams { values: Vec::new(), avg_cameras: [[[0.0; 3]; 3]; N_CAMERAS], epoch: 0 };
-    Ok(loss_impl(model, &dummy, nf, gt, model.damping, ws, Some(frozen), false)?.0)
+    Ok(loss_impl(model, &dummy, nf, gt, model.forward_damping(), ws, Some(frozen), false)?.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -173,11 +173,11 @@ fn loss_impl(
     params: &PoseParams,
     nf: &NormFrame,
     gt: &Pose3d,
-    lambda: f64,
+    damping: Damping,
     ws: &mut Workspace,
     frozen: Option<&[PairWeights]>,
     want_grad: bool,
-) -> Result<(f64, Option<Vec<f64>>)> {
+) -> wiberg::Result<(f64, Option<Vec<f64>>)> {
     // ---------- forward, keeping every solve ----------
     let mut solved: Vec<Solved> = Vec::with_capacity(N_MODELS * N_ROT);
     for m in 0..N_MODELS {
@@ -254,7 +254,7 @@ fn loss_impl(
         }
     }
     if out.iter().flatten().any(|v| !v.is_finite()) {
-        bail!("the reconstruction is not finite (scores {model_scores:?})");
+        return Err(WibergError::NonFinite { what: format!("pose reconstruction (model scores {model_scores:?})") });
     }
     // ---------- loss ----------
     let truth = centre(gt);
@@ -338,7 +338,11 @@ fn loss_impl(
         }
     }
     // ---------- backward through each solve ----------
-    let back = if lambda == model.damping { None } else { Some(with_damping(model, lambda)) };
+    // The backward matrices are stored with the backward damping's lambda on their diagonal
+    // (as the forward ones are with the model's): the factorisation then adds nothing unless a
+    // guarded shift must exceed it.
+    let pre_shift = damping.lambda();
+    let back = if pre_shift == model.damping { None } else { Some(with_damping(model, pre_shift)) };
     let back_model = back.as_ref().unwrap_or(model);
     let mut g_basis = vec![[[0.0; NA]; NQ]; N_MODELS];
     let mut g_d = vec![[[0.0; NA]; NA]; N_MODELS];
@@ -432,8 +436,9 @@ fn loss_impl(
             // u = -(A^T W A + lambda I)^-1 v, with the final weights.
             ws.weights = s.weights;
             ws.reg_weight = s.reg_weight;
-            back_model.solve_weighted(m, ti, nf, ws)?;
-            let mut u = ws.factor.solve(&v);
+            back_model.factorize_weighted(m, ti, nf, ws, damping)?;
+            let mut u = v;
+            ws.factor.solve_in_place(&mut u)?;
             for val in u.iter_mut() {
                 *val = -*val;
             }
@@ -532,7 +537,7 @@ fn loss_impl(
         }
     }
     if grad.iter().any(|v| !v.is_finite()) {
-        bail!("the gradient is not finite (loss {loss})");
+        return Err(WibergError::NonFinite { what: format!("pose gradient (loss {loss})") });
     }
     Ok((loss, Some(grad)))
 }

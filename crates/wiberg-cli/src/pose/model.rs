@@ -5,8 +5,20 @@
 
 use super::data::{Frame2d, Pose3d};
 use super::params::{PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PCA, SIGMA_SCALE};
-use super::schur::{Basis, NormalEquations, SchurFactor, NA, NAP, NQ, NX};
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wiberg::damped::{BlockArrow, BlockArrowFactor, DampedFactor};
+use wiberg::{Damping, WibergError};
+
+/// Number of basis coefficients (the border of the block-arrow normal matrix).
+pub const NA: usize = N_BASIS;
+/// Number of free 3-D point coordinates (17 diagonal 3 x 3 blocks).
+pub const NQ: usize = 3 * N_JOINTS;
+/// Total unknowns `x = (a, q)`.
+pub const NX: usize = NA + NQ;
+
+/// The basis matrix `B` of one model (51 x 29): `basis[3j+d][b] = B_b[d, j]`.
+pub type Basis = [[f64; NA]; NQ];
 
 /// Number of sampled rotations about the vertical axis.
 pub const N_ROT: usize = 100;
@@ -55,6 +67,9 @@ pub enum Variant {
 /// The per-model constants derived from the parameters.
 #[derive(Debug, Clone)]
 pub struct ModelConsts {
+    /// Identifies `basis` (a fresh value per [`PoseModel::new`]; clones share it): a
+    /// [`Workspace`] copies the coupling rows `-B` into its matrix only when this changes.
+    basis_id: u64,
     /// Basis matrix: `basis[3j+d][b] = B_b[d, j]`.
     pub basis: Box<Basis>,
     /// Regulariser matrix `D = lambda_0 * SIGMA_SCALE * sigma_variance`.
@@ -159,17 +174,51 @@ pub fn limb_scale(p: &Pose3d) -> f64 {
 }
 
 /// Per-thread scratch space of the solves, and the state of the last one (for the backward pass).
-#[derive(Debug, Clone, Default)]
+///
+/// The normal matrix `N = A^T W A` of one (model, rotation) solve is block-arrow: unknowns
+/// `x = (a, q)`, `a` in R^29 (basis coefficients, the border), `q` in R^51 (17 free 3-D points,
+/// one 3 x 3 diagonal block each), because `q_j` appears only in its own three 3-D rows
+/// (coefficient -1) and its own 2-D rows:
+///
+/// ```text
+///     [ Naa   -B^T ]        Naa = B^T B + w_reg D^T D       (29 x 29, the border)
+/// N = [            ]        -B  = the coupling rows (51 x 29)
+///     [ -B    Qblk ]        Qblk = blockdiag(Q_0 .. Q_16), Q_j 3 x 3
+/// ```
+///
+/// It is stored with the forward damping already on its diagonal and factorised by the
+/// library's [`BlockArrowFactor`] (blocks eliminated first, then the 29 x 29 Schur complement).
+#[derive(Debug, Clone)]
 pub struct Workspace {
-    /// Normal equations of the last solve.
-    pub eq: NormalEquations,
-    /// Factorisation of the last solve's `A^T W A + lambda I`.
-    pub factor: Box<SchurFactor>,
+    /// `N + s0 I` of the last solve (`s0` the damping of the model that built it).
+    pub hessian: BlockArrow<3>,
+    /// Right-hand side `A^T W b` of the last solve.
+    pub rhs: [f64; NX],
+    /// Factorisation of the last solve's damped `N`.
+    pub factor: BlockArrowFactor<3>,
     /// IRLS weights (per camera and joint) of the last solve.
     pub weights: [[f64; N_JOINTS]; N_CAMERAS],
     /// Regulariser row weight of the last solve (1 or kappa).
     pub reg_weight: f64,
+    /// `basis_id` of the model whose coupling rows `hessian` holds.
+    coupling_of: Option<u64>,
 }
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace {
+            hessian: BlockArrow::new(NA, N_JOINTS),
+            rhs: [0.0; NX],
+            factor: BlockArrowFactor::new(NA, N_JOINTS),
+            weights: [[0.0; N_JOINTS]; N_CAMERAS],
+            reg_weight: 0.0,
+            coupling_of: None,
+        }
+    }
+}
+
+/// Source of [`ModelConsts`]' `basis_id`.
+static NEXT_BASIS_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The result of one (model, rotation) solve.
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +265,7 @@ impl PoseModel {
         let sig = params.group(G::SigmaVariance);
         let mut models = Vec::with_capacity(N_MODELS);
         for m in 0..N_MODELS {
-            let mut basis = Box::new([[0.0; NAP]; NQ]);
+            let mut basis = Box::new([[0.0; NA]; NQ]);
             for j in 0..N_JOINTS {
                 for d in 0..3 {
                     let row = &mut basis[3 * j + d];
@@ -258,6 +307,7 @@ impl PoseModel {
             let mut omega = [0.0; 2 * N_JOINTS];
             omega.copy_from_slice(&params.group(G::JointWeights)[m * 2 * N_JOINTS..(m + 1) * 2 * N_JOINTS]);
             models.push(ModelConsts {
+                basis_id: NEXT_BASIS_ID.fetch_add(1, Ordering::Relaxed),
                 basis,
                 btb,
                 dtd,
@@ -311,27 +361,47 @@ impl PoseModel {
         ([s * p[0], s * p[1], s * p[2]], s * nf.w[c][j][a])
     }
 
-    /// Fills `ws.eq` with the normal equations for 2-D pair weights `ws.weights` and regulariser
-    /// row weight `ws.reg_weight`.
+    /// The damping of the forward solves as the library names it: trust-region with the
+    /// model's `lambda` (Huber), none (L2).
+    pub fn forward_damping(&self) -> Damping {
+        if self.damping == 0.0 {
+            Damping::Implicit
+        } else {
+            Damping::TrustRegion { lambda: self.damping }
+        }
+    }
+
+    /// Fills `ws.hessian` (with the model's damping on its diagonal) and `ws.rhs` with the
+    /// normal equations for 2-D pair weights `ws.weights` and regulariser row weight
+    /// `ws.reg_weight`.
     fn build(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) {
         let mc = &self.models[m];
+        if ws.coupling_of != Some(mc.basis_id) {
+            for (row, b) in ws.hessian.coupling_rows_mut().zip(mc.basis.iter()) {
+                for (v, bv) in row.iter_mut().zip(b) {
+                    *v = -bv;
+                }
+            }
+            ws.coupling_of = Some(mc.basis_id);
+        }
+        let border = ws.hessian.border_mut();
         if ws.reg_weight == 1.0 {
-            ws.eq.naa = mc.naa_plain;
+            border.copy_from_slice(mc.naa_plain.as_flattened());
         } else if ws.reg_weight == mc.kappa {
-            ws.eq.naa = mc.naa_irls;
+            border.copy_from_slice(mc.naa_irls.as_flattened());
         } else {
             for r in 0..NA {
                 for c in 0..NA {
-                    ws.eq.naa[r][c] = mc.btb[r][c] + ws.reg_weight * mc.dtd[r][c];
+                    border[r * NA + c] = mc.btb[r][c] + ws.reg_weight * mc.dtd[r][c];
                 }
-                ws.eq.naa[r][r] += self.damping;
+                border[r * NA + r] += self.damping;
             }
         }
-        for (r, v) in ws.eq.rhs_a.iter_mut().zip(&mc.dtt) {
+        for (r, v) in ws.rhs[..NA].iter_mut().zip(&mc.dtt) {
             *r = ws.reg_weight * v;
         }
         let diag = 1.0 + self.damping;
-        for j in 0..N_JOINTS {
+        for (j, out) in ws.hessian.blocks_mut().iter_mut().enumerate() {
             let mut blk = [diag, 0.0, diag, 0.0, 0.0, diag];
             let mut rq = [0.0; 3];
             for c in 0..N_CAMERAS {
@@ -352,8 +422,9 @@ impl PoseModel {
                     }
                 }
             }
-            ws.eq.q_blocks[j] = blk;
-            ws.eq.rhs_q[3 * j..3 * j + 3].copy_from_slice(&rq);
+            // Lower triangle (the only part read).
+            *out = [[blk[0], 0.0, 0.0], [blk[1], blk[2], 0.0], [blk[3], blk[4], blk[5]]];
+            ws.rhs[NA + 3 * j..NA + 3 * j + 3].copy_from_slice(&rq);
         }
     }
 
@@ -431,14 +502,37 @@ impl PoseModel {
 
     /// One damped solve with the row weights currently in `ws` (`weights`, `reg_weight`):
     /// `x = (A^T W A + lambda I)^-1 A^T W b`. The factorisation stays in `ws.factor`.
-    pub fn solve_weighted(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> Result<[f64; NX]> {
+    pub fn solve_weighted(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> wiberg::Result<[f64; NX]> {
+        self.factorize_weighted(m, ti, nf, ws, self.forward_damping())?;
+        let mut x = ws.rhs;
+        ws.factor.solve_in_place(&mut x)?;
+        Ok(x)
+    }
+
+    /// Builds the normal equations of the row weights in `ws` and factorises `A^T W A + s I`,
+    /// `s` chosen by `damping` (the matrix is stored with this model's damping on its
+    /// diagonal: nothing is added when the shift equals it).
+    pub fn factorize_weighted(
+        &self,
+        m: usize,
+        ti: usize,
+        nf: &NormFrame,
+        ws: &mut Workspace,
+        damping: Damping,
+    ) -> wiberg::Result<()> {
         self.build(m, ti, nf, ws);
-        ws.factor.factor_and_solve(&self.models[m].basis, &ws.eq)
+        ws.factor.factorize_preshifted_into(&ws.hessian, self.damping, damping)
     }
 
     /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve). On return
     /// `ws` holds the final solve's equations, factorisation and weights.
-    pub fn solve_rotation(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> Result<RotationSolve> {
+    pub fn solve_rotation(
+        &self,
+        m: usize,
+        ti: usize,
+        nf: &NormFrame,
+        ws: &mut Workspace,
+    ) -> wiberg::Result<RotationSolve> {
         ws.weights = [[1.0; N_JOINTS]; N_CAMERAS];
         ws.reg_weight = 1.0;
         let mut x = self.solve_weighted(m, ti, nf, ws)?;
@@ -474,11 +568,11 @@ impl PoseModel {
     /// Reconstructs one frame of detections.
     pub fn reconstruct(&self, frame: &Frame2d, ws: &mut Workspace) -> Result<Reconstruction> {
         let nf = normalise(frame)?;
-        self.reconstruct_normalised(&nf, ws)
+        Ok(self.reconstruct_normalised(&nf, ws)?)
     }
 
     /// Reconstructs one normalised frame.
-    pub fn reconstruct_normalised(&self, nf: &NormFrame, ws: &mut Workspace) -> Result<Reconstruction> {
+    pub fn reconstruct_normalised(&self, nf: &NormFrame, ws: &mut Workspace) -> wiberg::Result<Reconstruction> {
         let mut model_scores = [0.0; N_MODELS];
         let mut model_poses = [[[0.0; 3]; N_JOINTS]; N_MODELS];
         let mut best_rotation = [0; N_MODELS];
@@ -517,7 +611,9 @@ impl PoseModel {
         let l = limb_scale(&acc);
         scale(&mut acc, self.magic / l);
         if acc.iter().flatten().any(|v| !v.is_finite()) {
-            bail!("the reconstruction is not finite (scores {model_scores:?})");
+            return Err(WibergError::NonFinite {
+                what: format!("pose reconstruction (model scores {model_scores:?})"),
+            });
         }
         Ok(Reconstruction { pose: acc, model_scores, model_poses, best_rotation })
     }

@@ -19,10 +19,11 @@
 //! (or the step directory itself) evaluates the latest checkpoint.
 
 use super::data::{self, Frame2d, Pose3d};
-use super::grad::{backward_lambda, frame_loss_and_grad, Damping};
+use super::grad::{backward_damping, frame_loss_and_grad};
 use super::model::{PoseModel, Workspace};
 use super::params::{offset, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
 use super::{process_cpu_seconds, ModelArgs};
+use crate::common::DampingMode;
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -49,10 +50,11 @@ pub struct TrainArgs {
     /// Initial parameters and solver.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Derivative of the inner minimisers.
-    #[arg(long, value_enum, default_value_t = Damping::TrustRegion)]
-    pub damping: Damping,
-    /// Trust-region lambda of the backward solves (`--damping trust-region`).
+    /// Derivative of the inner minimisers: `implicit` (lambda = 0), `trust-region` (`H + lambda
+    /// I`) or `guarded` (`H + s I`, `s = lambda + max(0, -eig_min(H))`).
+    #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
+    pub damping: DampingMode,
+    /// Lambda of the backward solves (`--damping trust-region` or `guarded`).
     #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
     pub lambda: f64,
     /// Epochs.
@@ -99,7 +101,7 @@ pub struct RunConfig {
     pub load_robust_params: bool,
     /// Inner solver (`huber` or `l2`): `pose table` evaluates the run with it.
     pub variant: String,
-    /// Derivative of the inner minimisers (`trust-region` or `implicit`).
+    /// Derivative of the inner minimisers (`trust-region`, `implicit` or `guarded`).
     pub damping: String,
     /// Backward lambda actually used (0 for `implicit`).
     pub lambda: f64,
@@ -134,6 +136,13 @@ pub struct TrainState {
     pub adam: Adam,
     /// The CSV log so far.
     pub log: String,
+    /// Frames of the run so far whose forward or backward pass met a numerically singular
+    /// Hessian (counted, left out of their batch).
+    #[serde(default)]
+    pub singular_hessian: usize,
+    /// Frames of the run so far with a non-finite reconstruction, loss or gradient.
+    #[serde(default)]
+    pub non_finite: usize,
 }
 
 /// `<out>/checkpoint.json`: names the latest complete checkpoint directory. It is replaced
@@ -173,6 +182,10 @@ pub struct TrainSummary {
     pub step: usize,
     /// The latest checkpoint directory (pass it, or `<out>` itself, to `pose eval --checkpoint`).
     pub checkpoint: PathBuf,
+    /// Frames of the run so far left out of their batch for a singular Hessian.
+    pub singular_hessian: usize,
+    /// Frames of the run so far left out of their batch for a non-finite result.
+    pub non_finite: usize,
 }
 
 /// Name of the pointer file in a training output directory.
@@ -382,7 +395,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     ensure!(args.lambda.is_finite() && args.lambda >= 0.0, "--lambda must be finite and >= 0");
     ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr: the learning rate must be finite and > 0, got {}", args.lr);
     let variant = args.model.variant;
-    let lambda = backward_lambda(args.damping, args.lambda);
+    let damping = backward_damping(args.damping, args.lambda);
+    let lambda = damping.lambda();
     let seqs = data::load_dir(&args.data)?;
     let mut frames = Vec::new();
     for seq in &seqs {
@@ -448,8 +462,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .with_context(|| format!("loading {source:?}"))?;
             clip.project(&mut params.values)?;
             let adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
-            let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,seconds\n");
-            (params, TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log })
+            let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,singular_hessian,non_finite,seconds\n");
+            let state =
+                TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log, singular_hessian: 0, non_finite: 0 };
+            (params, state)
         }
     };
     // What kills left behind in checkpoints/: every entry but the one the pointer names.
@@ -487,9 +503,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 let outcome = mean_loss_and_grad(&batch, N_PARAMS, |_, &i| {
                     let mut ws = Workspace::default();
                     let (frame, gt) = &frames[i];
-                    frame_loss_and_grad(&model, &params, frame, gt, lambda, &mut ws)
-                        .map_err(|e| WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
+                    // The solves' typed errors are kept (so that they can be counted by kind).
+                    frame_loss_and_grad(&model, &params, frame, gt, damping, &mut ws).map_err(|e| {
+                        e.downcast::<WibergError>()
+                            .unwrap_or_else(|e| WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
+                    })
                 })?;
+                let count = |kind: fn(&WibergError) -> bool| outcome.failures.iter().filter(|(_, e)| kind(e)).count();
+                let singular = count(|e| matches!(e, WibergError::SingularHessian { .. }));
+                let non_finite = count(|e| matches!(e, WibergError::NonFinite { .. }));
+                state.singular_hessian += singular;
+                state.non_finite += non_finite;
                 grad_seconds += t0.elapsed().as_secs_f64();
                 grad_cpu_seconds = match (grad_cpu_seconds, cpu0, process_cpu_seconds()) {
                     (Some(acc), Some(a), Some(b)) => Some(acc + (b - a).max(0.0)),
@@ -503,7 +527,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 state.next_batch = b + 1;
                 writeln!(
                     state.log,
-                    "{epoch},{b},{},{},{},{},{:.3}",
+                    "{epoch},{b},{},{},{},{},{singular},{non_finite},{:.3}",
                     state.step,
                     outcome.loss,
                     outcome.count,
@@ -545,6 +569,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         frames_per_cpu_second: grad_cpu_seconds.filter(|c| *c > 0.0).map(|c| nframes as f64 / c),
         step: state.step,
         checkpoint: checkpoint.clone(),
+        singular_hessian: state.singular_hessian,
+        non_finite: state.non_finite,
     };
     if batches == 0 {
         // The log beside the pointer is written before the pointer, so a kill can leave it ahead
@@ -573,6 +599,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (Some(c), Some(f)) => format!("; {c:.1} CPU-s = {f:.2} frames per CPU-second"),
             _ => String::new(),
         }
+    );
+    println!(
+        "frames left out of their batch so far: {} singular Hessian, {} non-finite",
+        state.singular_hessian, state.non_finite
     );
     println!(
         "step {}, latest checkpoint {} (evaluate it with `pose eval --checkpoint {}`)",

@@ -1,13 +1,13 @@
 //! Integration tests of `wiberg pose`: parameters (npy, HDF5, init, save), data reading, the
-//! Schur solve on real systems, the damped derivative, reconstructions, generation, evaluation.
+//! block-arrow solve on real systems, the damped derivative, reconstructions, generation, evaluation.
 
 use std::path::Path;
+use wiberg::damped::DampedFactor;
 use wiberg_cli::pose::data::{self, Frame2d};
 use wiberg_cli::pose::generate::{self, Generator};
 use wiberg_cli::pose::metrics::Metric;
-use wiberg_cli::pose::model::{self, PoseModel, Variant, Workspace, N_ROWS};
+use wiberg_cli::pose::model::{self, PoseModel, Variant, Workspace, NA, NX, N_ROWS};
 use wiberg_cli::pose::params::{self, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
-use wiberg_cli::pose::schur::{self, NA, NX};
 
 use crate::common;
 use common::tome_dir;
@@ -174,7 +174,7 @@ fn first_frame(seqs: &[data::Sequence]) -> Frame2d {
 }
 
 #[test]
-fn schur_solve_equals_dense_solve_on_real_systems() {
+fn block_arrow_solve_equals_dense_solve_on_real_systems() {
     let Some(dir) = tome_dir() else { return };
     let (_tmp, seqs) = generated_frames(&dir, 2, 3);
     let nf = model::normalise(&first_frame(&seqs)).unwrap();
@@ -185,8 +185,9 @@ fn schur_solve_equals_dense_solve_on_real_systems() {
         let mut ws = Workspace::default();
         for (m, ti) in [(0, 0), (1, 37), (2, 99)] {
             let sol = model.solve_rotation(m, ti, &nf, &mut ws).unwrap();
-            // Same equations, dense Cholesky on 80 x 80.
-            let dense = schur::dense_solve(&model.models[m].basis, &ws.eq).unwrap();
+            // Same equations (stored with the damping on the diagonal), dense Cholesky on 80 x 80.
+            let rhs = nalgebra::DVector::from_column_slice(&ws.rhs);
+            let dense = ws.hessian.to_dense().cholesky().unwrap().solve(&rhs);
             // And from scratch: (A^T W A + lambda I) x = A^T W b with the dense A.
             let (a, b) = model.dense_system(m, ti, &nf);
             let w = model.row_weights(&ws);
@@ -281,7 +282,8 @@ fn damped_solve_derivative_matches_finite_differences() {
             }
         }
         // The trust-region derivative with the forward pass's own factorisation.
-        let mut dx = ws.factor.solve(&dgrad);
+        let mut dx = dgrad;
+        ws.factor.solve_in_place(&mut dx).unwrap();
         for v in dx.iter_mut() {
             *v = -*v;
         }

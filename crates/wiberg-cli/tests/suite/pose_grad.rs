@@ -3,9 +3,10 @@
 //! every group.
 
 use std::path::Path;
+use wiberg::Damping;
 use wiberg_cli::pose::data;
 use wiberg_cli::pose::generate::{self, Generator};
-use wiberg_cli::pose::grad::{self, Damping};
+use wiberg_cli::pose::grad;
 use wiberg_cli::pose::model::{normalise, PoseModel, Variant, Workspace};
 use wiberg_cli::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
 
@@ -84,8 +85,7 @@ fn compare(params: &PoseParams, g: &[f64], mut f: impl FnMut(&PoseParams) -> f64
 fn check_l2(params: &PoseParams, frame: &data::Frame2d, gt: &data::Pose3d) -> usize {
     let mut ws = Workspace::default();
     let model = PoseModel::new(params, Variant::L2).unwrap();
-    let lambda = grad::backward_lambda(Damping::Implicit, 0.0);
-    let (loss, g) = grad::frame_loss_and_grad(&model, params, frame, gt, lambda, &mut ws).unwrap();
+    let (loss, g) = grad::frame_loss_and_grad(&model, params, frame, gt, Damping::Implicit, &mut ws).unwrap();
     let rec = model.reconstruct(frame, &mut ws).unwrap();
     assert!((loss - grad::frame_loss(&rec.pose, gt)).abs() < 1e-9 * loss.max(1.0), "loss {loss}");
     let (failures, nonzero) = compare(params, &g, |p| {
@@ -119,8 +119,8 @@ fn huber_gradient_matches_frozen_weight_differences() {
     let mut ws = Workspace::default();
     let model = PoseModel::new(&params, Variant::Huber).unwrap();
     let frozen = grad::final_weights(&model, &nf, &mut ws).unwrap();
-    let lambda = grad::backward_lambda(Damping::TrustRegion, model.damping);
-    let (loss, g) = grad::normalised_loss_and_grad(&model, &params, &nf, &gt, lambda, &mut ws).unwrap();
+    let damping = Damping::TrustRegion { lambda: model.damping };
+    let (loss, g) = grad::normalised_loss_and_grad(&model, &params, &nf, &gt, damping, &mut ws).unwrap();
     let frozen_loss = grad::frozen_weights_loss(&model, &nf, &gt, &frozen, &mut ws).unwrap();
     assert!((loss - frozen_loss).abs() < 1e-9 * loss.max(1.0), "loss {loss} vs frozen {frozen_loss}");
     let (failures, nonzero) = compare(&params, &g, |p| {
@@ -130,8 +130,23 @@ fn huber_gradient_matches_frozen_weight_differences() {
     assert_eq!(failures, 0, "sampled entries disagree with central differences");
     assert!(nonzero >= 28, "only {nonzero} sampled entries have a gradient");
     // The implicit derivative (lambda 0) differs from the damped one, but only slightly.
-    let (_, g0) = grad::normalised_loss_and_grad(&model, &params, &nf, &gt, 0.0, &mut ws).unwrap();
+    let (_, g0) = grad::normalised_loss_and_grad(&model, &params, &nf, &gt, Damping::Implicit, &mut ws).unwrap();
     let diff: f64 = g.iter().zip(&g0).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
     let norm: f64 = g.iter().map(|a| a * a).sum::<f64>().sqrt();
     assert!(diff > 0.0 && diff < 0.5 * norm, "implicit vs trust-region gradient: |diff| {diff} |g| {norm}");
+    // Guarded damping: every final IRLS Hessian of the Huber energy is positive definite, so
+    // its guarded shift is lambda and the gradient is the trust-region one (checked above
+    // against the frozen-weight differences), bit for bit.
+    let guarded = Damping::Guarded { lambda: model.damping };
+    let (loss_g, gg) = grad::normalised_loss_and_grad(&model, &params, &nf, &gt, guarded, &mut ws).unwrap();
+    assert_eq!(loss_g.to_bits(), loss.to_bits());
+    assert!(g.iter().zip(&gg).all(|(a, b)| a.to_bits() == b.to_bits()), "guarded gradient differs");
+    // With a guarded lambda of its own it is the trust-region gradient of that lambda.
+    let lambda = 3.0 * model.damping;
+    let (_, g_tr) =
+        grad::normalised_loss_and_grad(&model, &params, &nf, &gt, Damping::TrustRegion { lambda }, &mut ws).unwrap();
+    let (_, g_gu) =
+        grad::normalised_loss_and_grad(&model, &params, &nf, &gt, Damping::Guarded { lambda }, &mut ws).unwrap();
+    assert!(g_tr.iter().zip(&g_gu).all(|(a, b)| a.to_bits() == b.to_bits()), "guarded gradient differs");
+    assert!(g_tr != g, "another lambda must give another gradient");
 }

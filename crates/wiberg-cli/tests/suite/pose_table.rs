@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use wiberg_cli::common::DampingMode;
 use wiberg_cli::pose::generate::{self, Generator, ACTIONS};
-use wiberg_cli::pose::grad::Damping;
 use wiberg_cli::pose::metrics::Metric;
 use wiberg_cli::pose::model::Variant;
 use wiberg_cli::pose::table::{self, TableArgs};
@@ -30,7 +30,7 @@ fn train_short(tome: &Path, data: &Path, out: &Path, variant: Variant, batches: 
         data: data.to_path_buf(),
         out: out.to_path_buf(),
         model: model_args(tome, variant),
-        damping: Damping::Implicit,
+        damping: DampingMode::Implicit,
         lambda: 1e-3,
         epochs: 1,
         batch: 4,

@@ -4,8 +4,8 @@
 //! tested in tests/crash_safety.rs); resuming with other settings is refused.
 
 use std::path::{Path, PathBuf};
+use wiberg_cli::common::DampingMode;
 use wiberg_cli::pose::generate::{self, Generator};
-use wiberg_cli::pose::grad::Damping;
 use wiberg_cli::pose::metrics::Metric;
 use wiberg_cli::pose::model::{PoseModel, Variant};
 use wiberg_cli::pose::params::{ParamSource, PoseParams};
@@ -36,7 +36,7 @@ fn args(tome: &Path, data: &Path, out: &Path, max_batches: usize, resume: bool) 
             load_robust_params: false,
             variant: Variant::Huber,
         },
-        damping: Damping::TrustRegion,
+        damping: DampingMode::TrustRegion,
         lambda: 1e-3,
         epochs: 2,
         batch: 4,
@@ -71,6 +71,20 @@ fn short_training_lowers_the_test_error() {
     assert!(err_after < err_before - 1.0, "test MPJPE {err_before:.2} -> {err_after:.2} mm");
     let log = std::fs::read_to_string(out.path().join("train_log.csv")).unwrap();
     assert_eq!(log.lines().count(), 13, "header + one line per batch");
+    // The failure kinds per step, and their totals in the state and the summary (none here:
+    // every inner system of this data is positive definite).
+    let header: Vec<&str> = log.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let (singular, non_finite) = (col("singular_hessian"), col("non_finite"));
+    for line in log.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!((fields[singular], fields[non_finite]), ("0", "0"), "{line}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("train_summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["singular_hessian"].as_u64(), summary["non_finite"].as_u64()), (Some(0), Some(0)));
+    let state = train::read_state(&latest(out.path())).unwrap().unwrap();
+    assert_eq!((state.singular_hessian, state.non_finite), (0, 0));
 }
 
 #[test]
