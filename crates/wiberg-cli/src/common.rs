@@ -68,9 +68,9 @@ pub(crate) fn sync_dir(dir: &Path) {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory (see
-/// [`temporary_path`]), fsync, then rename, so a crash or kill leaves either the old file or the
+/// `temporary_path`), fsync, then rename, so a crash or kill leaves either the old file or the
 /// new one, never a torn one. A kill can leave the temporary file behind:
-/// [`remove_stale_temporaries`] tidies it away.
+/// [`lock_out_dir`] tidies it away.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write_with(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display())))
 }
@@ -218,7 +218,7 @@ pub struct OutDirLock {
 /// Claims the output directory `dir` of a command for the whole run: creates it, takes an
 /// exclusive advisory lock on its [`LOCK_FILE`] (so that two processes never write the same
 /// files at once: the second stops at once with an error naming the directory), and only then
-/// removes the temporaries that killed processes left there ([`remove_stale_temporaries`]),
+/// removes the temporaries that killed processes left there (`remove_stale_temporaries`),
 /// which no live process can be writing any more. Every command that writes to an `--out`
 /// calls it first and keeps the returned value until it is done.
 ///
@@ -273,12 +273,12 @@ pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
 /// Test-only fault injection for the crash-safety tests; the variables below are not meant to
 /// be set in normal use.
 ///
-/// Every atomic write ([`atomic_write`], [`atomic_write_with`], a pose checkpoint directory)
+/// Every atomic write ([`atomic_write`], `atomic_write_with`, a pose checkpoint directory)
 /// passes two named points: `after-temp-write:<file name>` (the temporary is complete and
 /// synced, not yet renamed; stopping here leaves the temporary behind, as a kill at the worst
 /// moment does) and `after-rename:<file name>` (the new file is in place).
 ///
-/// - `WIBERG_FAULT_AT=<point>[:<n>]`: the process exits at once with status [`EXIT_CODE`], as
+/// - `WIBERG_FAULT_AT=<point>[:<n>]`: the process exits at once with status [`crate::common::fault::EXIT_CODE`], as
 ///   if killed, the n-th time (default the first) it reaches `<point>`; no destructor, no
 ///   cleanup runs.
 /// - `WIBERG_FAULT_LIST=<file>`: the process appends `<point>:<n>` to `<file>` for every point

@@ -193,7 +193,7 @@ impl PoseParams {
 
     /// The from-scratch initialisation of the released code, including its quirks: lambda_0 = 1
     /// and lambda_scale = 10 (the initialiser's list swaps them), exp_additive_model = 1 + 1e-7,
-    /// scaling_coefficient 0.97, and sigma_variance = diag(0, 1e-5, 1e-5, 1e-5, sigma[:25]) /
+    /// scaling_coefficient 0.97, and `sigma_variance = diag(0, 1e-5, 1e-5, 1e-5, sigma[:25])` /
     /// mean|.| of that stack.
     pub fn from_scratch(dir: &Path) -> Result<Self> {
         let store = Store::detect(dir)?;
