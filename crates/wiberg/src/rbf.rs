@@ -1285,6 +1285,70 @@ impl RbfMixture {
         }
     }
 
+    /// [`Energy::gradient`] in two dimensions (fusion's corners): the general loop with the
+    /// coordinate loops written out, the same operations in the same order (bit-identical,
+    /// tested against the general loop), into `g` (zeroed by the caller).
+    fn gradient_2d(&self, y: [f64; 2], g: [&mut f64; 2], w: &[f64]) -> f64 {
+        let [g0, g1] = g;
+        let mut e = 0.0;
+        for ((k, c), &wi) in self.centers.chunks_exact(2).enumerate().zip(&self.width_index) {
+            let s = w[wi];
+            let inv_s2 = 1.0 / (s * s);
+            let (d0, d1) = (y[0] - c[0], y[1] - c[1]);
+            let ek = self.weight(k, w) * (-(d0 * d0 + d1 * d1) * inv_s2).exp();
+            e -= ek;
+            let coef = 2.0 * ek * inv_s2;
+            *g0 += coef * d0;
+            *g1 += coef * d1;
+        }
+        *g0 *= self.weight_scale;
+        *g1 *= self.weight_scale;
+        e * self.weight_scale
+    }
+
+    /// [`Energy::hessian`] in two dimensions, `[h00, h01, h10, h11]`: the general loop with the
+    /// index loops written out, each entry accumulated in the same order (bit-identical, tested
+    /// against the general loop).
+    fn hessian_2d(&self, y: [f64; 2], w: &[f64]) -> [f64; 4] {
+        let (mut h00, mut h01, mut h10, mut h11) = (0.0, 0.0, 0.0, 0.0);
+        for ((k, c), &wi) in self.centers.chunks_exact(2).enumerate().zip(&self.width_index) {
+            let s = w[wi];
+            let inv_s2 = 1.0 / (s * s);
+            let (d0, d1) = (y[0] - c[0], y[1] - c[1]);
+            let ek = self.weight(k, w) * (-(d0 * d0 + d1 * d1) * inv_s2).exp();
+            let diag = 2.0 * ek * inv_s2;
+            let outer = 4.0 * ek * inv_s2 * inv_s2;
+            let (o0, o1) = (outer * d0, outer * d1);
+            h00 += diag;
+            h00 -= o0 * d0;
+            h01 -= o0 * d1;
+            h11 += diag;
+            h10 -= o1 * d0;
+            h11 -= o1 * d1;
+        }
+        let g = self.weight_scale;
+        [h00 * g, h01 * g, h10 * g, h11 * g]
+    }
+
+    /// [`Energy::mixed_vjp`] in two dimensions into `out` (zeroed by the caller): the general
+    /// loop with the coordinate loop written out, the same operations in the same order
+    /// (bit-identical, tested against the general loop).
+    fn mixed_vjp_2d(&self, y: [f64; 2], u: [f64; 2], w: &[f64], out: &mut [f64]) {
+        for ((k, c), &wi) in self.centers.chunks_exact(2).enumerate().zip(&self.width_index) {
+            let s = w[wi];
+            let inv_s2 = 1.0 / (s * s);
+            let (d0, d1) = (y[0] - c[0], y[1] - c[1]);
+            let r = d0 * d0 + d1 * d1;
+            let du = 0.0 + d0 * u[0] + d1 * u[1]; // `0.0 +` as in the general loop: -0 becomes +0
+            let e = (-r * inv_s2).exp() * self.weight_scale;
+            let a = self.weight(k, w);
+            out[wi] += 4.0 * a * e * du * (r * inv_s2 - 1.0) * inv_s2 / s;
+            if let Some(weights) = &self.weight_index {
+                out[weights[k]] += 2.0 * e * du * inv_s2;
+            }
+        }
+    }
+
     /// Checks that `w` has the right length and that every width used is finite and non-zero.
     pub fn validate_params(&self, w: &[f64]) -> Result<()> {
         crate::error::check_len(w.len(), self.num_params, "RBF parameters")?;
@@ -1331,6 +1395,9 @@ impl Energy for RbfMixture {
             *g0 *= self.weight_scale;
             return e * self.weight_scale;
         }
+        if let ([y0, y1], [g0, g1]) = (y, &mut *g) {
+            return self.gradient_2d([*y0, *y1], [g0, g1], w);
+        }
         let mut e = 0.0;
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
@@ -1361,6 +1428,11 @@ impl Energy for RbfMixture {
                 h0 -= 4.0 * ek * inv_s2 * inv_s2 * dlt * dlt;
             }
             h[(0, 0)] = h0 * self.weight_scale;
+            return;
+        }
+        if let ([y0, y1], (2, 2)) = (y, h.shape()) {
+            let [h00, h01, h10, h11] = self.hessian_2d([*y0, *y1], w);
+            (h[(0, 0)], h[(0, 1)], h[(1, 0)], h[(1, 1)]) = (h00, h01, h10, h11);
             return;
         }
         for k in 0..self.num_kernels() {
@@ -1401,6 +1473,9 @@ impl Energy for RbfMixture {
             }
             out[i] = m;
             return;
+        }
+        if let ([y0, y1], [u0, u1]) = (y, u) {
+            return self.mixed_vjp_2d([*y0, *y1], [*u0, *u1], w, out);
         }
         for k in 0..self.num_kernels() {
             let s = w[self.width_index[k]];
@@ -1777,6 +1852,38 @@ mod tests {
             let ea = fast.gradient(&[y], &[s], &mut ga);
             let eb = general.gradient(&[y], &[s, 1.0], &mut gb);
             assert_eq!((ea.to_bits(), ga[0].to_bits()), (eb.to_bits(), gb[0].to_bits()), "y {y} s {s}");
+        }
+    }
+
+    #[test]
+    fn two_dimensional_gradient_hessian_and_mixed_product_are_bit_identical_to_the_general_loop() {
+        // The same kernels in 3-D with a third coordinate of 0 everywhere take the general
+        // loops, whose sums gain only exact `+ 0` terms.
+        let (e2, w) = fusion_like(40, 7, 3.0);
+        let c3: Vec<f64> = e2.centers().chunks_exact(2).flat_map(|c| [c[0], c[1], 0.0]).collect();
+        let e3 = RbfMixture::new(3, c3, (0..40).collect(), Some((40..80).collect()), 80)
+            .unwrap()
+            .with_weight_scale(1.0 / 40.0)
+            .unwrap();
+        for y in [[0.03, -0.02], [0.11, 0.4], [-2.5, 1.75], [e2.centers()[6], e2.centers()[7]]] {
+            let (mut g2, mut g3) = ([0.0; 2], [0.0; 3]);
+            let v2 = e2.gradient(&y, &w, &mut g2);
+            let v3 = e3.gradient(&[y[0], y[1], 0.0], &w, &mut g3);
+            assert_eq!(v2.to_bits(), v3.to_bits(), "{y:?}");
+            assert_eq!(g2.map(f64::to_bits), [g3[0].to_bits(), g3[1].to_bits()], "{y:?}");
+            let (mut h2, mut h3) = (DMatrix::zeros(2, 2), DMatrix::zeros(3, 3));
+            e2.hessian(&y, &w, &mut h2);
+            e3.hessian(&[y[0], y[1], 0.0], &w, &mut h3);
+            for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                assert_eq!(h2[(i, j)].to_bits(), h3[(i, j)].to_bits(), "{y:?} ({i}, {j})");
+            }
+            for v in [[0.7, -1.3], [0.0, -0.0], [-2.0, 0.25]] {
+                let (mut m2, mut m3) = (vec![1.0; 80], vec![1.0; 80]);
+                e2.mixed_vjp(&y, &w, &v, &mut m2);
+                e3.mixed_vjp(&[y[0], y[1], 0.0], &w, &[v[0], v[1], 0.0], &mut m3);
+                let bits = |m: &[f64]| m.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&m2), bits(&m3), "{y:?} {v:?}");
+            }
         }
     }
 
