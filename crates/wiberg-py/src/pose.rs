@@ -9,11 +9,11 @@ use pyo3::exceptions::PyFileNotFoundError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::path::PathBuf;
-use wiberg_cli::pose::grad::frame_loss_and_grad;
-use wiberg_cli::pose::metrics::{frame_error, Metric};
-use wiberg_cli::pose::model::{PoseModel, Variant, Workspace};
 use wiberg_cli::pose::train::{resolve_checkpoint_dir, STATE_FILE};
 use wiberg_models::pose::data::{Frame2d, Pose3d};
+use wiberg_models::pose::grad::frame_loss_and_grad;
+use wiberg_models::pose::metrics::{frame_error, Metric};
+use wiberg_models::pose::model::{PoseModel, Variant, Workspace};
 use wiberg_models::pose::params::{PoseParams, N_CAMERAS, N_JOINTS, N_PARAMS};
 
 const FRAME_2D: usize = N_CAMERAS * N_JOINTS * 2;

@@ -13,10 +13,10 @@
 
 pub use wiberg_models::pose::data;
 pub mod generate;
-pub mod grad;
+pub use wiberg_models::pose::grad;
 pub use wiberg_models::pose::h5;
-pub mod metrics;
-pub mod model;
+pub use wiberg_models::pose::metrics;
+pub use wiberg_models::pose::model;
 pub use wiberg_models::pose::npy;
 pub use wiberg_models::pose::params;
 pub mod show;
@@ -30,6 +30,23 @@ use params::{ParamSource, PoseParams};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The `--variant` values (the model crate's [`Variant`] has no clap derive).
+pub(crate) fn variant_parser() -> impl clap::builder::TypedValueParser<Value = Variant> {
+    use clap::builder::TypedValueParser;
+    let values = Variant::ALL.map(|v| clap::builder::PossibleValue::new(v.name()).help(v.description()));
+    // Only the names above pass the parser, so the fallback is never taken.
+    clap::builder::PossibleValuesParser::new(values).map(|s| Variant::parse(&s).unwrap_or(Variant::Huber))
+}
+
+/// The `--metric` values (the model crate's [`Metric`] has no clap derive).
+pub(crate) fn metric_parser() -> impl clap::builder::TypedValueParser<Value = Metric> {
+    use clap::builder::TypedValueParser;
+    let values = Metric::ALL.map(|m| clap::builder::PossibleValue::new(m.name()).help(m.description()));
+    // Only the names above pass the parser, so the fallback is never taken.
+    clap::builder::PossibleValuesParser::new(values)
+        .map(|s| Metric::ALL.into_iter().find(|m| m.name() == s).unwrap_or(Metric::Mpjpe))
+}
 
 /// Environment variable naming the directory of the Tome et al. 2018 parameters.
 pub const TOME2018_ENV: &str = "WIBERG_TOME2018_DIR";
@@ -77,7 +94,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub load_robust_params: bool,
     /// Inner solver.
-    #[arg(long, value_enum, default_value_t = Variant::Huber)]
+    #[arg(long, value_parser = variant_parser(), default_value = "huber")]
     pub variant: Variant,
 }
 
@@ -119,7 +136,7 @@ impl ModelArgs {
 
     /// Loads the parameters and builds the model.
     pub fn model(&self) -> Result<PoseModel> {
-        PoseModel::new(&self.params()?, self.variant)
+        Ok(PoseModel::new(&self.params()?, self.variant)?)
     }
 }
 
@@ -133,7 +150,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Error metric.
-    #[arg(long, value_enum, default_value_t = Metric::Mpjpe)]
+    #[arg(long, value_parser = metric_parser(), default_value = "mpjpe")]
     pub metric: Metric,
     /// Use every K-th frame of each sequence.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]

@@ -11,7 +11,6 @@ use super::model::{PoseModel, Variant};
 use super::params::{ParamSource, PoseParams};
 use super::train::{self, RunConfig};
 use anyhow::{anyhow, ensure, Context, Result};
-use clap::ValueEnum;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeMap;
@@ -37,7 +36,7 @@ pub struct TableArgs {
     #[arg(long = "variant-of")]
     pub variant_of: Vec<String>,
     /// Error metric.
-    #[arg(long, value_enum, default_value_t = Metric::Mpjpe)]
+    #[arg(long, value_parser = super::metric_parser(), default_value = "mpjpe")]
     pub metric: Metric,
     /// Use every K-th frame of each test sequence.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
@@ -104,7 +103,7 @@ pub struct Table {
 }
 
 fn parse_variant(s: &str) -> Result<Variant> {
-    Variant::from_str(s, true).map_err(|_| anyhow!("unknown variant {s:?}: expected huber or l2"))
+    Variant::parse(s).ok_or_else(|| anyhow!("unknown variant {s:?}: expected huber or l2"))
 }
 
 /// Parses `--runs` and `--variant-of` (see [`TableArgs`]). `model_dir` is needed only for the
@@ -177,13 +176,13 @@ pub fn build(specs: &[RunSpec], dir: &Path, metric: Metric, every: usize, thread
         let params = PoseParams::load(&spec.source, spec.load_robust)
             .with_context(|| format!("run {}: loading {:?}", spec.name, spec.source))?;
         let model = PoseModel::new(&params, spec.variant)?;
-        eprintln!("evaluating {} ({})", spec.name, train::value_name(&spec.variant));
+        eprintln!("evaluating {} ({})", spec.name, spec.variant.name());
         let res =
             super::evaluate(&model, dir, metric, every, threads, true).with_context(|| format!("run {}", spec.name))?;
         frames_per_action = res.frames_per_action.clone();
         rows.push(TableRow {
             name: spec.name.clone(),
-            variant: train::value_name(&spec.variant),
+            variant: spec.variant.name().to_string(),
             damping: spec.trained.as_ref().map_or_else(|| "-".to_string(), |c| c.damping.clone()),
             source: match &spec.source {
                 ParamSource::Checkpoint(d) => d.display().to_string(),

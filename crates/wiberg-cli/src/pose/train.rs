@@ -19,7 +19,7 @@
 //! (or the step directory itself) evaluates the latest checkpoint.
 
 use super::data::{self, Frame2d, Pose3d};
-use super::grad::{backward_damping, frame_loss_and_grad};
+use super::grad::frame_loss_and_grad;
 use super::model::{PoseModel, Workspace};
 use super::params::{offset, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
 use super::{process_cpu_seconds, ModelArgs};
@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wiberg::batch::mean_loss_and_grad;
 use wiberg::optim::{Adam, AdamEpsilon, BoxConstraints, Optimizer};
+use wiberg::Damping;
 use wiberg::WibergError;
 
 /// Arguments of `wiberg pose train`.
@@ -249,7 +250,7 @@ pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
 /// `checkpoints/`. Returns the checkpoint directory.
 ///
 /// The order makes a kill at any moment recoverable by `--resume`: the files go into a
-/// temporary directory (`.step-<N>.tmp<pid>`, see [`crate::common::temporary_path`]), each
+/// temporary directory (`.step-<N>.tmp<pid>`, see `common::temporary_path`), each
 /// synced, which is renamed to `step-<N>` once complete; then `<out>/train_log.csv` is replaced
 /// (before the pointer, so it is never behind the checkpoint the pointer names); only then is
 /// the pointer replaced. A kill before the pointer leaves it naming the previous checkpoint;
@@ -332,8 +333,19 @@ fn fingerprint(frames: &[(Frame2d, Pose3d)]) -> String {
     format!("{h:016x}")
 }
 
-/// The clap name of a value (`huber`, `trust-region`, ...).
-pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+/// The damping of the backward solves for the command line's `mode` and `lambda`. A
+/// trust-region or guarded `lambda` of 0 is the implicit derivative (the library refuses a
+/// zero `lambda` for the damped modes).
+pub(crate) fn backward_damping(mode: DampingMode, lambda: f64) -> Damping {
+    if lambda == 0.0 {
+        Damping::Implicit
+    } else {
+        mode.damping(lambda)
+    }
+}
+
+/// The clap name of a value (`trust-region`, ...).
+fn value_name<T: clap::ValueEnum>(v: &T) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
@@ -425,7 +437,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let config = RunConfig {
         source: source.as_ref().map(describe_source).unwrap_or_default(),
         load_robust_params: source.as_ref().is_some_and(|s| args.model.load_robust_for(s)),
-        variant: value_name(&variant),
+        variant: variant.name().to_string(),
         damping: value_name(&args.damping),
         lambda,
         batch: args.batch,
@@ -504,9 +516,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     let mut ws = Workspace::default();
                     let (frame, gt) = &frames[i];
                     // The solves' typed errors are kept (so that they can be counted by kind).
-                    frame_loss_and_grad(&model, &params, frame, gt, damping, &mut ws).map_err(|e| {
-                        e.downcast::<WibergError>()
-                            .unwrap_or_else(|e| WibergError::InvalidArgument(format!("frame {i}: {e:#}")))
+                    frame_loss_and_grad(&model, &params, frame, gt, damping, &mut ws).map_err(|e| match e {
+                        wiberg_models::Error::Wiberg(e) => e,
+                        e => WibergError::InvalidArgument(format!("frame {i}: {e}")),
                     })
                 })?;
                 let count = |kind: fn(&WibergError) -> bool| outcome.failures.iter().filter(|(_, e)| kind(e)).count();

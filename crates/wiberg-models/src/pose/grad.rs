@@ -9,6 +9,9 @@
 //! `W_r: e_r (a_r . u)` (`e_r = a_r . x - b_r`); the score adds `dS/de_r` times `(x, -1)`.
 //! The row adjoints are then mapped onto the parameters the rows are built from.
 
+// Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
+#![allow(clippy::needless_range_loop)]
+
 use super::data::{Frame2d, Pose3d};
 use super::metrics::centre;
 use super::model::{
@@ -18,20 +21,8 @@ use super::model::{
 use super::params::{
     offset, PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PARAMS, N_PCA, SIGMA_SCALE,
 };
-use crate::common::DampingMode;
 use wiberg::damped::DampedFactor;
 use wiberg::{Damping, WibergError};
-
-/// The damping of the backward solves for the command line's `mode` and `lambda`. A
-/// trust-region or guarded `lambda` of 0 is the implicit derivative (the library refuses a
-/// zero `lambda` for the damped modes).
-pub fn backward_damping(mode: DampingMode, lambda: f64) -> Damping {
-    if lambda == 0.0 {
-        Damping::Implicit
-    } else {
-        mode.damping(lambda)
-    }
-}
 
 /// `model` with every solve damped by `lambda` instead (same parameters).
 pub fn with_damping(model: &PoseModel, lambda: f64) -> PoseModel {
@@ -104,7 +95,7 @@ struct Solved {
 
 /// The loss of one frame and its gradient with respect to all parameters (`N_PARAMS`, in the
 /// flat order of [`PoseParams::values`]). `model` must be built from `params`; `damping` is
-/// that of the backward solves (see [`backward_damping`]).
+/// that of the backward solves.
 pub fn frame_loss_and_grad(
     model: &PoseModel,
     params: &PoseParams,
@@ -112,7 +103,7 @@ pub fn frame_loss_and_grad(
     gt: &Pose3d,
     damping: Damping,
     ws: &mut Workspace,
-) -> anyhow::Result<(f64, Vec<f64>)> {
+) -> crate::Result<(f64, Vec<f64>)> {
     let nf = normalise(frame)?;
     Ok(normalised_loss_and_grad(model, params, &nf, gt, damping, ws)?)
 }

@@ -3,13 +3,16 @@
 //! (an oracle scale); then metric 2 (MPJPE, no alignment) or scaled Procrustes alignment of the
 //! reconstruction onto the ground truth, averaged over 17 joints or 14 (dropping 0, 7, 9).
 
+// Index loops over joints and axes mirror the formulas.
+#![allow(clippy::needless_range_loop)]
+
 use super::data::Pose3d;
 use super::model::limb_scale;
 use super::params::N_JOINTS;
 use nalgebra::Matrix3;
 
 /// Which error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Metric {
     /// Metric 2 (default): mean per-joint error in mm after the oracle scale, no alignment.
     Mpjpe,
@@ -17,6 +20,29 @@ pub enum Metric {
     Procrustes17,
     /// Metric 0: after scaled Procrustes alignment, mean over 14 joints (not 0, 7, 9).
     Procrustes14,
+}
+
+impl Metric {
+    /// Every metric, in display order.
+    pub const ALL: [Metric; 3] = [Metric::Mpjpe, Metric::Procrustes17, Metric::Procrustes14];
+
+    /// `mpjpe`, `procrustes17` or `procrustes14` (as the command line spells it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Mpjpe => "mpjpe",
+            Metric::Procrustes17 => "procrustes17",
+            Metric::Procrustes14 => "procrustes14",
+        }
+    }
+
+    /// One line on what the metric measures.
+    pub fn description(self) -> &'static str {
+        match self {
+            Metric::Mpjpe => "Metric 2 (default): mean per-joint error in mm after the oracle scale, no alignment",
+            Metric::Procrustes17 => "Metric 1: after scaled Procrustes alignment, mean over 17 joints",
+            Metric::Procrustes14 => "Metric 0: after scaled Procrustes alignment, mean over 14 joints (not 0, 7, 9)",
+        }
+    }
 }
 
 /// The ground truth centred on the mean of its joints.

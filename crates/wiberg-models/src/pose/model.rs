@@ -3,9 +3,12 @@
 //! (1 + 3 damped solves, lambda 1e-3) or the L2 variant (one undamped solve), the soft-min over
 //! rotations and models, and the output pose. See `../shared/specs/pose-tome2018.md`.
 
+// Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
+#![allow(clippy::needless_range_loop)]
+
 use super::data::{Frame2d, Pose3d};
 use super::params::{PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PCA, SIGMA_SCALE};
-use anyhow::{ensure, Result};
+use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use wiberg::damped::{BlockArrow, BlockArrowFactor, DampedFactor};
 use wiberg::{Damping, WibergError};
@@ -56,12 +59,38 @@ pub const SCALE_TREE: [(usize, usize); 15] = [
 pub const SIGMA_2D: [f64; N_MODELS] = [0.057_112_142_429_036_14, 0.086_514_088_133_514_69, 0.051_448_031_844_017_17];
 
 /// Which inner solver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Variant {
     /// Pseudo-Huber IRLS: 1 + 3 damped solves (the released `wieberg.py`).
     Huber,
     /// One undamped least-squares solve, score |Ax - b|^2 (`wieberg_l2.py`, repaired).
     L2,
+}
+
+impl Variant {
+    /// Every variant, in display order.
+    pub const ALL: [Variant; 2] = [Variant::Huber, Variant::L2];
+
+    /// `huber` or `l2` (as the command line and the run settings spell it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Huber => "huber",
+            Variant::L2 => "l2",
+        }
+    }
+
+    /// One line on what the variant solves.
+    pub fn description(self) -> &'static str {
+        match self {
+            Variant::Huber => "Pseudo-Huber IRLS: 1 + 3 damped solves (the released `wieberg.py`)",
+            Variant::L2 => "One undamped least-squares solve, score |Ax - b|^2 (`wieberg_l2.py`, repaired)",
+        }
+    }
+
+    /// The variant named `name` (ASCII case ignored), `None` for any other string.
+    pub fn parse(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// The per-model constants derived from the parameters.
@@ -140,7 +169,9 @@ pub fn normalise(frame: &Frame2d) -> Result<NormFrame> {
         let mut n = 0.0;
         for j in (0..N_JOINTS).filter(|&j| j != HIDDEN_JOINT) {
             let p = frame[c][j];
-            ensure!(p[0].is_finite() && p[1].is_finite(), "camera {c} joint {j}: non-finite detection");
+            if !(p[0].is_finite() && p[1].is_finite()) {
+                return Err(Error::Invalid(format!("camera {c} joint {j}: non-finite detection")));
+            }
             mean[0] += p[0];
             mean[1] += p[1];
             n += 1.0;
@@ -153,7 +184,11 @@ pub fn normalise(frame: &Frame2d) -> Result<NormFrame> {
             ymax = ymax.max(y);
         }
         let h = ymin / 2.0 - ymax / 2.0;
-        ensure!(h != 0.0, "camera {c}: all visible joints share one image row; cannot normalise the view");
+        if h == 0.0 {
+            return Err(Error::Invalid(format!(
+                "camera {c}: all visible joints share one image row; cannot normalise the view"
+            )));
+        }
         for j in 0..N_JOINTS {
             // Joint 9 is normalised too (as in the code); its rows have zero weight.
             out.w[c][j] = [(frame[c][j][0] - mean[0]) / h, (frame[c][j][1] - mean[1]) / h];
@@ -286,7 +321,9 @@ impl PoseModel {
             let t0 = -0.003 * params.group(G::ScaleRegularizer)[0];
             let kappa = 0.75 * params.group(G::HlParams)[m];
             let delta = 0.1 * params.group(G::IrReg)[m];
-            ensure!(delta != 0.0, "ir_reg[{m}] is 0: the pseudo-Huber width would be 0");
+            if delta == 0.0 {
+                return Err(Error::Invalid(format!("ir_reg[{m}] is 0: the pseudo-Huber width would be 0")));
+            }
             let dtd = mat_t_mat(&d);
             let mut naa_plain = [[0.0; NA]; NA];
             let mut naa_irls = [[0.0; NA]; NA];
