@@ -1,7 +1,9 @@
 //! One RANSAC training sample (the `wiberg ransac` hot path): the seed scan over 110 points
 //! (`seed_scan_*`: every energy, `values_at`; `best_seed_*`: the lowest seed as the forward
 //! pass finds it, ranking seeds by a bounded expansion at wide sigma), and a full forward
-//! (seeds, L-BFGS 10, polish) + backward for each damping mode.
+//! (seeds, L-BFGS 10, polish) + backward for each damping mode at sigma 1, 20 and 40; one pass
+//! over the kernels (`kernels_*`: gradient alone; value, gradient, curvature and mixed
+//! derivative fused or as three calls).
 //!
 //! `cargo bench -p wiberg --bench ransac_sample`
 
@@ -47,6 +49,25 @@ fn bench(c: &mut Criterion) {
     c.bench_function("shared_width_new_110", |b| {
         b.iter(|| RbfMixture::shared_width(1, black_box(points.clone())).unwrap())
     });
+    // One pass over the 110 kernels at a learned width: the energy and gradient (what each
+    // L-BFGS evaluation costs), and the energy, gradient, curvature and mixed derivative fused
+    // in one pass against the three separate calls the layer makes at t*.
+    let (y, w) = ([points[3] + 0.5], [30.0]);
+    let mut g = [0.0];
+    let mut h = nalgebra::DMatrix::zeros(1, 1);
+    let mut m = [0.0];
+    c.bench_function("kernels_gradient_110_sigma30", |b| b.iter(|| e.gradient(black_box(&y), black_box(&w), &mut g)));
+    c.bench_function("kernels_separate_110_sigma30", |b| {
+        b.iter(|| {
+            let v = e.gradient(black_box(&y), black_box(&w), &mut g);
+            e.hessian(black_box(&y), black_box(&w), &mut h);
+            e.mixed_vjp(black_box(&y), black_box(&w), &[1.0], &mut m);
+            v
+        })
+    });
+    c.bench_function("kernels_fused_110_sigma30", |b| {
+        b.iter(|| e.value_grad_curvature(black_box(y[0]), black_box(&w)))
+    });
     for damping in [Damping::Implicit, Damping::TrustRegion { lambda: 0.1 }, Damping::Guarded { lambda: 0.1 }] {
         let layer = ArgminLayer {
             minimizer: Minimizer::Lbfgs(LbfgsConfig::with_max_iters(10)),
@@ -54,9 +75,11 @@ fn bench(c: &mut Criterion) {
             damping,
             ..Default::default()
         };
-        // sigma 1 (the start: narrow kernels, short seed-scan windows) and 20 (where training
-        // spends most of its time with the default ASGD: every pair is in the window).
-        for sigma in [1.0, 20.0] {
+        // sigma 1 (the start: narrow kernels, short seed-scan windows), 20 and 40 (the learned
+        // widths where training spends most of its steps with the default ASGD: every pair is
+        // in the window). Each iteration is a training step but for drawing the sample and the
+        // ASGD update: build the mixture, forward, backward.
+        for sigma in [1.0, 20.0, 40.0] {
             c.bench_function(&format!("sample_forward_backward_{}_sigma{sigma}", damping.name()), |b| {
                 b.iter(|| {
                     let e = RbfMixture::shared_width(1, points.clone()).unwrap();

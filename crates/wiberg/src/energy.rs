@@ -47,6 +47,16 @@ pub trait Energy {
     /// Writes the mixed product `d/dw <grad_y E(y; w), u>` (length `p`) into `out`.
     fn mixed_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]);
 
+    /// `E(y; w)`, with `grad_y E` written into `g` and the Hessian into `h`: what
+    /// [`Energy::gradient`] and [`Energy::hessian`] give, bit for bit. The forward pass needs
+    /// both at the returned point; energies that can share the work override it (the RANSAC
+    /// energy, [`crate::RbfMixture`] in 1-D with one width, takes one pass over its kernels).
+    fn gradient_hessian(&self, y: &[f64], w: &[f64], g: &mut [f64], h: &mut DMatrix<f64>) -> f64 {
+        let value = self.gradient(y, w, g);
+        self.hessian(y, w, h);
+        value
+    }
+
     /// Hessian-vector product `H v` into `out`. The default forms the Hessian; energies with
     /// large `n` should override it (the matrix-free conjugate-gradient path relies on it).
     fn hvp(&self, y: &[f64], w: &[f64], v: &[f64], out: &mut [f64]) {
@@ -114,6 +124,9 @@ impl<E: Energy + ?Sized> Energy for &E {
     }
     fn mixed_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
         (**self).mixed_vjp(y, w, u, out)
+    }
+    fn gradient_hessian(&self, y: &[f64], w: &[f64], g: &mut [f64], h: &mut DMatrix<f64>) -> f64 {
+        (**self).gradient_hessian(y, w, g, h)
     }
     fn hvp(&self, y: &[f64], w: &[f64], v: &[f64], out: &mut [f64]) {
         (**self).hvp(y, w, v, out)

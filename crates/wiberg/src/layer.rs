@@ -238,13 +238,28 @@ impl<S> ArgminLayer<S> {
             }
             check_finite(&sol.y, "polished solution")?;
             sol.report.polished = true;
-            sol.report.energy = e.gradient(&sol.y, w, &mut g);
+            // H and M at the returned point, not where the polish started: a second Hessian
+            // and factorisation, so that the derivative is the returned y*'s (formed with the
+            // gradient there, in one evaluation when the energy can share the work).
+            let at_solution = (self.linearization == Linearization::AtSolution)
+                .then(|| self.linear_solve.factorize_with_gradient(e, &sol.y, w, self.damping, &mut g));
+            let factor = match at_solution {
+                Some((energy, factor)) => {
+                    sol.report.energy = energy;
+                    Some(factor)
+                }
+                None => {
+                    sol.report.energy = e.gradient(&sol.y, w, &mut g);
+                    None
+                }
+            };
             sol.report.final_grad_norm = norm(&g);
             check_finite(&g, "energy gradient at the polished solution")?;
-            if self.linearization == Linearization::AtSolution {
-                // H and M at the returned point, not where the polish started: a second
-                // Hessian and factorisation, so that the derivative is the returned y*'s.
-                let (factor, diagnostics) = self.linearize(e, w, &sol.y);
+            if let Some(factor) = factor {
+                let diagnostics = match &factor {
+                    Ok(f) => f.diagnostics(),
+                    Err(_) => not_factorized(self.damping.lambda()),
+                };
                 sol.linearization.copy_from_slice(&sol.y);
                 sol.factor = factor;
                 sol.report.diagnostics = diagnostics;

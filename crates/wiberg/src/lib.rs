@@ -32,6 +32,7 @@ pub mod damped;
 pub mod derivative;
 pub mod energy;
 pub mod error;
+mod fastexp;
 pub mod gradcheck;
 pub mod layer;
 pub mod least_squares;

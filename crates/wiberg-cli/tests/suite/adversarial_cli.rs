@@ -155,13 +155,18 @@ fn ransac_solve_numeric_arguments() {
     // Huge width: a flat energy; t* stays finite (the polish moves it to the mean at most).
     let (t, _, _) = solve_json(&solve(&pts, &["--sigma", "1e300"]));
     assert!((-30.0..=20.0).contains(&t), "{t}");
-    // Tiny widths: the energy's curvature (x - t)^2 / sigma^4 overflows: an error naming sigma.
-    for tiny in ["1e-300", "5e-324", "1e-170", "1e-100"] {
+    // Tiny widths: 1 / sigma^2 overflows (sigma below about 1e-154), the energy is NaN: an
+    // error naming sigma.
+    for tiny in ["1e-300", "5e-324", "1e-170"] {
         fails_with(
             &["ransac", "solve", "--points", &pts, "--sigma", tiny],
             &[&format!("sigma = {:e}", tiny.parse::<f64>().unwrap()), "out of range"],
         );
     }
+    // At 1e-100 only the seed's own kernel is left (every other exponent underflows) and the
+    // curvature there, 2 / sigma^2 = 2e200, is finite: t* is the seed, with no derivative.
+    let (t, d, _) = solve_json(&solve(&pts, &["--sigma", "1e-100"]));
+    assert_eq!((t, d), (0.0, Some(0.0)));
     let (t, _, _) = solve_json(&solve(&pts, &["--sigma", "1e-50"]));
     assert!([0.0, 0.5, 1.0, 1.5, 10.0, 20.0, -30.0].contains(&t), "{t}");
     // lambda huge and tiny: finite; huge lambda makes the derivative vanish.

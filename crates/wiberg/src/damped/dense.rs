@@ -262,6 +262,20 @@ impl<E: Energy + ?Sized> HessianSolve<E> for DenseSolve {
         e.hessian(y, w, &mut h);
         DampedSystem::factorize(h, damping)
     }
+
+    fn factorize_with_gradient(
+        &self,
+        e: &E,
+        y: &[f64],
+        w: &[f64],
+        damping: Damping,
+        g: &mut [f64],
+    ) -> (f64, Result<DampedSystem>) {
+        let n = y.len();
+        let mut h = DMatrix::zeros(n, n);
+        let value = e.gradient_hessian(y, w, g, &mut h);
+        (value, DampedSystem::factorize(h, damping))
+    }
 }
 
 /// Estimate of `|A^-1|_1` for a symmetric `A` (so `A^-T = A^-1`) given a solver for `A`:

@@ -142,6 +142,22 @@ pub trait HessianSolve<E: Energy + ?Sized> {
     /// singular, [`crate::WibergError::NonFinite`] for a non-finite Hessian, and whatever the
     /// strategy's structure refuses.
     fn factorize(&self, e: &E, y: &[f64], w: &[f64], damping: Damping) -> Result<Self::Factor>;
+
+    /// [`HessianSolve::factorize`], also writing `grad_y E` at `y` into `g` and returning the
+    /// energy there: the forward pass needs all three at the returned point. Strategies that
+    /// form the Hessian take the gradient from the same [`Energy::gradient_hessian`] call; the
+    /// results are those of separate calls, bit for bit.
+    fn factorize_with_gradient(
+        &self,
+        e: &E,
+        y: &[f64],
+        w: &[f64],
+        damping: Damping,
+        g: &mut [f64],
+    ) -> (f64, Result<Self::Factor>) {
+        let value = e.gradient(y, w, g);
+        (value, self.factorize(e, y, w, damping))
+    }
 }
 
 /// The layer's run-time choice of strategy: dense or matrix-free. The default strategy of
@@ -190,6 +206,26 @@ impl<E: Energy + ?Sized> HessianSolve<E> for LinearSolve {
             LinearSolve::Dense => DenseSolve.factorize(e, y, w, damping).map(LinearFactor::Dense),
             LinearSolve::ConjugateGradient { tol, max_iters } => {
                 CgSolve { tol, max_iters }.factorize(e, y, w, damping).map(LinearFactor::ConjugateGradient)
+            }
+        }
+    }
+
+    fn factorize_with_gradient(
+        &self,
+        e: &E,
+        y: &[f64],
+        w: &[f64],
+        damping: Damping,
+        g: &mut [f64],
+    ) -> (f64, Result<LinearFactor>) {
+        match *self {
+            LinearSolve::Dense => {
+                let (value, factor) = DenseSolve.factorize_with_gradient(e, y, w, damping, g);
+                (value, factor.map(LinearFactor::Dense))
+            }
+            LinearSolve::ConjugateGradient { tol, max_iters } => {
+                let (value, factor) = CgSolve { tol, max_iters }.factorize_with_gradient(e, y, w, damping, g);
+                (value, factor.map(LinearFactor::ConjugateGradient))
             }
         }
     }
