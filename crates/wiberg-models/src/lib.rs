@@ -7,8 +7,9 @@
 //!
 //! * [`pose`]: the Tome et al. (2018) parameters (checkpoint npy layout and the authors' HDF5),
 //!   the Human3.6M-style npy pose data, with `.npy` decoding that does not trust the header.
-//! * [`fusion`]: the VOT data set reader (ground truth, tracker results, image sizes) and the
-//!   region overlaps.
+//! * [`fusion`]: the VOT data set reader (ground truth, tracker results, image sizes), the
+//!   region overlaps, the synthetic VOT2018-like data set and the fusion model (the per-frame
+//!   corner energies, the forward pass, the training loss and its gradient).
 //! * [`ransac`]: the RANSAC/MLESAC sample generator of the paper's Figure 1 and one sample's
 //!   solve (forward pass and `dt*/dsigma`).
 #![deny(missing_docs)]

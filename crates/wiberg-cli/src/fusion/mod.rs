@@ -11,10 +11,8 @@
 //! `wiberg fusion` alone generates a small synthetic set and runs everything on it;
 //! `wiberg fusion generate` and `wiberg fusion train` are the two steps for real use.
 
-pub mod generate;
-pub use wiberg_models::fusion::iou;
-pub mod model;
-pub mod report;
+pub(crate) use wiberg_models::fusion::{generate, iou, model};
+pub(crate) mod report;
 pub mod train;
 pub mod vot;
 
@@ -23,12 +21,27 @@ use crate::common::{
     atomic_write, from_exact_json, json_differences, progress_bar, to_exact_json, with_threads, write_json, DampingMode,
 };
 use anyhow::{bail, Context, Result};
-use model::{build_frames, predict, LossKind, ParamLayout};
+use model::{build_frames, layer_with, predict, LossKind, ParamLayout};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use train::{SplitKind, TrainConfig};
-use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
+use wiberg::{ArgminLayer, Damping};
+
+/// `--loss`: the models crate's [`LossKind`] by its serialised name, with the help of each.
+fn loss_parser() -> impl clap::builder::TypedValueParser<Value = LossKind> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("corner")
+            .help("Squared corner error over the ground-truth box size squared (both corners summed)"),
+        PossibleValue::new("iou").help(
+            "`1 - IoU` of the fused box with the ground-truth region (bounded by the image); its gradient in \
+             the four box coordinates by central differences (the overlap is only piecewise smooth), then \
+             through the argmin layer",
+        ),
+    ])
+    .map(|name| if name == "iou" { LossKind::Iou } else { LossKind::Corner })
+}
 
 /// Arguments of `wiberg fusion`.
 #[derive(Debug, clap::Args)]
@@ -112,7 +125,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
     /// Training loss.
-    #[arg(long, value_enum, default_value_t = LossKind::Corner)]
+    #[arg(long, value_parser = loss_parser(), default_value = "corner")]
     pub loss: LossKind,
     /// Our derivative's damping mode.
     #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
@@ -253,21 +266,6 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn layer_with(damping: Damping) -> ArgminLayer {
-    ArgminLayer {
-        minimizer: Minimizer::Lbfgs(LbfgsConfig {
-            max_iters: 50,
-            memory: 5,
-            grad_tol: 1e-7,
-            max_evals: 200,
-            ..Default::default()
-        }),
-        polish: true,
-        damping,
-        ..Default::default()
-    }
 }
 
 /// What `run_train` produced (for tests and the demo).

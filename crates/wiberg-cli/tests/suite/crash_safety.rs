@@ -342,8 +342,8 @@ fn ransac_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupte
 
 /// A small synthetic VOT-format data set in `dir`.
 fn fusion_data(dir: &Path, seed: u64) {
-    use wiberg_cli::fusion::generate::{generate, GenerateConfig};
     use wiberg_cli::fusion::vot::write_dataset;
+    use wiberg_models::fusion::generate::{generate, GenerateConfig};
     let set = generate(&GenerateConfig { sequences: 3, trackers: 6, seed, mean_frames: 40.0 }, || {}).0;
     write_dataset(dir, &set).unwrap();
 }

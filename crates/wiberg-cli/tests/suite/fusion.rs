@@ -3,11 +3,11 @@
 use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 use wiberg_cli::common::OptimizerKind;
-use wiberg_cli::fusion::generate::{generate, GenerateConfig};
-use wiberg_cli::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
 use wiberg_cli::fusion::train::{train, train_from, TrainConfig, TrainState};
 use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
 use wiberg_cli::fusion::{run_train, TrainArgs};
+use wiberg_models::fusion::generate::{generate, GenerateConfig};
+use wiberg_models::fusion::model::{build_frames, layer_with, loss_and_grad, LossKind, ParamLayout};
 
 fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
     generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
@@ -405,18 +405,7 @@ fn a_saved_training_state_continues_bit_identically() {
         (0..frames.len()).filter(|&i| i % 2 == 0 && !frames[i].is_empty() && frames[i].gt_size() >= 1.0).collect();
     let cfg =
         TrainConfig { epochs: 3, batch: 8, lr: 0.02, optimizer: OptimizerKind::Adam, loss: LossKind::Corner, seed: 3 };
-    let layer = ArgminLayer {
-        minimizer: Minimizer::Lbfgs(LbfgsConfig {
-            max_iters: 50,
-            memory: 5,
-            grad_tol: 1e-7,
-            max_evals: 200,
-            ..Default::default()
-        }),
-        polish: true,
-        damping: Damping::TrustRegion { lambda: 0.1 },
-        ..Default::default()
-    };
+    let layer = layer_with(Damping::TrustRegion { lambda: 0.1 });
     let pb = indicatif::ProgressBar::hidden();
     let init = layout.initial(0.25);
     let full = train(&frames, &train_idx, &layout, init.clone(), &layer, &cfg, &pb).unwrap();

@@ -11,10 +11,39 @@
 
 use super::iou::{BoxXyxy, GroundTruthArea};
 use super::vot::{Dataset, Entry};
-use crate::common::median_finite;
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use wiberg::optim::BoxConstraints;
-use wiberg::{ArgminLayer, RbfMixture, Start, WibergError};
+use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer, RbfMixture, Start, WibergError};
+
+/// The argmin layer of fusion's forward and backward passes with the given damping: L-BFGS
+/// (at most 50 iterations, memory 5, gradient tolerance `1e-7`, at most 200 evaluations)
+/// started at the best tracker corner, then the damped Newton polish.
+pub fn layer_with(damping: Damping) -> ArgminLayer {
+    ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig {
+            max_iters: 50,
+            memory: 5,
+            grad_tol: 1e-7,
+            max_evals: 200,
+            ..Default::default()
+        }),
+        polish: true,
+        damping,
+        ..Default::default()
+    }
+}
+
+/// The median of the finite values of `values`, `None` when there is none (NaN and
+/// infinities are dropped first, so one bad value cannot poison it).
+pub(crate) fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+}
 
 /// Where each learned quantity lives in the parameter vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -248,7 +277,7 @@ pub fn build_frames(data: &Dataset, layout: &ParamLayout) -> Result<Vec<Frame>> 
 }
 
 /// The training loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Squared corner error over the ground-truth box size squared (both corners summed).
