@@ -9,7 +9,7 @@ use pyo3::exceptions::PyFileNotFoundError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::path::PathBuf;
-use wiberg_cli::pose::train::{resolve_checkpoint_dir, STATE_FILE};
+use wiberg_models::pose::checkpoint::{resolve_checkpoint_dir, STATE_FILE};
 use wiberg_models::pose::data::{Frame2d, Pose3d};
 use wiberg_models::pose::grad::frame_loss_and_grad;
 use wiberg_models::pose::metrics::{frame_error, Metric};

@@ -116,7 +116,7 @@ impl ModelArgs {
         } else {
             ParamSource::Checkpoint(match &self.checkpoint {
                 // A `pose train` output directory means its latest checkpoint.
-                Some(d) => train::resolve_checkpoint_dir(d)?,
+                Some(d) => wiberg_models::pose::checkpoint::resolve_checkpoint_dir(d)?,
                 None => env_dir()?,
             })
         })
@@ -125,7 +125,8 @@ impl ModelArgs {
     /// Whether `hl_params` and `ir_reg` are read from `source`: with --load-robust-params, and
     /// always for a checkpoint written by `pose train` (they were trained with the rest).
     pub fn load_robust_for(&self, source: &ParamSource) -> bool {
-        self.load_robust_params || matches!(source, ParamSource::Checkpoint(d) if d.join(train::STATE_FILE).exists())
+        self.load_robust_params
+            || matches!(source, ParamSource::Checkpoint(d) if d.join(wiberg_models::pose::checkpoint::STATE_FILE).exists())
     }
 
     /// Loads the parameters these arguments name.

@@ -135,7 +135,8 @@ pub fn parse_runs(runs: &str, variant_of: &[String], model_dir: Option<&Path>) -
             _ => {
                 let path = PathBuf::from(dir);
                 ensure!(path.is_dir(), "--runs {item}: {} is not a directory", path.display());
-                let ckpt = train::resolve_checkpoint_dir(&path).with_context(|| format!("--runs {item}"))?;
+                let ckpt = wiberg_models::pose::checkpoint::resolve_checkpoint_dir(&path)
+                    .with_context(|| format!("--runs {item}"))?;
                 let state = train::read_state(&ckpt).with_context(|| format!("--runs {item}"))?;
                 let trained = state.map(|s| s.config);
                 (ParamSource::Checkpoint(ckpt), trained.is_some(), trained)

@@ -35,6 +35,9 @@ use wiberg::batch::mean_loss_and_grad;
 use wiberg::optim::{Adam, AdamEpsilon, BoxConstraints, Optimizer};
 use wiberg::Damping;
 use wiberg::WibergError;
+use wiberg_models::pose::checkpoint::{
+    latest_checkpoint, CheckpointPointer, CHECKPOINTS_DIR, POINTER_FILE, STATE_FILE,
+};
 
 /// Arguments of `wiberg pose train`.
 #[derive(Debug, clap::Args)]
@@ -146,19 +149,6 @@ pub struct TrainState {
     pub non_finite: usize,
 }
 
-/// `<out>/checkpoint.json`: names the latest complete checkpoint directory. It is replaced
-/// atomically only after that directory has been written, synced and renamed into place, so
-/// a kill at any moment leaves it naming a complete checkpoint.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CheckpointPointer {
-    /// The directory, relative to `<out>`: `checkpoints/step-<N>` (8 digits).
-    pub latest: String,
-    /// Optimiser steps taken at that checkpoint.
-    pub step: usize,
-    /// Epoch of the next batch at that checkpoint.
-    pub epoch: usize,
-}
-
 /// Throughput of one `pose train` invocation, written to `<out>/train_summary.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainSummary {
@@ -189,39 +179,8 @@ pub struct TrainSummary {
     pub non_finite: usize,
 }
 
-/// Name of the pointer file in a training output directory.
-pub const POINTER_FILE: &str = "checkpoint.json";
-/// Name of the state file in a checkpoint directory.
-pub const STATE_FILE: &str = "train_state.json";
 const MOMENTS_FILE: &str = "adam_moments.npy";
 const LOG_FILE: &str = "train_log.csv";
-const CHECKPOINTS_DIR: &str = "checkpoints";
-
-/// The latest complete checkpoint of the training output `out`, from its `checkpoint.json`
-/// (`None` when there is none). Directories the pointer does not name (a checkpoint being
-/// written when the process was killed) are ignored.
-pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
-    let path = out.join(POINTER_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let ptr: CheckpointPointer = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let valid = ptr
-        .latest
-        .strip_prefix("checkpoints/step-")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    ensure!(valid, "{}: `latest` is {:?}, expected checkpoints/step-<N>", path.display(), ptr.latest);
-    let dir = out.join(&ptr.latest);
-    ensure!(dir.is_dir(), "{} names {}, which does not exist", path.display(), dir.display());
-    Ok(Some(dir))
-}
-
-/// `dir` itself, or, when `dir` is a `pose train` output directory (it holds
-/// `checkpoint.json`), its latest checkpoint.
-pub fn resolve_checkpoint_dir(dir: &Path) -> Result<PathBuf> {
-    Ok(latest_checkpoint(dir)?.unwrap_or_else(|| dir.to_path_buf()))
-}
 
 /// Reads the training state of a checkpoint directory (`None` when it has none, i.e. it was
 /// not written by `pose train`).

@@ -16,7 +16,7 @@ use crate::common;
 use common::tome_dir;
 
 fn latest(out: &Path) -> PathBuf {
-    train::latest_checkpoint(out).unwrap().expect("a checkpoint")
+    wiberg_models::pose::checkpoint::latest_checkpoint(out).unwrap().expect("a checkpoint")
 }
 
 /// The log without its last (wall-time) column.
@@ -240,7 +240,7 @@ fn sigkilled_child_resumed_matches_an_uninterrupted_run() {
     // covered deterministically by tests/crash_safety.rs.
     let mut kills = 0;
     for round in 0..3 {
-        let resume = killed.path().join(train::POINTER_FILE).exists();
+        let resume = killed.path().join(wiberg_models::pose::checkpoint::POINTER_FILE).exists();
         let mut child = spawn(&child_args(&tome, &train_dir, killed.path(), resume));
         let delay = rng.random_range(0.02..0.5) * full_time;
         std::thread::sleep(Duration::from_secs_f64(delay));
@@ -253,7 +253,7 @@ fn sigkilled_child_resumed_matches_an_uninterrupted_run() {
         assert!(running || status.success(), "round {round} failed: {status}");
         eprintln!("round {round}: killed after {delay:.2} s; {kills} kill(s) so far");
     }
-    let resume = killed.path().join(train::POINTER_FILE).exists();
+    let resume = killed.path().join(wiberg_models::pose::checkpoint::POINTER_FILE).exists();
     let status = spawn(&child_args(&tome, &train_dir, killed.path(), resume)).wait().unwrap();
     assert!(status.success(), "the final run failed: {status}");
 
