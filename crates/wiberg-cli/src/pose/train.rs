@@ -181,6 +181,27 @@ pub struct TrainSummary {
 
 const MOMENTS_FILE: &str = "adam_moments.npy";
 const LOG_FILE: &str = "train_log.csv";
+/// The log's columns; runs checkpointed before the singular-Hessian and non-finite counts
+/// existed have `LOG_HEADER_WITHOUT_COUNTS`.
+const LOG_HEADER: &str = "epoch,batch,step,loss_mm,frames_ok,failures,singular_hessian,non_finite,seconds";
+const LOG_HEADER_WITHOUT_COUNTS: &str = "epoch,batch,step,loss_mm,frames_ok,failures,seconds";
+
+/// Gives a log from a run checkpointed before the per-step counts existed the current columns,
+/// with the counts of its old rows left empty (they were not counted), so that a resumed run
+/// writes one consistent CSV.
+fn upgrade_log(log: &str) -> String {
+    let Some(rest) = log.strip_prefix(LOG_HEADER_WITHOUT_COUNTS).and_then(|r| r.strip_prefix('\n')) else {
+        return log.to_string();
+    };
+    let mut out = format!("{LOG_HEADER}\n");
+    for line in rest.lines() {
+        match line.rsplit_once(',') {
+            Some((head, seconds)) => out.push_str(&format!("{head},,,{seconds}\n")),
+            None => out.push_str(&format!("{line}\n")),
+        }
+    }
+    out
+}
 
 /// Reads the training state of a checkpoint directory (`None` when it has none, i.e. it was
 /// not written by `pose train`).
@@ -191,6 +212,7 @@ pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut state: TrainState = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    state.log = upgrade_log(&state.log);
     let moments = ckpt.join(MOMENTS_FILE);
     if moments.exists() {
         let arr: ndarray::Array2<f64> =
@@ -433,7 +455,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .with_context(|| format!("loading {source:?}"))?;
             clip.project(&mut params.values)?;
             let adam = Adam::with_params(args.lr, 0.9, 0.999, 0.1, AdamEpsilon::TensorFlow)?;
-            let log = String::from("epoch,batch,step,loss_mm,frames_ok,failures,singular_hessian,non_finite,seconds\n");
+            let log = format!("{LOG_HEADER}\n");
             let state =
                 TrainState { config, epoch: 0, next_batch: 0, step: 0, adam, log, singular_hessian: 0, non_finite: 0 };
             (params, state)
@@ -586,4 +608,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_log_gets_the_count_columns_empty_and_a_new_one_is_unchanged() {
+        let old = format!("{LOG_HEADER_WITHOUT_COUNTS}\n0,0,1,61.5,4,0,0.25\n0,1,2,60.1,3,1,0.5\n");
+        let upgraded = upgrade_log(&old);
+        assert_eq!(upgraded, format!("{LOG_HEADER}\n0,0,1,61.5,4,0,,,0.25\n0,1,2,60.1,3,1,,,0.5\n"));
+        let columns = LOG_HEADER.split(',').count();
+        assert!(upgraded.lines().all(|l| l.split(',').count() == columns), "{upgraded}");
+        let new = format!("{LOG_HEADER}\n0,0,1,61.5,4,0,0,0,0.25\n");
+        assert_eq!(upgrade_log(&new), new);
+        assert_eq!(upgrade_log(&upgraded), upgraded);
+    }
 }
