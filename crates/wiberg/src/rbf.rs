@@ -1374,6 +1374,30 @@ impl RbfMixture {
     /// ```
     pub fn centers_vjp(&self, y: &[f64], w: &[f64], u: &[f64], out: &mut [f64]) {
         let d = self.dim;
+        if let (Some(i), [y0], [u0]) = (self.shared_1d_width, y, u) {
+            // The RANSAC energy: the kernels four at a time through the batched exponential
+            // (as its other derivatives), `(c d) u d` rather than `c (d u) d` so that a kernel
+            // whose exponent overflows gives 0, not NaN.
+            const L: usize = fastexp::LANES;
+            let s = w[i];
+            let inv_s2 = 1.0 / (s * s);
+            let scale = -2.0 * self.weight_scale * inv_s2;
+            let n = self.num_kernels().min(out.len());
+            for (oc, cc) in out[..n].chunks_mut(L).zip(self.centers.chunks(L)) {
+                let mut dl = [0.0; L];
+                let mut x = [0.0; L];
+                for (j, &c) in cc.iter().enumerate() {
+                    dl[j] = y0 - c;
+                    x[j] = dl[j] * dl[j] * inv_s2;
+                }
+                let e = fastexp::exp_neg(&x);
+                for (j, o) in oc.iter_mut().enumerate() {
+                    let coef = scale * e[j];
+                    *o = coef * u0 - 2.0 * inv_s2 * (coef * dl[j]) * u0 * dl[j];
+                }
+            }
+            return;
+        }
         for (k, ok) in out.chunks_exact_mut(d).enumerate().take(self.num_kernels()) {
             let s = w[self.width_index[k]];
             let inv_s2 = 1.0 / (s * s);
@@ -2087,6 +2111,25 @@ mod tests {
             let value2 = e.gradient_hessian(&[y], &w, &mut g2, &mut h2);
             prop_assert_eq!((value2.to_bits(), g2[0].to_bits()), (value.to_bits(), g[0].to_bits()));
             prop_assert_eq!(h2[(0, 0)].to_bits(), h[(0, 0)].to_bits());
+        }
+    }
+
+    #[test]
+    fn shared_1d_centers_vjp_agrees_with_the_general_loop() {
+        let centers: Vec<f64> = (0..61).map(|i| ((i * 37) % 61) as f64 * 1.3 - 40.0).collect();
+        let fast = RbfMixture::shared_width(1, centers.clone()).unwrap();
+        let general = RbfMixture::new(1, centers.clone(), vec![0; 61], Some(vec![1; 61]), 2).unwrap();
+        for (y, s, u) in [(0.3, 1.0, 1.5), (-12.7, 4.5, -0.3), (33.0, -20.0, 2.0), (1.0, 1e-3, 1.0)] {
+            let (mut a, mut b) = (vec![0.0; 61], vec![0.0; 61]);
+            fast.centers_vjp(&[y], &[s], &[u], &mut a);
+            general.centers_vjp(&[y], &[s, 1.0], &[u], &mut b);
+            for (k, (x, z)) in a.iter().zip(&b).enumerate() {
+                // Per kernel: exponentials within 1 ulp of each other, a few roundings apart.
+                assert!(
+                    (x - z).abs() <= 8.0 * f64::EPSILON * z.abs().max(f64::MIN_POSITIVE),
+                    "{y} {s} kernel {k}: {x} {z}"
+                );
+            }
         }
     }
 
