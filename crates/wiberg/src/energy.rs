@@ -145,7 +145,7 @@ impl<E: Energy + ?Sized> Energy for &E {
 pub(crate) fn lowest_finite(values: &[f64]) -> Option<(usize, f64)> {
     let mut best: Option<(usize, f64)> = None;
     for (i, v) in values.iter().enumerate() {
-        if v.is_finite() && best.map_or(true, |(_, b)| *v < b) {
+        if v.is_finite() && best.is_none_or(|(_, b)| *v < b) {
             best = Some((i, *v));
         }
     }

@@ -679,7 +679,7 @@ impl RbfMixture {
         weight_index: Option<Vec<usize>>,
         num_params: usize,
     ) -> Result<Self> {
-        if dim == 0 || centers.is_empty() || centers.len() % dim != 0 {
+        if dim == 0 || centers.is_empty() || !centers.len().is_multiple_of(dim) {
             return Err(WibergError::InvalidArgument(format!(
                 "RBF centres must be a non-empty list of {dim}-dimensional points, got {} numbers",
                 centers.len()
@@ -964,7 +964,7 @@ impl RbfMixture {
                 return None;
             }
             let k = self.order[a];
-            if best.map_or(true, |(bk, bv)| value < bv || (value == bv && k < bk)) {
+            if best.is_none_or(|(bk, bv)| value < bv || (value == bv && k < bk)) {
                 best = Some((k, value));
             }
         }
@@ -1322,7 +1322,7 @@ impl RbfMixture {
             if !value.is_finite() {
                 return None;
             }
-            if best.map_or(true, |(bk, bv)| value < bv || (value == bv && k < bk)) {
+            if best.is_none_or(|(bk, bv)| value < bv || (value == bv && k < bk)) {
                 best = Some((k, value));
             }
         }

@@ -5,7 +5,7 @@
 //! * [`generate`]: a synthetic stand-in for the VOT2018 results (the real ones cannot be
 //!   downloaded here).
 //! * [`model`]: the per-corner RBF energy with per-tracker widths and age-binned weights.
-//! * [`train`]: splits and the training loop; [`report`]: Table 1 and Figure 2;
+//! * [`train`]: splits and the training loop; `report`: Table 1 and Figure 2;
 //!   [`iou`]: VOT's overlap bounded by the image.
 //!
 //! `wiberg fusion` alone generates a small synthetic set and runs everything on it;

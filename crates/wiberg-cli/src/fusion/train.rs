@@ -373,7 +373,7 @@ struct SavedEpoch {
 }
 
 /// A [`TrainState`] as written to the state file: floats bit-exact (IEEE-754 bits in hex),
-/// the optimiser through [`to_exact_json`], the generator position as a decimal string.
+/// the optimiser through `to_exact_json`, the generator position as a decimal string.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedTrainState {
     epoch: usize,

@@ -713,7 +713,7 @@ impl<const B: usize> BlockArrowFactor<B> {
     /// the other (its length a multiple of the dimension).
     pub fn solve_columns_in_place(&self, v: &mut [f64]) -> Result<()> {
         let n = self.dim();
-        if n == 0 || v.len() % n != 0 {
+        if n == 0 || !v.len().is_multiple_of(n) {
             return Err(WibergError::DimensionMismatch {
                 what: "right-hand sides of the block-arrow solve (a multiple of the dimension)".into(),
                 expected: n,

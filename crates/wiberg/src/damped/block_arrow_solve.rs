@@ -88,7 +88,7 @@ impl<const B: usize, E: BlockArrowHessian<B> + ?Sized> HessianSolve<E> for Block
     fn factorize(&self, e: &E, y: &[f64], w: &[f64], damping: Damping) -> Result<BlockArrowFactor<B>> {
         let n = e.dim();
         let m = e.border_dim();
-        if y.len() != n || m > n || (n - m) % B != 0 {
+        if y.len() != n || m > n || !(n - m).is_multiple_of(B) {
             return Err(WibergError::InvalidArgument(format!(
                 "block-arrow energy of dimension {n} (point of length {}) with a border of {m}: the rest must be blocks of {B}",
                 y.len()

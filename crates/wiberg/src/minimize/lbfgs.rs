@@ -25,7 +25,7 @@ pub enum LbfgsBackend {
     Native,
     /// argmin's `LBFGS` with `MoreThuenteLineSearch`, guarded by the evaluation budget. Needs
     /// the crate feature `argmin` (off by default); without it, choosing this back-end is
-    /// [`WibergError::InvalidArgument`](crate::WibergError::InvalidArgument).
+    /// [`crate::WibergError::InvalidArgument`].
     Argmin,
 }
 
@@ -353,7 +353,7 @@ fn line_search<E: Energy + ?Sized>(
                 best: &mut Option<(f64, f64)>,
                 x_out: &mut [f64],
                 g_out: &mut [f64]| {
-        if f < f0 && best.map_or(true, |(_, fb)| f < fb) {
+        if f < f0 && best.is_none_or(|(_, fb)| f < fb) {
             *best = Some((alpha, f));
             x_out.copy_from_slice(xb);
             g_out.copy_from_slice(g);

@@ -49,7 +49,7 @@ pub struct Report {
     pub seed_index: Option<usize>,
     /// Energies ranked by the seed scan: one per seed point, 0 without seeds. On small
     /// problems the scan can be most of a solve's time (110 seeds against about 10 L-BFGS
-    /// evaluations on a RANSAC sample); an energy's [`Energy::lowest_at`](crate::Energy::lowest_at)
+    /// evaluations on a RANSAC sample); an energy's [`crate::Energy::lowest_at`]
     /// may compute fewer of them exactly (the RBF mixture prunes with a proven bound) but
     /// ranks them all.
     #[serde(default)]

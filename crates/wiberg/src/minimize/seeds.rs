@@ -18,7 +18,7 @@ use crate::Result;
 /// ```
 pub fn best_seed<E: Energy + ?Sized>(e: &E, w: &[f64], points: &[f64]) -> Result<(usize, f64)> {
     let n = e.dim();
-    if n == 0 || points.is_empty() || points.len() % n != 0 {
+    if n == 0 || points.is_empty() || !points.len().is_multiple_of(n) {
         return Err(WibergError::InvalidArgument(format!(
             "seeds must be a non-empty list of {n}-dimensional points, got {} numbers",
             points.len()

@@ -23,7 +23,7 @@ fn full_scan(e: &RbfMixture, w: &[f64], points: &[f64]) -> Option<(usize, u64)> 
     e.values_at(points, w, &mut values);
     let mut best: Option<(usize, f64)> = None;
     for (i, &v) in values.iter().enumerate() {
-        if v.is_finite() && best.map_or(true, |(_, b)| v < b) {
+        if v.is_finite() && best.is_none_or(|(_, b)| v < b) {
             best = Some((i, v));
         }
     }
