@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use train::{SplitKind, TrainConfig};
 use wiberg::{ArgminLayer, Damping};
+use wiberg_models::fusion::vot::{Dataset, Entry, ReadReport, Region};
 
 /// `--loss`: the models crate's [`LossKind`] by its serialised name, with the help of each.
 fn loss_parser() -> impl clap::builder::TypedValueParser<Value = LossKind> {
@@ -331,7 +332,7 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
 
 fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainReport> {
     let t0 = Instant::now();
-    let (data, read_report) = vot::read_dataset(&args.data)?;
+    let (data, read_report) = wiberg_models::fusion::vot::read_dataset(&args.data)?;
     warn_about(&read_report);
     let layout = ParamLayout { trackers: data.trackers.len(), bins: args.bins };
     let frames = build_frames(&data, &layout)?;
@@ -474,7 +475,7 @@ fn run_train_inner(args: &TrainArgs, ours_damping: Damping) -> Result<TrainRepor
         ours: &'a train::TrainOutcome,
         implicit: Option<&'a train::TrainOutcome>,
         /// Missing result files, trackers left out, where image sizes came from.
-        read: &'a vot::ReadReport,
+        read: &'a ReadReport,
     }
     write_json(
         &args.out.join("training.json"),
@@ -542,7 +543,7 @@ const MAX_MISSING_WARNINGS: usize = 20;
 /// Warns about what the reader left out: each missing result file (up to
 /// [`MAX_MISSING_WARNINGS`]), each tracker left out, and once the sequences whose overlaps
 /// cannot be bounded by the image (neither `meta.txt` nor an image to read the size from).
-fn warn_about(report: &vot::ReadReport) {
+fn warn_about(report: &ReadReport) {
     for m in report.missing_results.iter().take(MAX_MISSING_WARNINGS) {
         eprintln!(
             "warning: tracker `{}` has no result file for sequence `{}` ({} is missing): it has no box on that \
@@ -569,7 +570,7 @@ fn warn_about(report: &vot::ReadReport) {
     }
 }
 
-fn find_frame(data: &vot::Dataset, frames: &[model::Frame], spec: &str) -> Result<usize> {
+fn find_frame(data: &Dataset, frames: &[model::Frame], spec: &str) -> Result<usize> {
     let (seq, f) =
         spec.rsplit_once(':').with_context(|| format!("--figure-frame `{spec}`: expected SEQUENCE:FRAME"))?;
     let f: usize = f.parse().with_context(|| format!("--figure-frame `{spec}`: `{f}` is not a frame number"))?;
@@ -614,8 +615,8 @@ impl ParamsFile {
 }
 
 /// Reads a data set (re-exported for tests).
-pub fn read(root: &Path) -> Result<(vot::Dataset, vot::ReadReport)> {
-    Ok(vot::read_dataset(root)?)
+pub fn read(root: &Path) -> Result<(Dataset, ReadReport)> {
+    Ok(wiberg_models::fusion::vot::read_dataset(root)?)
 }
 
 /// Name of the training state file in `--out`.
@@ -645,7 +646,7 @@ struct ResumeKey {
 }
 
 impl ResumeKey {
-    fn new(args: &TrainArgs, damping: Damping, data: &vot::Dataset) -> Self {
+    fn new(args: &TrainArgs, damping: Damping, data: &Dataset) -> Self {
         ResumeKey {
             data_fingerprint: format!("{:016x}", fingerprint(data)),
             split: args.split,
@@ -667,7 +668,7 @@ impl ResumeKey {
 }
 
 /// FNV-1a over the data set's names, sizes, regions and tracker entries (bit patterns).
-fn fingerprint(data: &vot::Dataset) -> u64 {
+fn fingerprint(data: &Dataset) -> u64 {
     struct Fnv(u64);
     impl Fnv {
         fn bytes(&mut self, b: &[u8]) {
@@ -678,10 +679,10 @@ fn fingerprint(data: &vot::Dataset) -> u64 {
         fn num(&mut self, x: u64) {
             self.bytes(&x.to_le_bytes());
         }
-        fn region(&mut self, r: &vot::Region) {
+        fn region(&mut self, r: &Region) {
             let values: &[f64] = match r {
-                vot::Region::Rect(v) => v,
-                vot::Region::Polygon(v) => v,
+                Region::Rect(v) => v,
+                Region::Polygon(v) => v,
             };
             self.num(values.len() as u64);
             values.iter().for_each(|v| self.num(v.to_bits()));
@@ -704,10 +705,10 @@ fn fingerprint(data: &vot::Dataset) -> u64 {
             };
             for e in entries {
                 match e {
-                    vot::Entry::Init => h.num(1),
-                    vot::Entry::Failure => h.num(2),
-                    vot::Entry::NotTracked => h.num(0),
-                    vot::Entry::Box(r) => {
+                    Entry::Init => h.num(1),
+                    Entry::Failure => h.num(2),
+                    Entry::NotTracked => h.num(0),
+                    Entry::Box(r) => {
                         h.num(3);
                         h.region(r);
                     }

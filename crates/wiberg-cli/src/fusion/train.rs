@@ -1,7 +1,6 @@
 //! Train/test splits and the training loop (mini-batches of frames in parallel, Adam or SGD).
 
 use super::model::{loss_and_grad, Frame, LossKind, ParamLayout};
-use super::vot::Dataset;
 use crate::common::{exact_f64, exact_f64_vec, from_exact_json, to_exact_json, OptimizerKind};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
@@ -13,6 +12,7 @@ use std::time::Instant;
 use wiberg::batch::mean_loss_and_grad;
 use wiberg::optim::{Adam, AnyOptimizer, Asgd, Optimizer, Sgd};
 use wiberg::{ArgminLayer, WibergError};
+use wiberg_models::fusion::vot::Dataset;
 
 /// How frames are assigned to train and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The VOT data set format: the reader and its types are the models crate's
 //! ([`wiberg_models::fusion::vot`]); the CLI adds the crash-safe writer of generated sets.
 
-pub use wiberg_models::fusion::vot::*;
+use wiberg_models::fusion::vot::{write_dataset_with, Dataset};
 
 use anyhow::Result;
 use std::path::Path;

@@ -11,7 +11,7 @@ use rand_distr::{Distribution, Normal};
 use std::path::{Path, PathBuf};
 
 use wiberg_models::pose::generate::{frame, ActionStyle, Detector};
-pub use wiberg_models::pose::generate::{Generator, ACTIONS, BONES, TEST_SUBJECTS, TRAIN_SUBJECTS};
+use wiberg_models::pose::generate::{Generator, ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS};
 
 /// Arguments of `wiberg pose generate`.
 #[derive(Debug, clap::Args)]

@@ -2,23 +2,22 @@
 //! 100 sampled rotations, pseudo-Huber IRLS) as trained by Toso et al. 2019, exactly, with its
 //! evaluation, a synthetic data generator and a figure.
 //!
-//! Files: [`params`] (the 6,662 trainable scalars), [`h5`] (the authors' HDF5 files), [`data`]
-//! (npy sequences), [`model`] (the energy, the forward pass and its damped 80-unknown solves,
-//! factorised by the library's block-arrow strategy), [`metrics`], [`generate`], [`show`],
-//! [`grad`] (the analytic gradient of the training loss), [`train`] (`wiberg pose train`),
-//! [`table`] (`wiberg pose table`, Table 2).
+//! The model and its formats are [`wiberg_models::pose`]'s (parameters, HDF5 and npy files, the
+//! energy and its damped 80-unknown solves by the library's block-arrow strategy, the gradient
+//! of the training loss, the metrics, the generator's sampling, the checkpoint layout). Here:
+//! [`generate`] (`wiberg pose generate`, writing the data crash-safely), [`show`] (the figure),
+//! [`train`] (`wiberg pose train`, checkpoints and resume), [`table`] (`wiberg pose table`,
+//! Table 2), and `eval` below.
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
 
-pub use wiberg_models::pose::data;
+use wiberg_models::pose::data;
 pub mod generate;
-pub use wiberg_models::pose::grad;
-pub use wiberg_models::pose::h5;
-pub use wiberg_models::pose::metrics;
-pub use wiberg_models::pose::model;
-pub use wiberg_models::pose::npy;
-pub use wiberg_models::pose::params;
+use wiberg_models::pose::grad;
+use wiberg_models::pose::metrics;
+use wiberg_models::pose::model;
+use wiberg_models::pose::params;
 pub mod show;
 pub mod table;
 pub mod train;

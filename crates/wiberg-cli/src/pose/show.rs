@@ -3,13 +3,13 @@
 //! truth in a front and a side view below.
 
 use super::data::{self, Pose3d};
-use super::generate::BONES;
 use super::metrics::{self, Metric};
 use super::model::{normalise, Workspace};
 use super::params::{ParamSource, N_CAMERAS, N_JOINTS};
 use anyhow::{ensure, Context, Result};
 use plotters::prelude::*;
 use std::path::PathBuf;
+use wiberg_models::pose::generate::BONES;
 
 /// Arguments of `wiberg pose show`.
 #[derive(Debug, clap::Args)]

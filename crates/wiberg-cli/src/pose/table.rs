@@ -5,7 +5,6 @@
 //! Printed, and written to `--out` as `table.csv`, `table.md`, `table.json` and `table.png` (a
 //! bar chart per action, one bar per run).
 
-use super::generate::ACTIONS;
 use super::metrics::Metric;
 use super::model::{PoseModel, Variant};
 use super::params::{ParamSource, PoseParams};
@@ -16,6 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use wiberg_models::pose::generate::ACTIONS;
 
 /// Arguments of `wiberg pose table`.
 #[derive(Debug, clap::Args)]

@@ -13,10 +13,11 @@ use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
-use wiberg_cli::pose::data;
-use wiberg_cli::pose::params::PoseParams;
+use wiberg_cli::fusion::vot::write_dataset;
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
+use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
+use wiberg_models::pose::data;
+use wiberg_models::pose::params::PoseParams;
 
 struct Outcome {
     ok: bool,

@@ -448,7 +448,8 @@ fn fusion_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupte
 
 /// A training directory of 2 frames (two one-frame sequences of the generator's training set).
 fn pose_data(tome: &Path, dir: &Path) -> PathBuf {
-    use wiberg_cli::pose::generate::{self, Generator};
+    use wiberg_cli::pose::generate;
+    use wiberg_models::pose::generate::Generator;
     let gen = Generator::load(tome).unwrap();
     generate::generate(&gen, &dir.join("generated"), 1, 4, 1.0, false).unwrap();
     let small = dir.join("training");

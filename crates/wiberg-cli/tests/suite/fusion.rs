@@ -4,10 +4,11 @@ use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
 use wiberg_cli::common::OptimizerKind;
 use wiberg_cli::fusion::train::{train, train_from, TrainConfig, TrainState};
-use wiberg_cli::fusion::vot::{read_dataset, result_path, write_dataset, Dataset};
+use wiberg_cli::fusion::vot::write_dataset;
 use wiberg_cli::fusion::{run_train, TrainArgs};
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::model::{build_frames, layer_with, loss_and_grad, LossKind, ParamLayout};
+use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
 
 fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
     generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0

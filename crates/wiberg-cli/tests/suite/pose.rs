@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use wiberg::damped::DampedFactor;
-use wiberg_cli::pose::data::{self, Frame2d};
-use wiberg_cli::pose::generate::{self, Generator};
-use wiberg_cli::pose::metrics::Metric;
-use wiberg_cli::pose::model::{self, PoseModel, Variant, Workspace, NA, NX, N_ROWS};
-use wiberg_cli::pose::params::{self, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
+use wiberg_cli::pose::generate;
+use wiberg_models::pose::data::{self, Frame2d};
+use wiberg_models::pose::generate::Generator;
+use wiberg_models::pose::metrics::Metric;
+use wiberg_models::pose::model::{self, PoseModel, Variant, Workspace, NA, NX, N_ROWS};
+use wiberg_models::pose::params::{self, ParamSource, PoseParams, G, GROUPS, N_PARAMS};
 
 use crate::common;
 use common::tome_dir;
@@ -329,7 +330,7 @@ fn checkpoint_and_init_reconstruct_finite_poses() {
             // Output scale: l(P) = magic.
             let l = model::limb_scale(&rec.pose);
             assert!((l - model.magic).abs() < 1e-9, "{l} vs {}", model.magic);
-            let err = wiberg_cli::pose::metrics::frame_error(Metric::Mpjpe, &rec.pose, &seqs[0].joint_3d[0]);
+            let err = wiberg_models::pose::metrics::frame_error(Metric::Mpjpe, &rec.pose, &seqs[0].joint_3d[0]);
             assert!(err.is_finite() && err < 400.0, "{source:?} {variant:?}: {err} mm");
         }
     }

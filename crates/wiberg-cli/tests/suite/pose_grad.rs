@@ -4,11 +4,12 @@
 
 use std::path::Path;
 use wiberg::Damping;
-use wiberg_cli::pose::data;
-use wiberg_cli::pose::generate::{self, Generator};
-use wiberg_cli::pose::grad;
-use wiberg_cli::pose::model::{normalise, PoseModel, Variant, Workspace};
-use wiberg_cli::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
+use wiberg_cli::pose::generate;
+use wiberg_models::pose::data;
+use wiberg_models::pose::generate::Generator;
+use wiberg_models::pose::grad;
+use wiberg_models::pose::model::{normalise, PoseModel, Variant, Workspace};
+use wiberg_models::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
 
 use crate::common;
 use common::tome_dir;

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use wiberg_cli::common::DampingMode;
-use wiberg_cli::pose::generate::{self, Generator, ACTIONS};
-use wiberg_cli::pose::metrics::Metric;
-use wiberg_cli::pose::model::Variant;
+use wiberg_cli::pose::generate;
 use wiberg_cli::pose::table::{self, TableArgs};
 use wiberg_cli::pose::train::{self, TrainArgs};
 use wiberg_cli::pose::{evaluate, EvalArgs, ModelArgs};
+use wiberg_models::pose::generate::{Generator, ACTIONS};
+use wiberg_models::pose::metrics::Metric;
+use wiberg_models::pose::model::Variant;
 
 use crate::common;
 use common::tome_dir;

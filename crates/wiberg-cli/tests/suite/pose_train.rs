@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use wiberg_cli::common::DampingMode;
-use wiberg_cli::pose::generate::{self, Generator};
-use wiberg_cli::pose::metrics::Metric;
-use wiberg_cli::pose::model::{PoseModel, Variant};
-use wiberg_cli::pose::params::{ParamSource, PoseParams};
+use wiberg_cli::pose::generate;
 use wiberg_cli::pose::train::{self, TrainArgs};
 use wiberg_cli::pose::{evaluate, ModelArgs};
+use wiberg_models::pose::generate::Generator;
+use wiberg_models::pose::metrics::Metric;
+use wiberg_models::pose::model::{PoseModel, Variant};
+use wiberg_models::pose::params::{ParamSource, PoseParams};
 
 use crate::common;
 use common::tome_dir;
