@@ -377,18 +377,6 @@ pub(crate) fn readable_number(x: f64) -> String {
     }
 }
 
-/// The median of the finite values of `values`, `None` when there is none (NaN and
-/// infinities are dropped first, so one bad value cannot poison it).
-pub(crate) fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
-}
-
 /// Bit-exact JSON for `f64` (`#[serde(with = "exact_f64")]`): the IEEE-754 bits as 16 hex
 /// digits, so NaN, infinities, -0 and the last bit survive a checkpoint (serde_json's default
 /// float parser is not guaranteed to round-trip every value).
@@ -722,14 +710,6 @@ mod tests {
             let _lock = lock_out_dir(dir.path()).unwrap();
             assert!(!stale.exists());
         }
-    }
-
-    #[test]
-    fn median_finite_has_an_explicit_empty_case() {
-        assert_eq!(median_finite([3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median_finite([4.0, 1.0, f64::INFINITY, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median_finite([f64::NAN]), None);
-        assert_eq!(median_finite(Vec::new()), None);
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod error;
 pub mod fusion;
 pub mod pose;
 pub mod ransac;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -40,7 +40,7 @@ pub fn num(x: f64) -> String {
 
 /// The median of the finite values, NaN (shown as `-`, written as null) when there is none.
 fn median(v: Vec<f64>) -> f64 {
-    crate::common::median_finite(v).unwrap_or(f64::NAN)
+    wiberg_models::stats::median_finite(v).unwrap_or(f64::NAN)
 }
 
 fn mean_finite(v: impl Iterator<Item = f64>) -> f64 {

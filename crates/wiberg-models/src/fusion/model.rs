@@ -12,6 +12,7 @@
 use super::iou::{BoxXyxy, GroundTruthArea};
 use super::vot::{Dataset, Entry};
 use crate::error::{bail, Context, Result};
+use crate::stats::median_finite;
 use wiberg::optim::BoxConstraints;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer, RbfMixture, Start, WibergError};
 
@@ -31,18 +32,6 @@ pub fn layer_with(damping: Damping) -> ArgminLayer {
         damping,
         ..Default::default()
     }
-}
-
-/// The median of the finite values of `values`, `None` when there is none (NaN and
-/// infinities are dropped first, so one bad value cannot poison it).
-pub(crate) fn median_finite(values: impl IntoIterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
 /// Where each learned quantity lives in the parameter vector.
