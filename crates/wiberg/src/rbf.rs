@@ -894,28 +894,13 @@ impl RbfMixture {
             return None;
         }
         let mut scratch = RANK_1D_SCRATCH.take();
-        let best = self.lowest_at_centers_1d_in(w, s, radius, inv_s2, force, &mut scratch);
-        RANK_1D_SCRATCH.set(scratch);
-        best
-    }
-
-    /// [`RbfMixture::lowest_at_centers_1d`] past its checks, in the work space `scratch`.
-    fn lowest_at_centers_1d_in(
-        &self,
-        w: &[f64],
-        s: f64,
-        radius: f64,
-        inv_s2: f64,
-        force: bool,
-        scratch: &mut Rank1dScratch,
-    ) -> Option<(usize, f64)> {
-        let n = self.order.len();
         // One buffer: the sorted centres, their weights, the approximate values.
         let mut buf = std::mem::take(&mut scratch.seeds);
         buf.clear();
-        buf.resize(3 * n, 0.0);
-        let best = self.lowest_of_ranked_1d(w, s, radius, inv_s2, force, &mut buf, scratch);
+        buf.resize(3 * self.order.len(), 0.0);
+        let best = self.lowest_of_ranked_1d(w, s, radius, inv_s2, force, &mut buf, &mut scratch);
         scratch.seeds = buf;
+        RANK_1D_SCRATCH.set(scratch);
         best
     }
 
