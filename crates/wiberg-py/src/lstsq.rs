@@ -59,11 +59,6 @@ impl LstsqBatch {
         self.batch.unwrap_or(1)
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.count()
-    }
-
     fn groups(&self) -> usize {
         self.m / self.group_size
     }
@@ -143,8 +138,19 @@ impl LstsqBatch {
             }
         }
     }
+}
 
-    pub fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+impl Solved for LstsqBatch {
+    fn kind(&self) -> &'static str {
+        "robust_lstsq"
+    }
+
+    /// Number of samples.
+    fn len(&self) -> usize {
+        self.count()
+    }
+
+    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let data: Vec<f64> = self.samples.iter().flat_map(|s| s.y().iter().copied()).collect();
         match self.batch {
             Some(b) => to_numpy(py, data, &[b, self.n]),
@@ -152,7 +158,7 @@ impl LstsqBatch {
         }
     }
 
-    pub fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let shape: Vec<usize> = self.batch.map(|b| vec![b]).unwrap_or_default();
         let f = |g: &dyn Fn(&Sample) -> f64| -> PyResult<Bound<'py, PyAny>> {
             to_numpy(py, self.samples.iter().map(g).collect(), &shape)
@@ -209,7 +215,7 @@ impl LstsqBatch {
         Ok(d)
     }
 
-    pub fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let per_sample = py.detach(|| {
@@ -230,7 +236,7 @@ impl LstsqBatch {
         Ok(out)
     }
 
-    pub fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let args = (self.a.to_numpy(py)?, self.b.to_numpy(py)?).into_pyobject(py)?.into_any();
         let kw = PyDict::new(py);
         kw.set_item("weights", self.weights.as_ref().map(|w| w.to_numpy(py)).transpose()?)?;
@@ -241,27 +247,6 @@ impl LstsqBatch {
         kw.set_item("lam", self.lam)?;
         kw.set_item("threads", self.threads)?;
         Ok((args, kw))
-    }
-}
-
-impl Solved for LstsqBatch {
-    fn kind(&self) -> &'static str {
-        "robust_lstsq"
-    }
-    fn len(&self) -> usize {
-        LstsqBatch::len(self)
-    }
-    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        LstsqBatch::y(self, py)
-    }
-    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        LstsqBatch::report(self, py)
-    }
-    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        LstsqBatch::vjp(self, py, dl_dy)
-    }
-    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-        LstsqBatch::state(self, py)
     }
 }
 

@@ -54,11 +54,6 @@ impl RbfBatch {
         self.batch.unwrap_or(1)
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.count()
-    }
-
     /// Number of width parameters: 1 (shared) or K.
     fn num_sigma(&self) -> usize {
         if self.sigma.ndim() == 0 {
@@ -106,8 +101,19 @@ impl RbfBatch {
         self.solutions = collect_batch(results, self.batch.is_some())?;
         Ok(())
     }
+}
 
-    pub fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+impl Solved for RbfBatch {
+    fn kind(&self) -> &'static str {
+        "rbf_argmin"
+    }
+
+    /// Number of samples.
+    fn len(&self) -> usize {
+        self.count()
+    }
+
+    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let data: Vec<f64> = self.solutions.iter().flat_map(|s| s.y.iter().copied()).collect();
         match self.batch {
             Some(b) => to_numpy(py, data, &[b, self.n]),
@@ -115,7 +121,7 @@ impl RbfBatch {
         }
     }
 
-    pub fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let reports: Vec<&wiberg::Report> = self.solutions.iter().map(|s| &s.report).collect();
         let shape: Vec<usize> = self.batch.map(|b| vec![b]).unwrap_or_default();
         let d = PyDict::new(py);
@@ -147,7 +153,7 @@ impl RbfBatch {
     }
 
     /// `dl/d(sigma, weights, centers)` from `dl/dy`.
-    pub fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let kn = self.k * self.n;
@@ -180,7 +186,7 @@ impl RbfBatch {
     }
 
     /// The arguments that rebuild this solution: `(args, kwargs)` of `rbf_argmin`.
-    pub fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
         let weights = match &self.weights {
             Some(w) => w.to_numpy(py)?,
             None => py.None().into_bound(py),
@@ -193,27 +199,6 @@ impl RbfBatch {
         kw.set_item("polish", self.polish)?;
         kw.set_item("threads", self.threads)?;
         Ok((args, kw))
-    }
-}
-
-impl Solved for RbfBatch {
-    fn kind(&self) -> &'static str {
-        "rbf_argmin"
-    }
-    fn len(&self) -> usize {
-        RbfBatch::len(self)
-    }
-    fn y<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        RbfBatch::y(self, py)
-    }
-    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        RbfBatch::report(self, py)
-    }
-    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        RbfBatch::vjp(self, py, dl_dy)
-    }
-    fn state<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-        RbfBatch::state(self, py)
     }
 }
 
