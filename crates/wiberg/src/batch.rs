@@ -81,7 +81,7 @@ where
                         got: g.len(),
                     });
                 }
-                if !l.is_finite() || !g.iter().all(|v| v.is_finite()) {
+                if !l.is_finite() || !crate::error::all_finite(&g) {
                     failures.push((i, WibergError::NonFinite { what: format!("loss or gradient of sample {i}") }));
                     extras.push(None);
                     continue;
