@@ -55,6 +55,7 @@ pub(crate) fn check_finite(values: &[f64], what: &str) -> crate::Result<()> {
 /// (`Iterator::all` stops at the first failure, so it runs one value at a time: the layer's
 /// checks of a 648-parameter vector on every forward and backward pass were 3.6 % of a fusion
 /// training epoch).
+#[allow(clippy::eq_op)] // `v - v` is the test itself: +0 or NaN
 pub(crate) fn all_finite(values: &[f64]) -> bool {
     let mut lanes = [0.0f64; 8];
     let mut blocks = values.chunks_exact(8);
