@@ -71,7 +71,7 @@ pub(crate) fn sync_dir(dir: &Path) {
 /// `temporary_path`), fsync, then rename, so a crash or kill leaves either the old file or the
 /// new one, never a torn one. A kill can leave the temporary file behind:
 /// [`lock_out_dir`] tidies it away.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write_with(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display())))
 }
 
@@ -92,7 +92,7 @@ pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Runs `f` inside a rayon pool with `threads` threads (0 = all cores).
-pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("building the thread pool")?;
     Ok(pool.install(f))
 }
@@ -100,7 +100,7 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Re
 /// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux only;
 /// `None` elsewhere). Clock ticks are taken as 100 per second, the Linux `USER_HZ`. The
 /// experiments report it beside wall time, which on a shared machine says little.
-pub fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -206,12 +206,12 @@ pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
 /// Name of the lock file in an output directory (see [`lock_out_dir`]). Not a temporary: it
 /// stays between runs, and a leftover one blocks nothing, because the lock on it is released
 /// by the system when its process ends, however it ends.
-pub const LOCK_FILE: &str = ".wiberg.lock";
+pub(crate) const LOCK_FILE: &str = ".wiberg.lock";
 
 /// An output directory's lock, held while this value lives (see [`lock_out_dir`]).
 #[must_use = "the lock is released when this value is dropped"]
 #[derive(Debug)]
-pub struct OutDirLock {
+pub(crate) struct OutDirLock {
     _file: std::fs::File,
 }
 
@@ -223,7 +223,7 @@ pub struct OutDirLock {
 /// calls it first and keeps the returned value until it is done.
 ///
 /// Where the file system cannot lock files, a warning says so and the run goes on unguarded.
-pub fn lock_out_dir(dir: &Path) -> Result<OutDirLock> {
+pub(crate) fn lock_out_dir(dir: &Path) -> Result<OutDirLock> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating output directory {}", dir.display()))?;
     let path = dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -286,14 +286,14 @@ pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
 ///
 /// The environment is read once; without these variables a point costs one check of an
 /// initialised `OnceLock`.
-pub mod fault {
+pub(crate) mod fault {
     use std::collections::HashMap;
     use std::io::Write;
     use std::path::PathBuf;
     use std::sync::{Mutex, OnceLock, PoisonError};
 
     /// The exit status of a process stopped at `WIBERG_FAULT_AT`.
-    pub const EXIT_CODE: i32 = 86;
+    pub(crate) const EXIT_CODE: i32 = 86;
 
     struct Config {
         at: Option<(String, usize)>,
@@ -357,7 +357,7 @@ pub mod fault {
 }
 
 /// Fails with a clear message when no font can be loaded (plotters needs one for any text).
-pub fn check_fonts() -> Result<()> {
+pub(crate) fn check_fonts() -> Result<()> {
     use plotters::style::{FontDesc, IntoFont};
     let font: FontDesc = ("sans-serif", 20.0).into_font();
     font.box_size("Ag").map(|_| ()).map_err(|e| {
@@ -519,7 +519,7 @@ pub(crate) fn read_resume_state(path: &Path) -> Result<Vec<u8>> {
 /// serialise the derivatives the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum DampingMode {
+pub(crate) enum DampingMode {
     /// `lambda = 0` (Samuel & Tappen; eq. 6 of the paper).
     Implicit,
     /// `H + lambda I` (the paper's eq. 7).
@@ -552,7 +552,7 @@ impl DampingMode {
 /// from it with its own defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
+pub(crate) enum OptimizerKind {
     /// SGD with momentum.
     Sgd,
     /// Averaged SGD, PyTorch semantics.

@@ -1,12 +1,18 @@
-//! The `wiberg` command-line tool as a library: the paper's three experiments, each a module
-//! with its own `Args` (clap) and `run`, so integration tests can drive them in-process.
+//! The `wiberg` command-line tool as a library for its binary: [`Cli`], the parsed command line
+//! (`Cli::parse()` or `Cli::try_parse_from(...)`, from [`clap::Parser`]), and [`run`]. The
+//! paper's three experiments are private modules, each with its own arguments (clap) and
+//! `run`; their tests are unit tests inside the crate, and the integration tests drive the
+//! binary.
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
-pub mod common;
-pub mod fusion;
-pub mod pose;
-pub mod ransac;
+mod common;
+mod fusion;
+mod pose;
+mod ransac;
+#[cfg(test)]
+mod test_support;
 
 use clap::{Parser, Subcommand};
 
@@ -16,12 +22,12 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Experiment 1: learn the RBF width of a 1-D MLESAC energy (the paper's Figure 1).
     Ransac(ransac::RansacArgs),
     /// Experiment 2: learned fusion of tracker boxes on VOT-format data (Table 1).

@@ -13,8 +13,10 @@
 
 pub(crate) use wiberg_models::fusion::{generate, iou, model};
 pub(crate) mod report;
-pub mod train;
-pub mod vot;
+#[cfg(test)]
+mod tests;
+pub(crate) mod train;
+pub(crate) mod vot;
 
 use crate::common::OptimizerKind;
 use crate::common::{
@@ -46,29 +48,29 @@ fn loss_parser() -> impl clap::builder::TypedValueParser<Value = LossKind> {
 
 /// Arguments of `wiberg fusion`.
 #[derive(Debug, clap::Args)]
-pub struct FusionArgs {
+pub(crate) struct FusionArgs {
     /// `generate` or `train`; without one, a small synthetic set is generated into
     /// `<out>/data` and trained and evaluated into `<out>/run`.
     #[command(subcommand)]
-    pub command: Option<FusionCommand>,
+    pub(crate) command: Option<FusionCommand>,
     /// Output folder of the quick demonstration (no subcommand).
     #[arg(long, default_value = "fusion-demo")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Seed of the demonstration.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Worker threads of the demonstration (0 = all cores).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Continue an interrupted demonstration from `<out>/run` (its data set is regenerated
     /// identically from the seed; the training resumes from its state file).
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// The steps of `wiberg fusion`.
 #[derive(Debug, clap::Subcommand)]
-pub enum FusionCommand {
+pub(crate) enum FusionCommand {
     /// Write a synthetic VOT2018-like data set (ground truth + tracker results) in VOT layout.
     Generate(GenerateArgs),
     /// Train the fusion energy on a VOT-layout data set and print Table 1.
@@ -77,96 +79,96 @@ pub enum FusionCommand {
 
 /// Arguments of `wiberg fusion generate`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Output folder (VOT layout).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Number of sequences.
     #[arg(long, default_value_t = 60, allow_hyphen_values = true)]
-    pub sequences: usize,
+    pub(crate) sequences: usize,
     /// Number of trackers.
     #[arg(long, default_value_t = 72, allow_hyphen_values = true)]
-    pub trackers: usize,
+    pub(crate) trackers: usize,
     /// Mean sequence length (log-normal lengths cut to 40..=1500; 356 x 60 = VOT2018's 21,356).
     #[arg(long, default_value_t = 356.0, allow_hyphen_values = true)]
-    pub mean_frames: f64,
+    pub(crate) mean_frames: f64,
     /// Seed.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Worker threads (0 = all cores); the output does not depend on it.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 /// Arguments of `wiberg fusion train`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Data set folder (VOT layout).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Output folder: table.{txt,csv,json}, training.json, params_*.json, split, figure2.png.
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Split protocol.
     #[arg(long, value_enum, default_value_t = SplitKind::Frames)]
-    pub split: SplitKind,
+    pub(crate) split: SplitKind,
     /// Fraction of frames (or sequences) used for training.
     #[arg(long, default_value_t = 0.5, allow_hyphen_values = true)]
-    pub train_fraction: f64,
+    pub(crate) train_fraction: f64,
     /// Epochs.
     #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
-    pub epochs: usize,
+    pub(crate) epochs: usize,
     /// Frames per mini-batch.
     #[arg(long, default_value_t = 256, allow_hyphen_values = true)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.02, allow_hyphen_values = true)]
-    pub lr: f64,
+    pub(crate) lr: f64,
     /// Outer optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    pub optimizer: OptimizerKind,
+    pub(crate) optimizer: OptimizerKind,
     /// Training loss.
     #[arg(long, value_parser = loss_parser(), default_value = "corner")]
-    pub loss: LossKind,
+    pub(crate) loss: LossKind,
     /// Our derivative's damping mode.
     #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
-    pub damping: DampingMode,
+    pub(crate) damping: DampingMode,
     /// Damping lambda (in the normalised units of the energy).
     #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Number of log-spaced age bins per tracker.
     #[arg(long, default_value_t = 8, allow_hyphen_values = true)]
-    pub bins: usize,
+    pub(crate) bins: usize,
     /// Initial shared width, as a fraction of the frame's median tracker box size.
     #[arg(long, default_value_t = 0.25, allow_hyphen_values = true)]
-    pub width0: f64,
+    pub(crate) width0: f64,
     /// Skip the implicit-derivative baseline (halves the run time).
     #[arg(long)]
-    pub no_implicit: bool,
+    pub(crate) no_implicit: bool,
     /// Frame of Figure 2 as `SEQUENCE:FRAME` (frame from 1); default: chosen by a fixed rule.
     #[arg(long)]
-    pub figure_frame: Option<String>,
+    pub(crate) figure_frame: Option<String>,
     /// Seed of the split and the batch order.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Worker threads (0 = all cores); results do not depend on it.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Write the training state to `<out>/fusion-state.json` (atomically) every this many
     /// batches, besides the end of every epoch (0 = at epoch ends only).
     #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
-    pub checkpoint_every: usize,
+    pub(crate) checkpoint_every: usize,
     /// Continue an interrupted training from `<out>/fusion-state.json`. The other arguments
     /// must be those of the interrupted run and the data the same (--threads and
     /// --checkpoint-every may differ); the results are those of an uninterrupted run, timing
     /// fields aside.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 impl TrainArgs {
     /// Settings with the defaults of the command line.
-    pub fn new(data: PathBuf, out: PathBuf) -> Self {
+    pub(crate) fn new(data: PathBuf, out: PathBuf) -> Self {
         TrainArgs {
             data,
             out,
@@ -192,7 +194,7 @@ impl TrainArgs {
 }
 
 /// Runs `wiberg fusion`.
-pub fn run(args: FusionArgs) -> Result<()> {
+pub(crate) fn run(args: FusionArgs) -> Result<()> {
     match args.command {
         Some(FusionCommand::Generate(g)) => run_generate(&g),
         Some(FusionCommand::Train(t)) => run_train(&t).map(|_| ()),
@@ -220,7 +222,7 @@ pub fn run(args: FusionArgs) -> Result<()> {
 }
 
 /// `wiberg fusion generate`.
-pub fn run_generate(args: &GenerateArgs) -> Result<()> {
+pub(crate) fn run_generate(args: &GenerateArgs) -> Result<()> {
     if args.sequences == 0 || args.trackers == 0 {
         bail!("--sequences and --trackers must be at least 1");
     }
@@ -271,15 +273,15 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
 
 /// What `run_train` produced (for tests and the demo).
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
+pub(crate) struct TrainReport {
     /// Table 1.
-    pub table: report::Table,
+    pub(crate) table: report::Table,
     /// Our model's training record.
-    pub trust_region: train::TrainOutcome,
+    pub(crate) trust_region: train::TrainOutcome,
     /// The implicit baseline's record (unless skipped).
-    pub implicit: Option<train::TrainOutcome>,
+    pub(crate) implicit: Option<train::TrainOutcome>,
     /// Training frames (with at least one tracker box).
-    pub train_frames: usize,
+    pub(crate) train_frames: usize,
 }
 
 /// The frame of Figure 2: among the test frames where at least 3/4 of the trackers report, the
@@ -314,7 +316,7 @@ fn pick_figure_frame(
 
 /// `wiberg fusion train`: reads the data, trains both derivatives, evaluates and writes the
 /// table, the split, the parameters, the timing and Figure 2.
-pub fn run_train(args: &TrainArgs) -> Result<TrainReport> {
+pub(crate) fn run_train(args: &TrainArgs) -> Result<TrainReport> {
     if !(args.train_fraction > 0.0 && args.train_fraction < 1.0) {
         bail!("--train-fraction must be in (0, 1), got {}", args.train_fraction);
     }
@@ -614,13 +616,8 @@ impl ParamsFile {
     }
 }
 
-/// Reads a data set (re-exported for tests).
-pub fn read(root: &Path) -> Result<(Dataset, ReadReport)> {
-    Ok(wiberg_models::fusion::vot::read_dataset(root)?)
-}
-
 /// Name of the training state file in `--out`.
-pub const STATE_FILE: &str = "fusion-state.json";
+pub(crate) const STATE_FILE: &str = "fusion-state.json";
 const STATE_FORMAT: &str = "wiberg fusion training state";
 const STATE_VERSION: u32 = 1;
 

@@ -10,39 +10,39 @@ use std::path::Path;
 use wiberg::{ArgminLayer, Energy};
 
 /// A learned fusion model to score.
-pub struct Model<'a> {
+pub(crate) struct Model<'a> {
     /// Row label.
-    pub name: String,
+    pub(crate) name: String,
     /// Parameters.
-    pub params: &'a [f64],
+    pub(crate) params: &'a [f64],
     /// Layer used for the forward pass.
-    pub layer: ArgminLayer,
+    pub(crate) layer: ArgminLayer,
     /// Note for the table (for example "did not converge").
-    pub note: String,
+    pub(crate) note: String,
 }
 
 /// One row of Table 1.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Method.
-    pub method: String,
+    pub(crate) method: String,
     /// Mean IoU over the test frames (frames where a method has no box count as 0).
-    pub mean_iou: f64,
+    pub(crate) mean_iou: f64,
     /// Remarks (failures, fallbacks).
-    pub note: String,
+    pub(crate) note: String,
 }
 
 /// Table 1 for one split.
 #[derive(Debug, Clone, Serialize)]
-pub struct Table {
+pub(crate) struct Table {
     /// Split protocol.
-    pub split: String,
+    pub(crate) split: String,
     /// Number of test frames.
-    pub test_frames: usize,
+    pub(crate) test_frames: usize,
     /// Test frames where no tracker had a box (every method scores 0 there).
-    pub empty_frames: usize,
+    pub(crate) empty_frames: usize,
     /// The rows, in the order of the paper.
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
 }
 
 struct FrameScores {
@@ -55,7 +55,7 @@ struct FrameScores {
 /// Scores every method on the test frames. `without_results[t]` is the number of test frames
 /// of sequences for which tracker `t` has no result file (noted in its row: it scores 0 there,
 /// as on its failure frames); empty when every tracker has every file.
-pub fn evaluate(
+pub(crate) fn evaluate(
     frames: &[Frame],
     test: &[usize],
     trackers: &[String],
@@ -144,7 +144,7 @@ pub fn evaluate(
 
 impl Table {
     /// The table as aligned text.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let width = self.rows.iter().map(|r| r.method.len()).max().unwrap_or(6).max(6);
         let mut s = format!(
             "Table 1 (split: {}, {} test frames, {} without any tracker box)\n{:<width$}  mean IoU  note\n",
@@ -157,7 +157,7 @@ impl Table {
     }
 
     /// The table as CSV (`method,mean_iou,note`).
-    pub fn to_csv(&self) -> Result<String> {
+    pub(crate) fn to_csv(&self) -> Result<String> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(["split", "method", "mean_iou", "note"])?;
         for r in &self.rows {
@@ -180,19 +180,19 @@ fn colour(t: f64) -> RGBColor {
 }
 
 /// One panel of Figure 2.
-pub struct Panel<'a> {
+pub(crate) struct Panel<'a> {
     /// Title.
-    pub title: String,
+    pub(crate) title: String,
     /// Parameters of the energy shown.
-    pub params: &'a [f64],
+    pub(crate) params: &'a [f64],
     /// The fused box predicted with them (pixels), if any.
-    pub prediction: Option<BoxXyxy>,
+    pub(crate) prediction: Option<BoxXyxy>,
 }
 
 /// Figure 2: the top-left corner's energy over the image plane for one frame, one panel per
 /// parameter set, with the trackers' boxes (grey) and top-left corners (white dots), the ground
 /// truth (green) and the fused box (red).
-pub fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<'_>]) -> Result<()> {
+pub(crate) fn draw_figure2(path: &Path, frame: &Frame, seq_name: &str, panels: &[Panel<'_>]) -> Result<()> {
     let g = frame.gt_box;
     let size = ((g[2] - g[0]) * (g[3] - g[1])).sqrt().max(1.0);
     // The window: a square around the target corner, the predicted corners and the median

@@ -17,7 +17,7 @@ use wiberg_models::fusion::vot::Dataset;
 /// How frames are assigned to train and test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SplitKind {
+pub(crate) enum SplitKind {
     /// Every frame independently at random.
     Frames,
     /// Whole sequences at random.
@@ -26,7 +26,7 @@ pub enum SplitKind {
 
 impl SplitKind {
     /// `frames` or `sequences`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             SplitKind::Frames => "frames",
             SplitKind::Sequences => "sequences",
@@ -35,7 +35,7 @@ impl SplitKind {
 }
 
 /// Seeded split: `true` = train, one flag per frame in data-set order (sequence by sequence).
-pub fn make_split(data: &Dataset, kind: SplitKind, train_fraction: f64, seed: u64) -> Vec<bool> {
+pub(crate) fn make_split(data: &Dataset, kind: SplitKind, train_fraction: f64, seed: u64) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(0x0005_0117);
     match kind {
@@ -59,7 +59,7 @@ pub fn make_split(data: &Dataset, kind: SplitKind, train_fraction: f64, seed: u6
 }
 
 /// The split as text: `<sequence> <frame> train|test` per line (frames numbered from 1).
-pub fn split_text(data: &Dataset, split: &[bool]) -> String {
+pub(crate) fn split_text(data: &Dataset, split: &[bool]) -> String {
     let mut out = String::with_capacity(split.len() * 16);
     let mut i = 0;
     for seq in &data.sequences {
@@ -74,73 +74,73 @@ pub fn split_text(data: &Dataset, split: &[bool]) -> String {
 
 /// Training settings.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub(crate) struct TrainConfig {
     /// Passes over the training frames.
-    pub epochs: usize,
+    pub(crate) epochs: usize,
     /// Frames per mini-batch.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Learning rate.
-    pub lr: f64,
+    pub(crate) lr: f64,
     /// Outer optimiser.
-    pub optimizer: OptimizerKind,
+    pub(crate) optimizer: OptimizerKind,
     /// Training loss.
-    pub loss: LossKind,
+    pub(crate) loss: LossKind,
     /// Seed of the batch order.
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// One epoch's record.
 #[derive(Debug, Clone, Serialize)]
-pub struct EpochLog {
+pub(crate) struct EpochLog {
     /// Epoch number (from 1).
-    pub epoch: usize,
+    pub(crate) epoch: usize,
     /// Mean training loss over the frames that succeeded (at the parameters of their batch).
-    pub loss: f64,
+    pub(crate) loss: f64,
     /// Frames whose forward or backward failed in this epoch.
-    pub failed_frames: usize,
+    pub(crate) failed_frames: usize,
     /// Batches in which every frame failed (no step made).
-    pub failed_batches: usize,
+    pub(crate) failed_batches: usize,
     /// Wall time of the epoch in seconds.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// CPU time of the whole process during the epoch (all threads), when the platform
     /// reports it (Linux): on a loaded machine it shows how much of the wall time was ours.
-    pub cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
-pub use crate::common::process_cpu_seconds;
+pub(crate) use crate::common::process_cpu_seconds;
 
 /// What training produced.
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainOutcome {
+pub(crate) struct TrainOutcome {
     /// The learned parameters.
-    pub params: Vec<f64>,
+    pub(crate) params: Vec<f64>,
     /// One record per epoch.
-    pub epochs: Vec<EpochLog>,
+    pub(crate) epochs: Vec<EpochLog>,
     /// Counts of the failure kinds over all epochs: singular Hessian, non-finite, other.
-    pub singular_hessian: usize,
+    pub(crate) singular_hessian: usize,
     /// Non-finite loss, gradient or iterate.
-    pub non_finite: usize,
+    pub(crate) non_finite: usize,
     /// Other errors.
-    pub other_errors: usize,
+    pub(crate) other_errors: usize,
     /// Loss of the last epoch above 1.5 times that of the first (or not finite).
-    pub diverged: bool,
+    pub(crate) diverged: bool,
     /// The first error seen, for the report.
-    pub first_error: Option<String>,
+    pub(crate) first_error: Option<String>,
 }
 
 impl TrainOutcome {
     /// Whether training ran cleanly: no failed frame and no divergence.
-    pub fn converged(&self) -> bool {
+    pub(crate) fn converged(&self) -> bool {
         self.singular_hessian == 0 && self.non_finite == 0 && self.other_errors == 0 && !self.diverged
     }
 
     /// Mean seconds per epoch.
-    pub fn seconds_per_epoch(&self) -> f64 {
+    pub(crate) fn seconds_per_epoch(&self) -> f64 {
         self.epochs.iter().map(|e| e.seconds).sum::<f64>() / self.epochs.len().max(1) as f64
     }
 
     /// Mean process CPU seconds per epoch, when known.
-    pub fn cpu_seconds_per_epoch(&self) -> Option<f64> {
+    pub(crate) fn cpu_seconds_per_epoch(&self) -> Option<f64> {
         let v: Option<Vec<f64>> = self.epochs.iter().map(|e| e.cpu_seconds).collect();
         v.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
     }
@@ -151,33 +151,33 @@ impl TrainOutcome {
 /// optimiser, the shuffle generator's position, the epoch's running sums and the log so far.
 /// A finished training has `epoch == epochs + 1`.
 #[derive(Debug, Clone)]
-pub struct TrainState {
+pub(crate) struct TrainState {
     /// The epoch in progress, from 1.
-    pub epoch: usize,
+    pub(crate) epoch: usize,
     /// Index of the next batch of that epoch.
-    pub next_batch: usize,
+    pub(crate) next_batch: usize,
     /// The frame order of the epoch in progress.
-    pub order: Vec<usize>,
+    pub(crate) order: Vec<usize>,
     /// `ChaCha8Rng::get_word_pos` of the shuffle generator (after this epoch's shuffle).
-    pub rng_word_pos: u128,
+    pub(crate) rng_word_pos: u128,
     /// The parameters.
-    pub params: Vec<f64>,
+    pub(crate) params: Vec<f64>,
     /// The optimiser.
-    pub optimizer: AnyOptimizer,
+    pub(crate) optimizer: AnyOptimizer,
     /// Sum of the successful frames' losses in this epoch.
-    pub loss_sum: f64,
+    pub(crate) loss_sum: f64,
     /// Successful frames in this epoch.
-    pub count: usize,
+    pub(crate) count: usize,
     /// Failed frames in this epoch.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Batches of this epoch in which every frame failed.
-    pub failed_batches: usize,
+    pub(crate) failed_batches: usize,
     /// Wall seconds spent on this epoch before the last checkpoint.
-    pub epoch_seconds: f64,
+    pub(crate) epoch_seconds: f64,
     /// CPU seconds spent on this epoch before the last checkpoint (when known).
-    pub epoch_cpu_seconds: Option<f64>,
+    pub(crate) epoch_cpu_seconds: Option<f64>,
     /// Finished epochs' records and the failure counts so far (its `params` is unused).
-    pub outcome: TrainOutcome,
+    pub(crate) outcome: TrainOutcome,
 }
 
 fn shuffle_rng(seed: u64) -> ChaCha8Rng {
@@ -189,7 +189,7 @@ fn shuffle_rng(seed: u64) -> ChaCha8Rng {
 impl TrainState {
     /// The state before the first batch: parameters `init`, a fresh optimiser, the first
     /// epoch's order shuffled.
-    pub fn new(train_idx: &[usize], init: Vec<f64>, cfg: &TrainConfig) -> Result<Self> {
+    pub(crate) fn new(train_idx: &[usize], init: Vec<f64>, cfg: &TrainConfig) -> Result<Self> {
         anyhow::ensure!(!train_idx.is_empty(), "no training frames");
         anyhow::ensure!(cfg.batch > 0 && cfg.epochs > 0, "--batch and --epochs must be at least 1");
         let optimizer = match cfg.optimizer {
@@ -226,20 +226,15 @@ impl TrainState {
         })
     }
 
-    /// Whether every epoch is done.
-    pub fn finished(&self, cfg: &TrainConfig) -> bool {
-        self.epoch > cfg.epochs
-    }
-
     /// Frames already processed (for a progress bar).
-    pub fn frames_done(&self, cfg: &TrainConfig) -> usize {
+    pub(crate) fn frames_done(&self, cfg: &TrainConfig) -> usize {
         let per_epoch = self.order.len();
         let in_epoch = (self.next_batch * cfg.batch).min(per_epoch);
         (self.epoch.saturating_sub(1) * per_epoch + in_epoch).min(cfg.epochs * per_epoch)
     }
 
     /// The outcome of a finished training.
-    pub fn into_outcome(self) -> TrainOutcome {
+    pub(crate) fn into_outcome(self) -> TrainOutcome {
         let mut out = self.outcome;
         let first = out.epochs.first().map_or(f64::NAN, |e| e.loss);
         let last = out.epochs.last().map_or(f64::NAN, |e| e.loss);
@@ -249,28 +244,12 @@ impl TrainState {
     }
 }
 
-/// Trains the parameters from `init` on `frames[train]` with the given layer (its damping is the
-/// derivative being tested). Frames without trackers must not be in `train`.
-pub fn train(
-    frames: &[Frame],
-    train_idx: &[usize],
-    layout: &ParamLayout,
-    init: Vec<f64>,
-    layer: &ArgminLayer,
-    cfg: &TrainConfig,
-    pb: &ProgressBar,
-) -> Result<TrainOutcome> {
-    let state = TrainState::new(train_idx, init, cfg)?;
-    let state = train_from(frames, layout, state, layer, cfg, pb, 0, &mut |_| Ok(()))?;
-    Ok(state.into_outcome())
-}
-
 /// Continues `state` to the end of training. `save(state)` is called every `checkpoint_every`
 /// batches within an epoch (0 = never) and at the end of every epoch; the state it sees is
 /// exactly what [`train_from`] needs to continue (the result does not depend on where it
 /// stopped). Returns the finished state.
 #[allow(clippy::too_many_arguments)]
-pub fn train_from(
+pub(crate) fn train_from(
     frames: &[Frame],
     layout: &ParamLayout,
     mut state: TrainState,
@@ -375,7 +354,7 @@ struct SavedEpoch {
 /// A [`TrainState`] as written to the state file: floats bit-exact (IEEE-754 bits in hex),
 /// the optimiser through `to_exact_json`, the generator position as a decimal string.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SavedTrainState {
+pub(crate) struct SavedTrainState {
     epoch: usize,
     next_batch: usize,
     order: Vec<usize>,
@@ -399,7 +378,7 @@ pub struct SavedTrainState {
 
 impl TrainState {
     /// The state in its file form.
-    pub fn save(&self) -> Result<SavedTrainState> {
+    pub(crate) fn save(&self) -> Result<SavedTrainState> {
         Ok(SavedTrainState {
             epoch: self.epoch,
             next_batch: self.next_batch,
@@ -435,7 +414,7 @@ impl TrainState {
 
     /// Reads a saved state back, checking it against the training it continues: the frame
     /// order must be a permutation of `train_idx`, the parameters of the layout's size.
-    pub fn restore(
+    pub(crate) fn restore(
         saved: SavedTrainState,
         train_idx: &[usize],
         layout: &ParamLayout,

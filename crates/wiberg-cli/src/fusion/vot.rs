@@ -8,6 +8,6 @@ use std::path::Path;
 
 /// Writes a data set in the VOT layout under `root`; the lists that name everything else are
 /// written last and atomically ([`crate::common::atomic_write`]).
-pub fn write_dataset(root: &Path, data: &Dataset) -> Result<()> {
+pub(crate) fn write_dataset(root: &Path, data: &Dataset) -> Result<()> {
     Ok(write_dataset_with(root, data, crate::common::atomic_write)?)
 }

@@ -15,39 +15,39 @@ use wiberg_models::pose::generate::{Generator, ACTIONS, TEST_SUBJECTS, TRAIN_SUB
 
 /// Arguments of `wiberg pose generate`.
 #[derive(Debug, clap::Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// Output directory (gets training/, testing/ and index.json).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Frames per sequence file (split evenly over the subjects of the split).
     #[arg(long, default_value_t = 200)]
-    pub frames_per_sequence: usize,
+    pub(crate) frames_per_sequence: usize,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Directory with the PPCA files and cameras (`model_parameters__*_3.npy`,
     /// `avg_cameras__cams.npy`, or the authors' .h5). Default: $WIBERG_TOME2018_DIR.
     #[arg(long)]
-    pub model_dir: Option<PathBuf>,
+    pub(crate) model_dir: Option<PathBuf>,
     /// Multiplies the detection noise, the outlier rate and the left/right swap rate (1 = the
     /// spec's realistic values; 0 = exact projections, for diagnosis).
     #[arg(long, default_value_t = 1.0)]
-    pub noise_scale: f64,
+    pub(crate) noise_scale: f64,
     /// Which joints the 2-D detections mark. `stacked-hourglass` (default): the detector's
     /// "thorax" is reported as H36M joint 7 (Spine) and its "upper neck" as joint 8 (Thorax),
     /// as in the processed Human3.6M files the authors' checkpoint was trained on (their 2-D
     /// joints come from a Stacked Hourglass detector). `h36m`: the exact projections of the
     /// ground-truth H36M joints (spec 5b read literally).
     #[arg(long, value_enum, default_value_t = JointSemantics::StackedHourglass)]
-    pub joints: JointSemantics,
+    pub(crate) joints: JointSemantics,
     /// Accepted for uniformity; generation is sequential (and fast).
     #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 /// Which joints the generated 2-D detections mark (see [`GenerateArgs::joints`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum JointSemantics {
+pub(crate) enum JointSemantics {
     /// A Stacked Hourglass detector's joints, as in the real processed Human3.6M files.
     StackedHourglass,
     /// The exact H36M ground-truth joints.
@@ -63,7 +63,7 @@ fn write_npy(path: &Path, shape: &[usize], data: Vec<f64>) -> Result<()> {
 }
 
 /// Generates the data set into `out` (see [`GenerateArgs`]).
-pub fn generate(
+pub(crate) fn generate(
     gen: &Generator,
     out: &Path,
     frames_per_sequence: usize,
@@ -148,7 +148,7 @@ fn check_settings(frames_per_sequence: usize, noise_scale: f64) -> Result<()> {
 }
 
 /// Runs `wiberg pose generate`.
-pub fn run(args: GenerateArgs) -> Result<()> {
+pub(crate) fn run(args: GenerateArgs) -> Result<()> {
     let dir = match &args.model_dir {
         Some(d) => d.clone(),
         None => std::env::var_os(super::TOME2018_ENV)

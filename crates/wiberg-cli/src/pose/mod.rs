@@ -13,14 +13,16 @@
 #![allow(clippy::needless_range_loop)]
 
 use wiberg_models::pose::data;
-pub mod generate;
+pub(crate) mod generate;
 use wiberg_models::pose::grad;
 use wiberg_models::pose::metrics;
 use wiberg_models::pose::model;
 use wiberg_models::pose::params;
-pub mod show;
-pub mod table;
-pub mod train;
+pub(crate) mod show;
+pub(crate) mod table;
+#[cfg(test)]
+mod tests;
+pub(crate) mod train;
 
 use anyhow::{Context, Result};
 use metrics::Metric;
@@ -48,19 +50,19 @@ pub(crate) fn metric_parser() -> impl clap::builder::TypedValueParser<Value = Me
 }
 
 /// Environment variable naming the directory of the Tome et al. 2018 parameters.
-pub const TOME2018_ENV: &str = "WIBERG_TOME2018_DIR";
+pub(crate) const TOME2018_ENV: &str = "WIBERG_TOME2018_DIR";
 
 /// Arguments of `wiberg pose`.
 #[derive(Debug, clap::Args)]
-pub struct PoseArgs {
+pub(crate) struct PoseArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: PoseCommand,
+    pub(crate) command: PoseCommand,
 }
 
 /// The `wiberg pose` subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum PoseCommand {
+pub(crate) enum PoseCommand {
     /// Reconstruct every frame of a data directory and report the error per action.
     Eval(EvalArgs),
     /// Generate synthetic multi-camera data (training/ and testing/ sub-directories).
@@ -75,31 +77,31 @@ pub enum PoseCommand {
 
 /// Where the parameters come from (shared by `eval` and `show`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Checkpoint directory (`trained_model__*.npy` + `avg_cameras__cams.npy`, or the authors'
     /// `trained_model.h5` + `avg_cameras.h5`), or a `pose train --out` directory (its latest
     /// checkpoint). Default: $WIBERG_TOME2018_DIR.
     #[arg(long, conflicts_with = "init")]
-    pub checkpoint: Option<PathBuf>,
+    pub(crate) checkpoint: Option<PathBuf>,
     /// Use the from-scratch initialisation (from the PPCA files in --model-dir) instead of a checkpoint.
     #[arg(long)]
-    pub init: bool,
+    pub(crate) init: bool,
     /// Directory with `model_parameters__*_3.npy` and `avg_cameras__cams.npy` (or the
     /// authors' `model_parameters.h5`, `avg_cameras.h5`) for --init. Default: $WIBERG_TOME2018_DIR.
     #[arg(long)]
-    pub model_dir: Option<PathBuf>,
+    pub(crate) model_dir: Option<PathBuf>,
     /// Load `hl_params` and `ir_reg` from the checkpoint (the released code starts them at 1).
     /// Always on for checkpoints written by `pose train`.
     #[arg(long)]
-    pub load_robust_params: bool,
+    pub(crate) load_robust_params: bool,
     /// Inner solver.
     #[arg(long, value_parser = variant_parser(), default_value = "huber")]
-    pub variant: Variant,
+    pub(crate) variant: Variant,
 }
 
 impl ModelArgs {
     /// The parameter source these arguments name.
-    pub fn source(&self) -> Result<ParamSource> {
+    pub(crate) fn source(&self) -> Result<ParamSource> {
         let env_dir = || {
             std::env::var_os(TOME2018_ENV).map(PathBuf::from).with_context(|| {
                 format!(
@@ -123,82 +125,82 @@ impl ModelArgs {
 
     /// Whether `hl_params` and `ir_reg` are read from `source`: with --load-robust-params, and
     /// always for a checkpoint written by `pose train` (they were trained with the rest).
-    pub fn load_robust_for(&self, source: &ParamSource) -> bool {
+    pub(crate) fn load_robust_for(&self, source: &ParamSource) -> bool {
         self.load_robust_params
             || matches!(source, ParamSource::Checkpoint(d) if d.join(wiberg_models::pose::checkpoint::STATE_FILE).exists())
     }
 
     /// Loads the parameters these arguments name.
-    pub fn params(&self) -> Result<PoseParams> {
+    pub(crate) fn params(&self) -> Result<PoseParams> {
         let source = self.source()?;
         PoseParams::load(&source, self.load_robust_for(&source)).with_context(|| format!("loading {source:?}"))
     }
 
     /// Loads the parameters and builds the model.
-    pub fn model(&self) -> Result<PoseModel> {
+    pub(crate) fn model(&self) -> Result<PoseModel> {
         Ok(PoseModel::new(&self.params()?, self.variant)?)
     }
 }
 
 /// Arguments of `wiberg pose eval`.
 #[derive(Debug, clap::Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Data directory: `<name>__joint_2d.npy` / `<name>__joint_3d.npy` sequences.
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Parameters and solver.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Error metric.
     #[arg(long, value_parser = metric_parser(), default_value = "mpjpe")]
-    pub metric: Metric,
+    pub(crate) metric: Metric,
     /// Use every K-th frame of each sequence.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
-    pub every: usize,
+    pub(crate) every: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Also write the JSON result to this file.
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 /// The result of an evaluation.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct EvalResult {
+pub(crate) struct EvalResult {
     /// Frame-weighted mean error over all actions (mm).
-    pub mpjpe_mm: f64,
+    pub(crate) mpjpe_mm: f64,
     /// Mean error per action (mm).
-    pub per_action: BTreeMap<String, f64>,
+    pub(crate) per_action: BTreeMap<String, f64>,
     /// Number of frames evaluated.
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Frames per action.
-    pub frames_per_action: BTreeMap<String, usize>,
+    pub(crate) frames_per_action: BTreeMap<String, usize>,
     /// Metric used.
-    pub metric: Metric,
+    pub(crate) metric: Metric,
     /// Solver variant.
-    pub variant: Variant,
+    pub(crate) variant: Variant,
     /// Wall-clock seconds of the reconstruction.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Frames per second (all threads).
-    pub frames_per_second: f64,
+    pub(crate) frames_per_second: f64,
     /// Worker threads used.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// CPU seconds of the process during the reconstruction (all threads; Linux only, from
     /// `/proc/self/stat`), so that the speed per core can be read on a busy machine.
-    pub cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
     /// Frames per CPU-second: the speed per core.
-    pub frames_per_cpu_second: Option<f64>,
+    pub(crate) frames_per_cpu_second: Option<f64>,
 }
 
-pub use crate::common::process_cpu_seconds;
+pub(crate) use crate::common::process_cpu_seconds;
 
 /// Evaluates `model` on the sequences of `dir` (every `every`-th frame), in parallel; results do
 /// not depend on the thread count (each frame is independent; sums are taken in frame order).
-pub fn evaluate(
+pub(crate) fn evaluate(
     model: &PoseModel,
     dir: &Path,
     metric: Metric,
@@ -305,7 +307,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 }
 
 /// Runs `wiberg pose`.
-pub fn run(args: PoseArgs) -> Result<()> {
+pub(crate) fn run(args: PoseArgs) -> Result<()> {
     match args.command {
         PoseCommand::Eval(a) => run_eval(a),
         PoseCommand::Generate(a) => generate::run(a),

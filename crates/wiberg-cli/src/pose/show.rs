@@ -13,19 +13,19 @@ use wiberg_models::pose::generate::BONES;
 
 /// Arguments of `wiberg pose show`.
 #[derive(Debug, clap::Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// Data directory.
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Frame index over the whole directory (sequences in name order, frames concatenated).
     #[arg(long)]
-    pub frame: usize,
+    pub(crate) frame: usize,
     /// Parameters and solver.
     #[command(flatten)]
-    pub model: super::ModelArgs,
+    pub(crate) model: super::ModelArgs,
     /// Output PNG.
     #[arg(long, default_value = "pose.png")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 fn bounds(points: impl Iterator<Item = (f64, f64)>) -> ((f64, f64), (f64, f64)) {
@@ -47,7 +47,7 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// Runs `wiberg pose show`.
-pub fn run(args: ShowArgs) -> Result<()> {
+pub(crate) fn run(args: ShowArgs) -> Result<()> {
     let seqs = data::load_dir(&args.data)?;
     let mut idx = args.frame;
     let mut found = None;

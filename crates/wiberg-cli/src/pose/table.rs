@@ -19,87 +19,87 @@ use wiberg_models::pose::generate::ACTIONS;
 
 /// Arguments of `wiberg pose table`.
 #[derive(Debug, clap::Args)]
-pub struct TableArgs {
+pub(crate) struct TableArgs {
     /// Test data: a directory of `<name>__joint_2d.npy` / `__joint_3d.npy` sequences, or a
     /// `pose generate` output directory (its `testing/` is used).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// The rows, in order: `NAME=DIR,NAME=DIR,...`. DIR is a `pose train --out` directory (its
     /// latest checkpoint), a checkpoint directory (`trained_model__*.npy`), or the literal
     /// `checkpoint` (the authors' checkpoint) or `init` (the from-scratch initialisation), both
     /// from --model-dir / $WIBERG_TOME2018_DIR. Write `./init` for a directory named `init`.
     #[arg(long)]
-    pub runs: String,
+    pub(crate) runs: String,
     /// Evaluate run NAME with this inner solver (`NAME=huber` or `NAME=l2`; repeatable). Without
     /// it a `pose train` run is evaluated with the variant it was trained with, anything else
     /// with `huber`.
     #[arg(long = "variant-of")]
-    pub variant_of: Vec<String>,
+    pub(crate) variant_of: Vec<String>,
     /// Error metric.
     #[arg(long, value_parser = super::metric_parser(), default_value = "mpjpe")]
-    pub metric: Metric,
+    pub(crate) metric: Metric,
     /// Use every K-th frame of each test sequence.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
-    pub every: usize,
+    pub(crate) every: usize,
     /// Directory of the authors' files for the `checkpoint` and `init` literals.
     /// Default: $WIBERG_TOME2018_DIR.
     #[arg(long)]
-    pub model_dir: Option<PathBuf>,
+    pub(crate) model_dir: Option<PathBuf>,
     /// Output directory for table.{csv,md,json,png} (only printed without it).
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 /// One row to evaluate.
 #[derive(Debug, Clone)]
-pub struct RunSpec {
+pub(crate) struct RunSpec {
     /// Row name.
-    pub name: String,
+    pub(crate) name: String,
     /// Where the parameters come from (a training output is already resolved to its latest
     /// checkpoint).
-    pub source: ParamSource,
+    pub(crate) source: ParamSource,
     /// Whether `hl_params` / `ir_reg` are read from the checkpoint (yes for `pose train`
     /// checkpoints, no for the authors' checkpoint, whose released code starts them at 1).
-    pub load_robust: bool,
+    pub(crate) load_robust: bool,
     /// Inner solver used to evaluate it.
-    pub variant: Variant,
+    pub(crate) variant: Variant,
     /// The training settings, for `pose train` runs.
-    pub trained: Option<RunConfig>,
+    pub(crate) trained: Option<RunConfig>,
 }
 
 /// One evaluated row.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct TableRow {
+pub(crate) struct TableRow {
     /// Row name.
-    pub name: String,
+    pub(crate) name: String,
     /// Inner solver used (`huber` / `l2`).
-    pub variant: String,
+    pub(crate) variant: String,
     /// Derivative the run was trained with (`trust-region` / `implicit`), `-` if not trained here.
-    pub damping: String,
+    pub(crate) damping: String,
     /// The parameters evaluated.
-    pub source: String,
+    pub(crate) source: String,
     /// Error per action.
-    pub per_action: BTreeMap<String, f64>,
+    pub(crate) per_action: BTreeMap<String, f64>,
     /// Frame-weighted mean over all actions.
-    pub mean: f64,
+    pub(crate) mean: f64,
 }
 
 /// The whole table.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Table {
+pub(crate) struct Table {
     /// Column order: Human3.6M actions first (in the paper's order), then any others sorted.
-    pub actions: Vec<String>,
+    pub(crate) actions: Vec<String>,
     /// Frames per action.
-    pub frames_per_action: BTreeMap<String, usize>,
+    pub(crate) frames_per_action: BTreeMap<String, usize>,
     /// Rows in `--runs` order.
-    pub rows: Vec<TableRow>,
+    pub(crate) rows: Vec<TableRow>,
     /// Metric.
-    pub metric: Metric,
+    pub(crate) metric: Metric,
     /// Test data directory.
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 fn parse_variant(s: &str) -> Result<Variant> {
@@ -108,7 +108,7 @@ fn parse_variant(s: &str) -> Result<Variant> {
 
 /// Parses `--runs` and `--variant-of` (see [`TableArgs`]). `model_dir` is needed only for the
 /// `checkpoint` / `init` literals.
-pub fn parse_runs(runs: &str, variant_of: &[String], model_dir: Option<&Path>) -> Result<Vec<RunSpec>> {
+pub(crate) fn parse_runs(runs: &str, variant_of: &[String], model_dir: Option<&Path>) -> Result<Vec<RunSpec>> {
     let mut overrides: BTreeMap<String, Variant> = BTreeMap::new();
     for v in variant_of {
         let (name, variant) =
@@ -159,7 +159,7 @@ pub fn parse_runs(runs: &str, variant_of: &[String], model_dir: Option<&Path>) -
 }
 
 /// The test sequences directory `--data` names.
-pub fn test_dir(data: &Path) -> PathBuf {
+pub(crate) fn test_dir(data: &Path) -> PathBuf {
     let testing = data.join("testing");
     if testing.is_dir() {
         testing
@@ -170,7 +170,7 @@ pub fn test_dir(data: &Path) -> PathBuf {
 
 /// Evaluates every run on `dir` (see [`super::evaluate`]: rayon over frames, results
 /// independent of `threads`).
-pub fn build(specs: &[RunSpec], dir: &Path, metric: Metric, every: usize, threads: usize) -> Result<Table> {
+pub(crate) fn build(specs: &[RunSpec], dir: &Path, metric: Metric, every: usize, threads: usize) -> Result<Table> {
     let mut rows = Vec::new();
     let mut frames_per_action = BTreeMap::new();
     for spec in specs {
@@ -205,7 +205,7 @@ impl Table {
     }
 
     /// CSV: `run,variant,damping,<actions...>,Avg`, full precision.
-    pub fn to_csv(&self) -> Result<String> {
+    pub(crate) fn to_csv(&self) -> Result<String> {
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut header = vec!["run".to_string(), "variant".into(), "damping".into()];
         header.extend(self.actions.iter().cloned());
@@ -221,7 +221,7 @@ impl Table {
     }
 
     /// Markdown, one decimal, like the paper's table.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "| run | variant | damping | {} | Avg |", self.actions.join(" | "));
         let _ = writeln!(s, "|---|---|---|{}---:|", "---:|".repeat(self.actions.len()));
@@ -248,7 +248,7 @@ impl Table {
     }
 
     /// Fixed-width text for the terminal.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let name_w = self.rows.iter().map(|r| r.name.len() + r.variant.len() + 3).max().unwrap_or(4).max(10);
         let mut s = format!("{:<name_w$}", "run (variant)");
         for a in &self.actions {
@@ -290,7 +290,7 @@ fn plot_err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> anyhow::Err
 }
 
 /// Draws the bar chart (one group per action and one for the mean, one bar per run) to `path`.
-pub fn draw_chart(table: &Table, path: &Path) -> Result<()> {
+pub(crate) fn draw_chart(table: &Table, path: &Path) -> Result<()> {
     let mut groups = table.actions.clone();
     groups.push("Avg".into());
     let n = groups.len() as f64;
@@ -364,7 +364,7 @@ pub fn draw_chart(table: &Table, path: &Path) -> Result<()> {
 }
 
 /// Runs `wiberg pose table`.
-pub fn run(args: TableArgs) -> Result<()> {
+pub(crate) fn run(args: TableArgs) -> Result<()> {
     ensure!(args.every >= 1, "--every must be at least 1");
     let model_dir = args.model_dir.clone().or_else(|| std::env::var_os(super::TOME2018_ENV).map(PathBuf::from));
     let specs = parse_runs(&args.runs, &args.variant_of, model_dir.as_deref())?;

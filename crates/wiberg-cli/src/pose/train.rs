@@ -41,56 +41,56 @@ use wiberg_models::pose::checkpoint::{
 
 /// Arguments of `wiberg pose train`.
 #[derive(Debug, clap::Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Training data directory (`<name>__joint_2d.npy` / `<name>__joint_3d.npy` sequences).
     #[arg(long)]
-    pub data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Output directory: `checkpoints/step-<N>/` (the latest checkpoint, written every
     /// --checkpoint-every batches, at the end of each epoch and at the end), `checkpoint.json`
     /// (names it), `train_log.csv`, `train_summary.json`. Pass this directory (or the step
     /// directory) to `pose eval --checkpoint` or `pose table --runs`.
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Initial parameters and solver.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Derivative of the inner minimisers: `implicit` (lambda = 0), `trust-region` (`H + lambda
     /// I`) or `guarded` (`H + s I`, `s = lambda + max(0, -eig_min(H))`).
     #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
-    pub damping: DampingMode,
+    pub(crate) damping: DampingMode,
     /// Lambda of the backward solves (`--damping trust-region` or `guarded`).
     #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Epochs.
     #[arg(long, default_value_t = 20, allow_hyphen_values = true)]
-    pub epochs: usize,
+    pub(crate) epochs: usize,
     /// Frames per batch (an incomplete last batch of an epoch is dropped).
     #[arg(long, default_value_t = 4, allow_hyphen_values = true)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Adam learning rate.
     #[arg(long, default_value_t = 0.05, allow_hyphen_values = true)]
-    pub lr: f64,
+    pub(crate) lr: f64,
     /// Use every K-th frame of each sequence.
     #[arg(long, default_value_t = 5, allow_hyphen_values = true)]
-    pub every: usize,
+    pub(crate) every: usize,
     /// Write a checkpoint every N batches (and at the end of each epoch).
     #[arg(long, default_value_t = 100, allow_hyphen_values = true)]
-    pub checkpoint_every: usize,
+    pub(crate) checkpoint_every: usize,
     /// Stop after this many batches in total (0 = no limit), for short runs.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub max_batches: usize,
+    pub(crate) max_batches: usize,
     /// Seed of the per-epoch shuffles.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Continue from the latest checkpoint of --out. The settings that decide the parameters
     /// (--variant, --damping, --lambda, --batch, --lr, --every, --seed, the training data, and
     /// the parameter source if given) must equal the interrupted run's, or it stops with the
     /// differences; --epochs, --checkpoint-every, --max-batches and --threads may change.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// The settings of a run that decide its parameters. Stored in every checkpoint; `--resume`
@@ -98,85 +98,85 @@ pub struct TrainArgs {
 /// `--max-batches` and `--threads` may change: they move the stopping point or the checkpoints,
 /// not the parameters).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     /// The initial parameters (e.g. `checkpoint /path` or `init /path`).
-    pub source: String,
+    pub(crate) source: String,
     /// `--load-robust-params`.
-    pub load_robust_params: bool,
+    pub(crate) load_robust_params: bool,
     /// Inner solver (`huber` or `l2`): `pose table` evaluates the run with it.
-    pub variant: String,
+    pub(crate) variant: String,
     /// Derivative of the inner minimisers (`trust-region`, `implicit` or `guarded`).
-    pub damping: String,
+    pub(crate) damping: String,
     /// Backward lambda actually used (0 for `implicit`).
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Frames per batch.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Adam learning rate.
-    pub lr: f64,
+    pub(crate) lr: f64,
     /// Every K-th frame of each sequence.
-    pub every: usize,
+    pub(crate) every: usize,
     /// Seed of the per-epoch shuffles.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Training frames (after `--every`).
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// FNV-1a hash (hex) of the bits of every training frame, detections and ground truth, in
     /// order: resuming on different data is refused even when the directory has moved.
-    pub data_fingerprint: String,
+    pub(crate) data_fingerprint: String,
 }
 
 /// What a checkpoint needs besides the parameters to continue a run exactly.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct TrainState {
+pub(crate) struct TrainState {
     /// The run's settings.
-    pub config: RunConfig,
+    pub(crate) config: RunConfig,
     /// Epoch of the next batch.
-    pub epoch: usize,
+    pub(crate) epoch: usize,
     /// Index in that epoch of the next batch.
-    pub next_batch: usize,
+    pub(crate) next_batch: usize,
     /// Optimiser steps taken.
-    pub step: usize,
+    pub(crate) step: usize,
     /// The optimiser. Its moments are restored bit-exactly from `adam_moments.npy` (JSON
     /// floats need not round-trip exactly); the copy here is informative.
-    pub adam: Adam,
+    pub(crate) adam: Adam,
     /// The CSV log so far.
-    pub log: String,
+    pub(crate) log: String,
     /// Frames of the run so far whose forward or backward pass met a numerically singular
     /// Hessian (counted, left out of their batch).
     #[serde(default)]
-    pub singular_hessian: usize,
+    pub(crate) singular_hessian: usize,
     /// Frames of the run so far with a non-finite reconstruction, loss or gradient.
     #[serde(default)]
-    pub non_finite: usize,
+    pub(crate) non_finite: usize,
 }
 
 /// Throughput of one `pose train` invocation, written to `<out>/train_summary.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TrainSummary {
+pub(crate) struct TrainSummary {
     /// Batches computed by this invocation.
-    pub batches: usize,
+    pub(crate) batches: usize,
     /// Frames whose loss and gradient were computed (forward + backward).
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Worker threads.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Wall seconds of the whole invocation's training loop (with checkpoints).
-    pub seconds_total: f64,
+    pub(crate) seconds_total: f64,
     /// Wall seconds inside the forward + backward passes.
-    pub seconds_forward_backward: f64,
+    pub(crate) seconds_forward_backward: f64,
     /// CPU seconds (all threads) inside the forward + backward passes (Linux only).
-    pub cpu_seconds_forward_backward: Option<f64>,
+    pub(crate) cpu_seconds_forward_backward: Option<f64>,
     /// Frames per wall second, forward + backward.
-    pub frames_per_second: f64,
+    pub(crate) frames_per_second: f64,
     /// Frames per CPU-second (per core), forward + backward: the figure to size runs with on a
     /// shared machine.
-    pub frames_per_cpu_second: Option<f64>,
+    pub(crate) frames_per_cpu_second: Option<f64>,
     /// Optimiser steps taken by the run so far.
-    pub step: usize,
+    pub(crate) step: usize,
     /// The latest checkpoint directory (pass it, or `<out>` itself, to `pose eval --checkpoint`).
-    pub checkpoint: PathBuf,
+    pub(crate) checkpoint: PathBuf,
     /// Frames of the run so far left out of their batch for a singular Hessian.
-    pub singular_hessian: usize,
+    pub(crate) singular_hessian: usize,
     /// Frames of the run so far left out of their batch for a non-finite result.
-    pub non_finite: usize,
+    pub(crate) non_finite: usize,
 }
 
 const MOMENTS_FILE: &str = "adam_moments.npy";
@@ -205,7 +205,7 @@ fn upgrade_log(log: &str) -> String {
 
 /// Reads the training state of a checkpoint directory (`None` when it has none, i.e. it was
 /// not written by `pose train`).
-pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
+pub(crate) fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
     let path = ckpt.join(STATE_FILE);
     if !path.exists() {
         return Ok(None);
@@ -236,7 +236,7 @@ pub fn read_state(ckpt: &Path) -> Result<Option<TrainState>> {
 /// (before the pointer, so it is never behind the checkpoint the pointer names); only then is
 /// the pointer replaced. A kill before the pointer leaves it naming the previous checkpoint;
 /// whatever else is in `checkpoints/` is ignored and removed by the next run.
-pub fn write_checkpoint(out: &Path, params: &PoseParams, state: &TrainState) -> Result<PathBuf> {
+pub(crate) fn write_checkpoint(out: &Path, params: &PoseParams, state: &TrainState) -> Result<PathBuf> {
     use crate::common::{fault, sync_dir, write_synced};
     use ndarray_npy::WriteNpyExt;
     let root = out.join(CHECKPOINTS_DIR);
@@ -368,7 +368,7 @@ fn config_differences(stored: &RunConfig, now: &RunConfig, source_given: bool) -
 
 /// The clipping of §1.9 (`omega` [1e-3, 1e5]; `alpha`, `beta` [1e-5, 1e3]; `Sigma` [-5, 5];
 /// `hl`, `ir` [1e-3, 5]); everything else is unbounded.
-pub fn clipping() -> Result<BoxConstraints> {
+pub(crate) fn clipping() -> Result<BoxConstraints> {
     let mut b = BoxConstraints::unbounded(N_PARAMS);
     let range = |g: G| offset(g)..offset(g) + GROUPS[g as usize].len();
     b.set(range(G::JointWeights), 1e-3, 1e5)?;
@@ -381,7 +381,7 @@ pub fn clipping() -> Result<BoxConstraints> {
 }
 
 /// Runs `wiberg pose train`.
-pub fn run(args: TrainArgs) -> Result<()> {
+pub(crate) fn run(args: TrainArgs) -> Result<()> {
     ensure!(args.batch >= 1, "--batch must be at least 1");
     ensure!(args.every >= 1, "--every must be at least 1");
     ensure!(args.checkpoint_every >= 1, "--checkpoint-every must be at least 1");

@@ -13,7 +13,7 @@ use wiberg_models::ransac::sampling::Protocol;
 /// What the forward pass runs after picking the lowest-energy point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ForwardMode {
+pub(crate) enum ForwardMode {
     /// L-BFGS (at most 10 iterations), then the damped Newton polish.
     Full,
     /// The polish only, no L-BFGS: what the authors' released code effectively runs (its
@@ -22,7 +22,7 @@ pub enum ForwardMode {
 }
 
 /// The forward/backward layer of one method: seeds, L-BFGS (or nothing), polish.
-pub fn layer(
+pub(crate) fn layer(
     method: DampingMode,
     lambda: f64,
     forward: ForwardMode,
@@ -82,111 +82,111 @@ pub(crate) fn parse_nonzero_f64(s: &str) -> std::result::Result<f64, String> {
 
 /// Options of `wiberg ransac` (training). Defaults reproduce the paper's Figure 1 in seconds.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// How samples are drawn: `paper` (inlier centre ~ U[-40, 40], outliers U[-40, 40]) or
     /// `reference` (inliers N(2, 4^2), outliers U[-60, 20], as in the authors' code).
     #[arg(long, default_value_t = Protocol::Paper)]
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// `full`: best point, L-BFGS (10 iterations), damped Newton polish; `reference`: best
     /// point and polish only (what the authors' released code effectively runs).
     #[arg(long, value_enum, default_value_t = ForwardMode::Full)]
-    pub forward: ForwardMode,
+    pub(crate) forward: ForwardMode,
     /// Which derivatives to train, comma separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = DampingMode::ALL.to_vec())]
-    pub methods: Vec<DampingMode>,
+    pub(crate) methods: Vec<DampingMode>,
     /// Damping lambda of `trust-region` and `guarded` (> 0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Where dt*/dsigma takes H and M: `at-solution` (the returned t*) or `polish-start`
     /// (where the polish step started, reusing its factorisation; earlier versions' derivative).
     #[arg(long, default_value = "at-solution", value_parser = parse_linearization)]
-    pub linearization: Linearization,
+    pub(crate) linearization: Linearization,
     /// Outer optimiser of sigma.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Asgd)]
-    pub optimizer: OptimizerKind,
+    pub(crate) optimizer: OptimizerKind,
     /// Learning rate [default: 0.5 for asgd, 5e-3 for sgd].
     #[arg(long, value_parser = parse_positive_f64, allow_hyphen_values = true)]
-    pub lr: Option<f64>,
+    pub(crate) lr: Option<f64>,
     /// SGD momentum in [0, 1) [default: 0.99]; only with `--optimizer sgd`.
     #[arg(long, allow_hyphen_values = true)]
-    pub momentum: Option<f64>,
+    pub(crate) momentum: Option<f64>,
     /// Training iterations (one sample each) per run.
     #[arg(long, default_value_t = 10_000, value_parser = parse_positive_int, allow_hyphen_values = true)]
-    pub iterations: usize,
+    pub(crate) iterations: usize,
     /// Independent runs, each trained on its own sample stream (stream r of the seed).
     #[arg(long, default_value_t = 1, value_parser = parse_positive_int, allow_hyphen_values = true)]
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Random seed of the sample stream (the same stream feeds every method).
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Initial width sigma.
     #[arg(long, default_value_t = 1.0, value_parser = parse_nonzero_f64, allow_hyphen_values = true)]
-    pub initial_sigma: f64,
+    pub(crate) initial_sigma: f64,
     /// Print a row per method every this many iterations.
     #[arg(long, default_value_t = 500, value_parser = parse_positive_int, allow_hyphen_values = true)]
-    pub report_every: usize,
+    pub(crate) report_every: usize,
     /// Output directory (CSV, summary.json, figure1.png, energy.png).
     #[arg(long, default_value = "results/ransac")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Worker threads (0 = all cores). Results do not depend on it.
     #[arg(long, default_value_t = 0, value_parser = parse_count)]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Skip the figures (CSV and JSON only).
     #[arg(long)]
-    pub no_plots: bool,
+    pub(crate) no_plots: bool,
     /// Write the training state to `<out>/ransac-state.json` every this many iterations
     /// (atomically; 0 = never) [default: a quarter of --iterations, so the whole default run
     /// writes 3 checkpoints and their cost stays proportional to the CSV's].
     #[arg(long, value_parser = parse_count)]
-    pub checkpoint_every: Option<usize>,
+    pub(crate) checkpoint_every: Option<usize>,
     /// Continue an interrupted run from `<out>/ransac-state.json`. The other arguments must
     /// be those of the interrupted run (--threads and --checkpoint-every may differ); the
     /// results are those of an uninterrupted run, timing columns aside.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// The validated configuration of a training experiment (also written to `summary.json` and
 /// to the checkpoint, where a resume checks it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub(crate) struct TrainConfig {
     /// Sample protocol.
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// Forward pass.
-    pub forward: ForwardMode,
+    pub(crate) forward: ForwardMode,
     /// Methods, without duplicates, in the order given.
-    pub methods: Vec<DampingMode>,
+    pub(crate) methods: Vec<DampingMode>,
     /// Damping of trust-region and guarded.
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Where the derivative takes H and M (absent in files written before it existed, whose
     /// derivative was the polish start's; a resume of such a state is refused by the
     /// configuration check, since the default now differs).
     #[serde(default = "polish_start")]
-    pub linearization: Linearization,
+    pub(crate) linearization: Linearization,
     /// Outer optimiser.
-    pub optimizer: OptimizerKind,
+    pub(crate) optimizer: OptimizerKind,
     /// Learning rate.
-    pub lr: f64,
+    pub(crate) lr: f64,
     /// SGD momentum (0 for ASGD).
-    pub momentum: f64,
+    pub(crate) momentum: f64,
     /// ASGD decay `lambd`.
-    pub asgd_lambd: f64,
+    pub(crate) asgd_lambd: f64,
     /// ASGD power `alpha`.
-    pub asgd_alpha: f64,
+    pub(crate) asgd_alpha: f64,
     /// ASGD averaging start `t0`.
-    pub asgd_t0: f64,
+    pub(crate) asgd_t0: f64,
     /// L-BFGS iteration limit of the full forward pass.
-    pub lbfgs_iterations: usize,
+    pub(crate) lbfgs_iterations: usize,
     /// Iterations per run.
-    pub iterations: usize,
+    pub(crate) iterations: usize,
     /// Number of runs.
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Seed.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Initial sigma.
-    pub initial_sigma: f64,
+    pub(crate) initial_sigma: f64,
     /// Rows every this many iterations.
-    pub report_every: usize,
+    pub(crate) report_every: usize,
 }
 
 fn polish_start() -> Linearization {
@@ -195,7 +195,7 @@ fn polish_start() -> Linearization {
 
 impl TrainArgs {
     /// Checks the options together and fills in the optimiser defaults.
-    pub fn config(&self) -> Result<TrainConfig> {
+    pub(crate) fn config(&self) -> Result<TrainConfig> {
         if self.methods.is_empty() {
             bail!("--methods: give at least one of implicit, trust-region, guarded");
         }
@@ -251,14 +251,14 @@ impl TrainArgs {
 impl TrainArgs {
     /// Iterations between checkpoints (0 = none): `--checkpoint-every`, or a quarter of the
     /// iterations.
-    pub fn checkpoint_interval(&self) -> usize {
+    pub(crate) fn checkpoint_interval(&self) -> usize {
         self.checkpoint_every.unwrap_or(self.iterations.div_ceil(4))
     }
 }
 
 impl TrainConfig {
     /// A fresh outer optimiser for one method's run.
-    pub fn optimizer(&self) -> Result<AnyOptimizer> {
+    pub(crate) fn optimizer(&self) -> Result<AnyOptimizer> {
         Ok(match self.optimizer {
             OptimizerKind::Asgd => {
                 AnyOptimizer::Asgd(wiberg::optim::Asgd::new(self.lr, self.asgd_lambd, self.asgd_alpha, self.asgd_t0)?)
@@ -269,7 +269,7 @@ impl TrainConfig {
     }
 
     /// The layer of one method under this configuration.
-    pub fn layer(&self, method: DampingMode) -> ArgminLayer {
+    pub(crate) fn layer(&self, method: DampingMode) -> ArgminLayer {
         layer(method, self.lambda, self.forward, self.lbfgs_iterations, self.linearization)
     }
 }

@@ -21,7 +21,7 @@ use crate::common::{exact_f64, exact_f64_vec, from_exact_json, json_differences,
 use wiberg_models::ransac::sampling::run_rng;
 
 /// Name of the state file in `--out`.
-pub const STATE_FILE: &str = "ransac-state.json";
+pub(crate) const STATE_FILE: &str = "ransac-state.json";
 const FORMAT: &str = "wiberg ransac training state";
 const VERSION: u32 = 1;
 
@@ -146,7 +146,7 @@ impl RecordColumns {
 }
 
 /// Serialises the state after `done` iterations.
-pub fn encode(
+pub(crate) fn encode(
     config: &TrainConfig,
     trajectories: &[MethodRun],
     done: usize,
@@ -181,25 +181,25 @@ pub fn encode(
 }
 
 /// A state read back by [`load`].
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Iterations done.
-    pub done: usize,
+    pub(crate) done: usize,
     /// The trajectories, ready to continue.
-    pub trajectories: Vec<MethodRun>,
+    pub(crate) trajectories: Vec<MethodRun>,
     /// Wall time spent before.
-    pub wall_seconds: f64,
+    pub(crate) wall_seconds: f64,
     /// CPU time spent before (when known).
-    pub cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 /// Reads `path` and checks it against `config`; errors say what is wrong and what to do.
-pub fn load(path: &Path, config: &TrainConfig) -> Result<Checkpoint> {
+pub(crate) fn load(path: &Path, config: &TrainConfig) -> Result<Checkpoint> {
     let bytes = crate::common::read_resume_state(path)?;
     decode(&bytes, config).with_context(|| format!("--resume: {}", path.display()))
 }
 
 /// Parses and validates a state file's bytes.
-pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
+pub(crate) fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
     let file: StateFile = serde_json::from_slice(bytes).context("not a readable training state")?;
     ensure!(
         file.format == FORMAT && file.version == VERSION,
@@ -241,37 +241,37 @@ pub fn decode(bytes: &[u8], config: &TrainConfig) -> Result<Checkpoint> {
 /// Writes the state file every `every` iterations (see [`CheckpointSink`]). The state is
 /// encoded at once, on the training thread; the write and its fsync run on a background
 /// thread while training goes on (one at a time). [`Writer::finish`] waits for the last one.
-pub struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     /// The state file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The configuration.
-    pub config: &'a TrainConfig,
+    pub(crate) config: &'a TrainConfig,
     /// Iterations between checkpoints (0 = none).
-    pub every: usize,
+    pub(crate) every: usize,
     /// Wall time of earlier segments (before a resume).
-    pub wall_before: f64,
+    pub(crate) wall_before: f64,
     /// CPU time of earlier segments.
-    pub cpu_before: Option<f64>,
+    pub(crate) cpu_before: Option<f64>,
     /// When this segment started.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// CPU time of this segment so far.
-    pub segment_cpu: &'a (dyn Fn() -> Option<f64> + Sync),
+    pub(crate) segment_cpu: &'a (dyn Fn() -> Option<f64> + Sync),
     /// For warnings without tearing the bar.
-    pub progress: &'a ProgressBar,
+    pub(crate) progress: &'a ProgressBar,
     /// Checkpoints written so far.
-    pub written: usize,
+    pub(crate) written: usize,
     /// Wall time the training waited for checkpoints (encoding, and a previous write not yet
     /// done), seconds.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Size of the last one, bytes.
-    pub last_bytes: usize,
+    pub(crate) last_bytes: usize,
     pending: Option<(usize, std::thread::JoinHandle<Result<()>>)>,
 }
 
 impl<'a> Writer<'a> {
     /// A writer to `path` every `every` iterations, for a segment that started at `started`
     /// after `wall_before` / `cpu_before` seconds of earlier segments.
-    pub fn new(
+    pub(crate) fn new(
         path: PathBuf,
         config: &'a TrainConfig,
         every: usize,
@@ -298,7 +298,7 @@ impl<'a> Writer<'a> {
 
     /// Waits for the write in flight, if any (before the results are written and the state
     /// file removed, so that a late write cannot bring it back).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some((done, handle)) = self.pending.take() {
             let result = handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the writing thread panicked")));
             match result {

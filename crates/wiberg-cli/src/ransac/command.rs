@@ -12,7 +12,7 @@ use crate::common::process_cpu_seconds;
 
 /// `wiberg ransac`: trains (or resumes), prints the tables, writes the CSV, summary and
 /// figures, then removes the state file.
-pub fn run(args: TrainArgs) -> Result<()> {
+pub(crate) fn run(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
     // Held until the run ends. Temporaries of writes that a kill interrupted (state, results,
     // figures) are never read: once the lock is held they are just tidied away.

@@ -19,8 +19,8 @@ mod solve;
 mod tests;
 mod training;
 
-pub use args::TrainArgs;
-pub use solve::SolveArgs;
+pub(crate) use args::TrainArgs;
+pub(crate) use solve::SolveArgs;
 
 use clap::Subcommand;
 
@@ -34,24 +34,24 @@ use clap::Subcommand;
                   Examples:\n  wiberg ransac\n  wiberg ransac --runs 5 --optimizer sgd --forward reference\n  \
                   wiberg ransac solve --points pts.txt --sigma 3 --damping implicit"
 )]
-pub struct RansacArgs {
+pub(crate) struct RansacArgs {
     /// Inspect one sample instead of training.
     #[command(subcommand)]
-    pub command: Option<RansacCommand>,
+    pub(crate) command: Option<RansacCommand>,
     /// Training options (used when no subcommand is given).
     #[command(flatten)]
-    pub train: TrainArgs,
+    pub(crate) train: TrainArgs,
 }
 
 /// Subcommands of `wiberg ransac`.
 #[derive(Debug, Subcommand)]
-pub enum RansacCommand {
+pub(crate) enum RansacCommand {
     /// Solve one sample read from a file and print t*, dt*/dsigma and the solver report as JSON.
     Solve(SolveArgs),
 }
 
 /// Runs `wiberg ransac`.
-pub fn run(args: RansacArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: RansacArgs) -> anyhow::Result<()> {
     match args.command {
         Some(RansacCommand::Solve(s)) => solve::run(s),
         None => command::run(args.train),

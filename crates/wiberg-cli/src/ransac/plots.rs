@@ -20,7 +20,7 @@ const FIGURE1_HEIGHT: u32 = 1000;
 const ENERGY_HEIGHT: u32 = 700;
 
 /// The colour of a method (the same in every figure).
-pub fn color(method: DampingMode) -> RGBColor {
+pub(crate) fn color(method: DampingMode) -> RGBColor {
     match method {
         DampingMode::Implicit => RGBColor(214, 39, 40),
         DampingMode::TrustRegion => RGBColor(31, 119, 180),
@@ -33,7 +33,7 @@ fn plot_err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> anyhow::Err
 }
 
 /// Draws every figure into `out`, returning the paths written.
-pub fn draw_all(training: &Training, out: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn draw_all(training: &Training, out: &Path) -> Result<Vec<PathBuf>> {
     check_fonts()?;
     // Drawn into a temporary file, then renamed: a kill never leaves a torn PNG.
     let figure1 = out.join("figure1.png");
@@ -203,7 +203,7 @@ fn draw_panel(
 }
 
 /// The sample shown in `energy.png`: a fixed draw from its own stream (not a training sample).
-pub fn figure_sample(training: &Training) -> Sample {
+pub(crate) fn figure_sample(training: &Training) -> Sample {
     draw(training.config.protocol, &mut run_rng(training.config.seed, 1 << 40))
 }
 

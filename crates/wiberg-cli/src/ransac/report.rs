@@ -12,14 +12,14 @@ use crate::common::{DampingMode, OptimizerKind};
 use wiberg_models::ransac::sampling::Protocol;
 
 /// `|dL/dsigma|` above this counts as a large gradient in the tables.
-pub const LARGE_GRAD: f64 = 100.0;
+pub(crate) const LARGE_GRAD: f64 = 100.0;
 /// A run "explodes" when `|dL/dsigma|` or `|sigma|` passes this.
-pub const EXPLOSION: f64 = 1000.0;
+pub(crate) const EXPLOSION: f64 = 1000.0;
 /// The final loss is averaged over this many last iterations.
-pub const FINAL_WINDOW: usize = 500;
+pub(crate) const FINAL_WINDOW: usize = 500;
 
 /// A number in at most ~9 characters: fixed for ordinary magnitudes, scientific otherwise.
-pub fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {
         return "-".to_string();
     }
@@ -57,7 +57,7 @@ fn max_abs(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Prints the introduction: what the experiment is and how it is configured.
-pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
+pub(crate) fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
     let protocol = match config.protocol {
         Protocol::Paper => "paper: inlier centre m ~ U[-40,40], 10 inliers N(m,4^2), 100 outliers U[-40,40]",
         Protocol::Reference => "reference: 10 inliers N(2,4^2), 100 outliers U[-60,20]",
@@ -109,7 +109,7 @@ pub fn print_intro(config: &TrainConfig, threads: usize, out: &Path) {
 }
 
 /// Prints a row per method after every block of iterations.
-pub struct BlockPrinter {
+pub(crate) struct BlockPrinter {
     methods: Vec<DampingMode>,
     runs: usize,
     report_every: usize,
@@ -119,7 +119,7 @@ pub struct BlockPrinter {
 
 impl BlockPrinter {
     /// A printer for this configuration.
-    pub fn new(config: &TrainConfig) -> Self {
+    pub(crate) fn new(config: &TrainConfig) -> Self {
         BlockPrinter {
             methods: config.methods.clone(),
             runs: config.runs,
@@ -132,12 +132,12 @@ impl BlockPrinter {
     /// Continues after a resume at iteration `done`: the next row covers the iterations since
     /// the last multiple of `report_every`, as it would have without the interruption (the
     /// restored trajectories hold every record).
-    pub fn resume_at(&mut self, done: usize) {
+    pub(crate) fn resume_at(&mut self, done: usize) {
         self.last = done - done % self.report_every.max(1);
     }
 
     /// Prints the rows of the block that ended at iteration `done`.
-    pub fn print(&mut self, trajectories: &[MethodRun], done: usize) {
+    pub(crate) fn print(&mut self, trajectories: &[MethodRun], done: usize) {
         if !self.header_done {
             let sigma = if self.runs > 1 { "sigma (median)" } else { "sigma" };
             println!(
@@ -172,43 +172,43 @@ impl BlockPrinter {
 
 /// Statistics of one trajectory (or of all runs of one method).
 #[derive(Debug, Clone, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// The method.
-    pub method: DampingMode,
+    pub(crate) method: DampingMode,
     /// Run index (None for the across-runs aggregate).
-    pub run: Option<usize>,
+    pub(crate) run: Option<usize>,
     /// Number of runs aggregated.
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Mean loss over the last 500 iterations (mean over runs for the aggregate).
-    pub final_mean_loss: f64,
+    pub(crate) final_mean_loss: f64,
     /// Smallest and largest per-run final mean loss.
-    pub final_mean_loss_range: [f64; 2],
+    pub(crate) final_mean_loss_range: [f64; 2],
     /// Sigma after the last iteration (median over runs for the aggregate).
-    pub final_sigma: f64,
+    pub(crate) final_sigma: f64,
     /// Median |sigma| over all iterations.
-    pub median_abs_sigma: f64,
+    pub(crate) median_abs_sigma: f64,
     /// Max |sigma| over all iterations.
-    pub max_abs_sigma: f64,
+    pub(crate) max_abs_sigma: f64,
     /// Max |dL/dsigma|.
-    pub max_abs_grad: f64,
+    pub(crate) max_abs_grad: f64,
     /// Iterations with |dL/dsigma| > 100.
-    pub iterations_grad_over_100: usize,
+    pub(crate) iterations_grad_over_100: usize,
     /// Runs where |dL/dsigma| passed 1000.
-    pub runs_grad_over_1000: usize,
+    pub(crate) runs_grad_over_1000: usize,
     /// Runs where |sigma| passed 1000.
-    pub runs_sigma_over_1000: usize,
+    pub(crate) runs_sigma_over_1000: usize,
     /// Iterations with negative curvature where the derivative was taken (not a minimum).
-    pub negative_curvature: usize,
+    pub(crate) negative_curvature: usize,
     /// Steps skipped for a singular Hessian.
-    pub singular: usize,
+    pub(crate) singular: usize,
     /// Steps skipped for a non-finite value.
-    pub non_finite: usize,
+    pub(crate) non_finite: usize,
     /// Steps skipped for another error.
-    pub other_errors: usize,
+    pub(crate) other_errors: usize,
     /// Median wall time of one training iteration (sample, forward, backward, update), us.
-    pub median_us_per_iteration: f64,
+    pub(crate) median_us_per_iteration: f64,
     /// Total compute time of this method's iterations, seconds.
-    pub compute_seconds: f64,
+    pub(crate) compute_seconds: f64,
 }
 
 fn stats(method: DampingMode, run: Option<usize>, ts: &[&MethodRun]) -> Stats {
@@ -252,28 +252,28 @@ fn stats(method: DampingMode, run: Option<usize>, ts: &[&MethodRun]) -> Stats {
 
 /// Per-trajectory and per-method statistics.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// One entry per (run, method).
-    pub per_run: Vec<Stats>,
+    pub(crate) per_run: Vec<Stats>,
     /// One entry per method, over all runs.
-    pub per_method: Vec<Stats>,
+    pub(crate) per_method: Vec<Stats>,
     /// Wall time of the training loop, seconds.
-    pub wall_seconds: f64,
+    pub(crate) wall_seconds: f64,
     /// Sum of all iterations' times (all methods, all runs), seconds.
-    pub compute_seconds: f64,
+    pub(crate) compute_seconds: f64,
     /// Threads used.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// CPU time (user + system) of the training loop, seconds (when the platform reports it).
-    pub cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
     /// Sum over methods of median time per iteration x iterations x runs, seconds: the
     /// compute an unloaded machine would need (robust to preemption by other processes).
-    pub median_compute_seconds: f64,
+    pub(crate) median_compute_seconds: f64,
     /// The 1-minute load average when training ended (Linux), to judge the timings.
-    pub load_average: Option<f64>,
+    pub(crate) load_average: Option<f64>,
 }
 
 /// Computes the summary of a training.
-pub fn summarize(training: &Training) -> Summary {
+pub(crate) fn summarize(training: &Training) -> Summary {
     let per_run = training.trajectories.iter().map(|t| stats(t.method, Some(t.run), &[t])).collect();
     let per_method: Vec<Stats> = training
         .config
@@ -298,7 +298,7 @@ pub fn summarize(training: &Training) -> Summary {
 }
 
 /// The 1-minute load average (Linux `/proc/loadavg`).
-pub fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
@@ -356,7 +356,7 @@ fn print_table(title: &str, rows: &[Stats], with_run: bool, across_runs: bool) {
 }
 
 /// Prints the final tables and the timing.
-pub fn print_final(training: &Training, summary: &Summary) {
+pub(crate) fn print_final(training: &Training, summary: &Summary) {
     let c = &training.config;
     println!();
     if c.runs == 1 {
@@ -393,7 +393,7 @@ pub fn print_final(training: &Training, summary: &Summary) {
 }
 
 /// Writes one row per (run, method, iteration).
-pub fn write_csv(training: &Training, path: &Path) -> Result<()> {
+pub(crate) fn write_csv(training: &Training, path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "run",
@@ -447,7 +447,7 @@ struct SummaryFile<'a> {
 }
 
 /// Writes `summary.json`: configuration, statistics and timing.
-pub fn write_summary(training: &Training, summary: &Summary, path: &Path) -> Result<()> {
+pub(crate) fn write_summary(training: &Training, summary: &Summary, path: &Path) -> Result<()> {
     let error_messages = training
         .trajectories
         .iter()

@@ -11,55 +11,55 @@ use crate::common::DampingMode;
 
 /// Options of `wiberg ransac solve`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SolveArgs {
+pub(crate) struct SolveArgs {
     /// File of numbers separated by whitespace, commas or newlines (`-` for standard input).
     #[arg(long)]
-    pub points: PathBuf,
+    pub(crate) points: PathBuf,
     /// Kernel width sigma (finite, non-zero).
     #[arg(long, value_parser = parse_nonzero_f64, allow_hyphen_values = true)]
-    pub sigma: f64,
+    pub(crate) sigma: f64,
     /// Damping of the polish step and the derivative.
     #[arg(long, value_enum, default_value_t = DampingMode::TrustRegion)]
-    pub damping: DampingMode,
+    pub(crate) damping: DampingMode,
     /// lambda of trust-region and guarded (> 0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive_f64, allow_hyphen_values = true)]
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// L-BFGS iterations (0: best point and polish only, what the authors' code runs).
     #[arg(long, default_value_t = 10)]
-    pub lbfgs_iterations: usize,
+    pub(crate) lbfgs_iterations: usize,
     /// Skip the final damped Newton step.
     #[arg(long)]
-    pub no_polish: bool,
+    pub(crate) no_polish: bool,
     /// Where dt*/dsigma takes H and M: `at-solution` (the returned t*) or `polish-start`
     /// (where the polish step started; earlier versions' derivative).
     #[arg(long, default_value = "at-solution", value_parser = parse_linearization)]
-    pub linearization: Linearization,
+    pub(crate) linearization: Linearization,
 }
 
 /// What `solve` prints.
 #[derive(Debug, Clone, Serialize)]
-pub struct SolveOutput {
+pub(crate) struct SolveOutput {
     /// The estimate `t*`.
-    pub t_star: f64,
+    pub(crate) t_star: f64,
     /// `dt*/dsigma` under the chosen damping (null when it does not exist).
-    pub dt_dsigma: Option<f64>,
+    pub(crate) dt_dsigma: Option<f64>,
     /// Why there is no derivative (singular Hessian under `implicit`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub derivative_error: Option<String>,
+    pub(crate) derivative_error: Option<String>,
     /// `E(t*)`.
-    pub energy: f64,
+    pub(crate) energy: f64,
     /// The damping used.
-    pub damping: DampingMode,
+    pub(crate) damping: DampingMode,
     /// Its lambda (0 for implicit).
-    pub lambda: f64,
+    pub(crate) lambda: f64,
     /// Number of points read.
-    pub num_points: usize,
+    pub(crate) num_points: usize,
     /// The forward report (start seed, iterations, gradient norms, Hessian diagnostics).
-    pub report: Report,
+    pub(crate) report: Report,
 }
 
 /// Reads a points file (`-` for standard input).
-pub fn read_points(path: &Path) -> Result<Vec<f64>> {
+pub(crate) fn read_points(path: &Path) -> Result<Vec<f64>> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading points from standard input")?
     } else {
@@ -70,7 +70,7 @@ pub fn read_points(path: &Path) -> Result<Vec<f64>> {
 
 impl SolveArgs {
     /// The models crate's settings these options describe.
-    pub fn settings(&self) -> SolveSettings {
+    pub(crate) fn settings(&self) -> SolveSettings {
         SolveSettings {
             sigma: self.sigma,
             damping: self.damping.damping(self.lambda),
@@ -82,7 +82,7 @@ impl SolveArgs {
 }
 
 /// Forward pass from the lowest-energy point, then `dt*/dsigma`.
-pub fn solve_points(points: &[f64], args: &SolveArgs) -> Result<SolveOutput> {
+pub(crate) fn solve_points(points: &[f64], args: &SolveArgs) -> Result<SolveOutput> {
     let settings = args.settings();
     let solved = solve_sample(points, &settings)?;
     let (dt_dsigma, derivative_error) = match solved.dt_dsigma {
@@ -102,7 +102,7 @@ pub fn solve_points(points: &[f64], args: &SolveArgs) -> Result<SolveOutput> {
 }
 
 /// Runs `wiberg ransac solve`.
-pub fn run(args: SolveArgs) -> Result<()> {
+pub(crate) fn run(args: SolveArgs) -> Result<()> {
     let points = read_points(&args.points)?;
     let out = solve_points(&points, &args)?;
     if let Some(err) = &out.derivative_error {

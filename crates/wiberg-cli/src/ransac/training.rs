@@ -20,7 +20,7 @@ use wiberg_models::ransac::sampling::{draw, run_rng, Protocol, Sample};
 /// What went wrong in a training step (the step is then skipped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Event {
+pub(crate) enum Event {
     /// Nothing: the step was taken.
     None,
     /// The (damped) Hessian was singular: under `implicit` the derivative does not exist.
@@ -33,7 +33,7 @@ pub enum Event {
 
 impl Event {
     /// Short name for the CSV.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Event::None => "",
             Event::Singular => "singular",
@@ -53,50 +53,54 @@ impl Event {
 
 /// One training iteration of one method.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IterRecord {
+pub(crate) struct IterRecord {
     /// Iteration number, from 1.
-    pub iteration: usize,
+    pub(crate) iteration: usize,
     /// The width used for this sample (before the update).
-    pub sigma: f64,
+    pub(crate) sigma: f64,
     /// `(t* - mean(inliers))^2` (NaN when the forward pass failed).
-    pub loss: f64,
+    pub(crate) loss: f64,
     /// `dL/dsigma` (NaN when there is none).
-    pub grad: f64,
+    pub(crate) grad: f64,
     /// The estimate `t*` (NaN when the forward pass failed).
-    pub t_star: f64,
+    pub(crate) t_star: f64,
     /// L-BFGS iterations of the forward pass.
-    pub inner_iterations: usize,
+    pub(crate) inner_iterations: usize,
     /// Whether L-BFGS converged (always false with `--forward reference`).
-    pub converged: bool,
+    pub(crate) converged: bool,
     /// Whether the Hessian where the derivative was taken (t*, or the polish start under
     /// `--linearization polish-start`) was negative (not a minimum).
-    pub negative_curvature: bool,
+    pub(crate) negative_curvature: bool,
     /// The Hessian `d2E/dt2` where the derivative was taken.
-    pub min_eigenvalue: f64,
+    pub(crate) min_eigenvalue: f64,
     /// The shift added to it by the method's damping.
-    pub shift: f64,
+    pub(crate) shift: f64,
     /// What went wrong, if anything.
-    pub event: Event,
+    pub(crate) event: Event,
     /// Wall time of the whole step (sample, forward, backward, update), microseconds.
-    pub micros: f64,
+    pub(crate) micros: f64,
 }
 
 /// Forward, loss and backward of one sample at width `sigma`.
 #[derive(Debug, Clone)]
-pub struct StepOutcome {
+pub(crate) struct StepOutcome {
     /// The estimate.
-    pub t_star: f64,
+    pub(crate) t_star: f64,
     /// The loss.
-    pub loss: f64,
+    pub(crate) loss: f64,
     /// The forward report.
-    pub report: Report,
+    pub(crate) report: Report,
     /// `dL/dsigma`, or the error of the backward pass.
-    pub grad: std::result::Result<f64, WibergError>,
+    pub(crate) grad: std::result::Result<f64, WibergError>,
 }
 
 /// Solves one sample and differentiates the loss `(t* - target)^2` with respect to sigma.
 /// Errors of the forward pass are returned; errors of the backward pass are in `grad`.
-pub fn sample_step(layer: &ArgminLayer, sigma: f64, sample: &Sample) -> std::result::Result<StepOutcome, WibergError> {
+pub(crate) fn sample_step(
+    layer: &ArgminLayer,
+    sigma: f64,
+    sample: &Sample,
+) -> std::result::Result<StepOutcome, WibergError> {
     let energy = RbfMixture::shared_width(1, sample.points.clone())?;
     let w = [sigma];
     let sol = layer.forward(&energy, &w, Start::Seeds(&sample.points))?;
@@ -107,17 +111,17 @@ pub fn sample_step(layer: &ArgminLayer, sigma: f64, sample: &Sample) -> std::res
 }
 
 /// One method's trajectory in one run.
-pub struct MethodRun {
+pub(crate) struct MethodRun {
     /// Run index (0-based).
-    pub run: usize,
+    pub(crate) run: usize,
     /// The method.
-    pub method: DampingMode,
+    pub(crate) method: DampingMode,
     /// Current sigma.
-    pub sigma: f64,
+    pub(crate) sigma: f64,
     /// Every iteration so far.
-    pub records: Vec<IterRecord>,
+    pub(crate) records: Vec<IterRecord>,
     /// Messages of the first few errors of kind [`Event::Error`].
-    pub error_messages: Vec<String>,
+    pub(crate) error_messages: Vec<String>,
     layer: ArgminLayer,
     protocol: Protocol,
     pub(super) optimizer: AnyOptimizer,
@@ -126,7 +130,7 @@ pub struct MethodRun {
 
 impl MethodRun {
     /// A fresh trajectory.
-    pub fn new(config: &TrainConfig, run: usize, method: DampingMode) -> Result<Self> {
+    pub(crate) fn new(config: &TrainConfig, run: usize, method: DampingMode) -> Result<Self> {
         Ok(MethodRun {
             run,
             method,
@@ -141,7 +145,7 @@ impl MethodRun {
     }
 
     /// Runs iterations until `records.len() == end`.
-    pub fn advance(&mut self, end: usize, progress: &ProgressBar) {
+    pub(crate) fn advance(&mut self, end: usize, progress: &ProgressBar) {
         let mut pending = 0;
         while self.records.len() < end {
             let record = self.step();
@@ -211,22 +215,22 @@ impl MethodRun {
 }
 
 /// Everything a training experiment produced.
-pub struct Training {
+pub(crate) struct Training {
     /// The configuration.
-    pub config: TrainConfig,
+    pub(crate) config: TrainConfig,
     /// One trajectory per (run, method), runs outer.
-    pub trajectories: Vec<MethodRun>,
+    pub(crate) trajectories: Vec<MethodRun>,
     /// Wall time of the training loop.
-    pub wall: Duration,
+    pub(crate) wall: Duration,
     /// Threads used.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// CPU time (user + system) the process spent in the training loop, when the platform
     /// reports it (Linux `/proc/self/stat`).
-    pub cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 /// Fresh trajectories of every (run, method) of `config`, runs outer.
-pub fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
+pub(crate) fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
     let mut trajectories = Vec::new();
     for run in 0..config.runs {
         for &method in &config.methods {
@@ -240,7 +244,7 @@ pub fn fresh_trajectories(config: &TrainConfig) -> Result<Vec<MethodRun>> {
 /// `on_block(trajectories, iterations_done)` after every block of `report_every` iterations.
 /// (The command resumes through [`train_from`]; this fresh start is the tests'.)
 #[cfg(test)]
-pub fn train(
+pub(crate) fn train(
     config: &TrainConfig,
     progress: &ProgressBar,
     on_block: impl FnMut(&[MethodRun], usize),
@@ -252,7 +256,7 @@ pub fn train(
 /// every multiple of `report_every` (then `on_block` is called) and of `checkpoint_every`
 /// (then `checkpoint(trajectories, done)` is called; 0 = never), and at the end. Where the
 /// blocks end does not change the trajectories, only when the callbacks see them.
-pub fn train_from(
+pub(crate) fn train_from(
     config: &TrainConfig,
     mut trajectories: Vec<MethodRun>,
     mut done: usize,
@@ -280,7 +284,7 @@ pub fn train_from(
 }
 
 /// Where [`train_from`] sends its checkpoints.
-pub trait CheckpointSink {
+pub(crate) trait CheckpointSink {
     /// Iterations between checkpoints (0 = never).
     fn every(&self) -> usize {
         0
@@ -300,7 +304,7 @@ impl<T: CheckpointSink + ?Sized> CheckpointSink for &mut T {
 
 /// No checkpoints (the tests' sink).
 #[cfg(test)]
-pub struct NoCheckpoints;
+pub(crate) struct NoCheckpoints;
 
 #[cfg(test)]
 impl CheckpointSink for NoCheckpoints {

@@ -13,7 +13,6 @@ use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wiberg_cli::fusion::vot::write_dataset;
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
 use wiberg_models::pose::data;
@@ -276,7 +275,7 @@ fn ransac_training_numeric_arguments() {
 
 fn fusion_data(dir: &Path) -> Dataset {
     let data = generate(&GenerateConfig { sequences: 2, trackers: 3, seed: 5, mean_frames: 40.0 }, || {}).0;
-    write_dataset(dir, &data).unwrap();
+    common::write_vot(dir, &data);
     data
 }
 

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
-/// The exit status of a run stopped at `WIBERG_FAULT_AT` (`common::fault::EXIT_CODE`).
-const FAULT_EXIT: i32 = wiberg_cli::common::fault::EXIT_CODE;
+/// The exit status of a run stopped at `WIBERG_FAULT_AT`.
+const FAULT_EXIT: i32 = 86;
+
+/// The lock file every command that writes to an `--out` holds while it writes.
+const LOCK_FILE: &str = ".wiberg.lock";
 
 fn wiberg(args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wiberg"));
@@ -342,10 +345,9 @@ fn ransac_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupte
 
 /// A small synthetic VOT-format data set in `dir`.
 fn fusion_data(dir: &Path, seed: u64) {
-    use wiberg_cli::fusion::vot::write_dataset;
     use wiberg_models::fusion::generate::{generate, GenerateConfig};
     let set = generate(&GenerateConfig { sequences: 3, trackers: 6, seed, mean_frames: 40.0 }, || {}).0;
-    write_dataset(dir, &set).unwrap();
+    common::write_vot(dir, &set);
 }
 
 fn fusion_args(data: &Path, epochs: &str, every: &str) -> impl Fn(&Path, &str) -> Vec<String> {
@@ -448,10 +450,7 @@ fn fusion_killed_at_random_moments_and_resumed_ends_exactly_like_an_uninterrupte
 
 /// A training directory of 2 frames (two one-frame sequences of the generator's training set).
 fn pose_data(tome: &Path, dir: &Path) -> PathBuf {
-    use wiberg_cli::pose::generate;
-    use wiberg_models::pose::generate::Generator;
-    let gen = Generator::load(tome).unwrap();
-    generate::generate(&gen, &dir.join("generated"), 1, 4, 1.0, false).unwrap();
+    common::generate_pose(tome, &dir.join("generated"), 1, 4);
     let small = dir.join("training");
     std::fs::create_dir_all(&small).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(dir.join("generated/training"))
@@ -571,6 +570,24 @@ fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Takes `dir`'s lock as a wiberg process does: `LOCK_FILE` in it, locked, holding this
+/// process's id. The lock lasts as long as the returned file is open.
+fn hold_lock(dir: &Path) -> std::fs::File {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))
+        .unwrap();
+    file.try_lock().unwrap();
+    file.set_len(0).unwrap();
+    writeln!(file, "{}", std::process::id()).unwrap();
+    file
+}
+
 /// Each command that writes to an `--out` stops at once, writing nothing, with an error naming
 /// the directory, while another process (here the test process) holds the directory's lock;
 /// once the lock is released the same command runs. The lock file stays and blocks nothing:
@@ -599,17 +616,17 @@ fn a_locked_out_directory_is_refused_then_used_once_released() {
     }
     for (name, args) in &cases {
         let out = out(name);
-        let lock = wiberg_cli::common::lock_out_dir(&out).unwrap();
+        let lock = hold_lock(&out);
         let o = wiberg(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && o.status.code() != Some(FAULT_EXIT), "{name}: {:?} {stderr}", o.status);
         let expected = format!("another wiberg process (pid {}) is writing to {}", std::process::id(), out.display());
         assert!(stderr.contains(&expected), "{name}: expected `{expected}` in: {stderr}");
-        assert_eq!(listing(&out), [wiberg_cli::common::LOCK_FILE], "{name}: wrote while locked out");
+        assert_eq!(listing(&out), [LOCK_FILE], "{name}: wrote while locked out");
         drop(lock);
         run_ok_once_unlocked(args, &expected);
         let after = listing(&out);
-        assert!(after.len() > 1 && after.contains(&wiberg_cli::common::LOCK_FILE.to_string()), "{name}: {after:?}");
+        assert!(after.len() > 1 && after.contains(&LOCK_FILE.to_string()), "{name}: {after:?}");
         assert!(temporaries(&out).is_empty(), "{name}: {:?}", temporaries(&out));
     }
 }

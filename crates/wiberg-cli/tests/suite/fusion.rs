@@ -1,14 +1,13 @@
-//! Integration tests of `wiberg fusion`: VOT I/O, gradients, and that learning helps.
+//! Integration tests of `wiberg fusion`: VOT I/O, gradients, and the command on a data set with
+//! a missing result file. (Training through the crate's own functions: `src/fusion/tests.rs`.)
 
 use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
-use wiberg_cli::common::OptimizerKind;
-use wiberg_cli::fusion::train::{train, train_from, TrainConfig, TrainState};
-use wiberg_cli::fusion::vot::write_dataset;
-use wiberg_cli::fusion::{run_train, TrainArgs};
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
-use wiberg_models::fusion::model::{build_frames, layer_with, loss_and_grad, LossKind, ParamLayout};
+use wiberg_models::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
 use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
+
+use crate::common::write_vot;
 
 fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
     generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
@@ -18,7 +17,7 @@ fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Data
 fn reader_round_trips_the_generator() {
     let dir = tempfile::tempdir().unwrap();
     let data = small(9, 3, 60.0, 1);
-    write_dataset(dir.path(), &data).unwrap();
+    write_vot(dir.path(), &data);
     let (back, report) = read_dataset(dir.path()).unwrap();
     assert!(report.skipped_trackers.is_empty() && report.sequences_without_size.is_empty());
     assert_eq!(back, data);
@@ -29,7 +28,7 @@ fn reader_round_trips_the_generator() {
 
 fn write_small(dir: &Path) -> Dataset {
     let data = small(4, 2, 50.0, 2);
-    write_dataset(dir, &data).unwrap();
+    write_vot(dir, &data);
     data
 }
 
@@ -112,7 +111,7 @@ fn missing_result_file_drops_the_tracker_on_that_sequence_only() {
 
     // Written back, the missing file stays missing.
     let copy = tempfile::tempdir().unwrap();
-    write_dataset(copy.path(), &back).unwrap();
+    write_vot(copy.path(), &back);
     assert!(!result_path(copy.path(), &data.trackers[2], &data.sequences[1].name).exists());
     assert_eq!(read_dataset(copy.path()).unwrap().0, back);
 }
@@ -150,7 +149,7 @@ fn write_image(path: &Path, size: (u32, u32)) {
 fn image_size_comes_from_the_first_image_without_meta_txt() {
     let dir = tempfile::tempdir().unwrap();
     let data = small(3, 4, 30.0, 12);
-    write_dataset(dir.path(), &data).unwrap();
+    write_vot(dir.path(), &data);
     let name = |s: usize| data.sequences[s].name.clone();
     let seq_dir = |s: usize| dir.path().join("sequences").join(name(s));
     for s in 0..3 {
@@ -187,7 +186,7 @@ fn fusion_train_reports_a_missing_result_file() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let data = small(5, 3, 40.0, 9);
-    write_dataset(&data_dir, &data).unwrap();
+    write_vot(&data_dir, &data);
     let (tracker, seq) = (&data.trackers[0], &data.sequences[2].name);
     let missing = result_path(&data_dir, tracker, seq);
     std::fs::remove_file(&missing).unwrap();
@@ -300,56 +299,6 @@ fn fusion_loss_gradient_matches_finite_differences() {
     assert!(checked >= 20, "only {checked} parameters checked");
 }
 
-#[test]
-fn trained_fusion_beats_median_fusion_on_held_out_frames() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    write_dataset(&data_dir, &small(72, 6, 150.0, 11)).unwrap();
-    let mut args = TrainArgs::new(data_dir, dir.path().join("run"));
-    args.epochs = 4;
-    args.batch = 64;
-    args.no_implicit = true;
-    args.threads = 2;
-    let report = run_train(&args).unwrap();
-    let row = |name: &str| report.table.rows.iter().find(|r| r.method.starts_with(name)).unwrap().mean_iou;
-    let (median, ours) = (row("median fusion"), row("trust-region fusion"));
-    assert!(ours > median + 0.005, "trained {ours} vs median {median}");
-    assert!(report.trust_region.converged());
-    for f in [
-        "table.csv",
-        "table.json",
-        "table.txt",
-        "training.json",
-        "params_ours.json",
-        "figure2.png",
-        "split_frames_seed0.txt",
-    ] {
-        assert!(dir.path().join("run").join(f).exists(), "{f} missing");
-    }
-    let split = std::fs::read_to_string(dir.path().join("run/split_frames_seed0.txt")).unwrap();
-    assert!(split.lines().any(|l| l.ends_with(" train")) && split.lines().any(|l| l.ends_with(" test")));
-}
-
-#[test]
-fn training_is_identical_for_one_and_two_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    write_dataset(&data_dir, &small(12, 2, 80.0, 4)).unwrap();
-    let run = |threads: usize| {
-        let mut args = TrainArgs::new(data_dir.clone(), dir.path().join(format!("run{threads}")));
-        args.epochs = 2;
-        args.batch = 32;
-        args.split = wiberg_cli::fusion::train::SplitKind::Sequences;
-        args.threads = threads;
-        run_train(&args).unwrap()
-    };
-    let (a, b) = (run(1), run(2));
-    assert_eq!(a.trust_region.params, b.trust_region.params);
-    assert_eq!(a.implicit.as_ref().map(|o| &o.params), b.implicit.as_ref().map(|o| &o.params));
-    let iou = |r: &wiberg_cli::fusion::TrainReport| r.table.rows.iter().map(|x| x.mean_iou).collect::<Vec<_>>();
-    assert_eq!(iou(&a), iou(&b));
-}
-
 /// The IoU loss: its box-coordinate gradient is itself a central difference, so the check is
 /// looser, but it catches sign and chaining errors through both corners' argmin layers.
 #[test]
@@ -393,46 +342,4 @@ fn iou_loss_gradient_matches_finite_differences() {
         }
     }
     assert!(checked >= 10, "only {checked} parameters checked");
-}
-
-/// A state saved mid-epoch or at an epoch end, read back from its JSON, continues to exactly
-/// the parameters and log of an uninterrupted training.
-#[test]
-fn a_saved_training_state_continues_bit_identically() {
-    let data = small(12, 2, 80.0, 8);
-    let layout = ParamLayout { trackers: 12, bins: 4 };
-    let frames = build_frames(&data, &layout).unwrap();
-    let train_idx: Vec<usize> =
-        (0..frames.len()).filter(|&i| i % 2 == 0 && !frames[i].is_empty() && frames[i].gt_size() >= 1.0).collect();
-    let cfg =
-        TrainConfig { epochs: 3, batch: 8, lr: 0.02, optimizer: OptimizerKind::Adam, loss: LossKind::Corner, seed: 3 };
-    let layer = layer_with(Damping::TrustRegion { lambda: 0.1 });
-    let pb = indicatif::ProgressBar::hidden();
-    let init = layout.initial(0.25);
-    let full = train(&frames, &train_idx, &layout, init.clone(), &layer, &cfg, &pb).unwrap();
-    let mut saved = Vec::new();
-    let state = TrainState::new(&train_idx, init, &cfg).unwrap();
-    train_from(&frames, &layout, state, &layer, &cfg, &pb, 3, &mut |s| {
-        saved.push((s.epoch, s.next_batch, serde_json::to_string(&s.save()?)?));
-        Ok(())
-    })
-    .unwrap();
-    let batches = train_idx.len().div_ceil(cfg.batch);
-    assert_eq!(saved.len(), cfg.epochs * (1 + (batches - 1) / 3), "checkpoints every 3 batches and at epoch ends");
-    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let mid_epoch = saved.iter().find(|(e, b, _)| *e == 2 && *b > 0).unwrap();
-    let epoch_end = saved.iter().find(|(e, b, _)| *e == 2 && *b == 0).unwrap();
-    for (_, _, text) in [mid_epoch, epoch_end] {
-        let state = TrainState::restore(serde_json::from_str(text).unwrap(), &train_idx, &layout, &cfg).unwrap();
-        let done = train_from(&frames, &layout, state, &layer, &cfg, &pb, 0, &mut |_| Ok(())).unwrap().into_outcome();
-        assert_eq!(bits(&done.params), bits(&full.params));
-        let losses =
-            |o: &wiberg_cli::fusion::train::TrainOutcome| o.epochs.iter().map(|e| e.loss.to_bits()).collect::<Vec<_>>();
-        assert_eq!(losses(&done), losses(&full));
-        assert_eq!(done.diverged, full.diverged);
-    }
-    // A state from other training frames is refused.
-    let err =
-        TrainState::restore(serde_json::from_str(&mid_epoch.2).unwrap(), &train_idx[1..], &layout, &cfg).err().unwrap();
-    assert!(format!("{err:#}").contains("permutation"), "{err:#}");
 }

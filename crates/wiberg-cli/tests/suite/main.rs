@@ -8,6 +8,5 @@ mod crash_safety;
 mod fusion;
 mod pose;
 mod pose_grad;
-mod pose_table;
 mod pose_train;
 mod ransac;

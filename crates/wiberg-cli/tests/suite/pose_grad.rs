@@ -4,15 +4,13 @@
 
 use std::path::Path;
 use wiberg::Damping;
-use wiberg_cli::pose::generate;
 use wiberg_models::pose::data;
-use wiberg_models::pose::generate::Generator;
 use wiberg_models::pose::grad;
 use wiberg_models::pose::model::{normalise, PoseModel, Variant, Workspace};
 use wiberg_models::pose::params::{group_at, offset, ParamSource, PoseParams, G, GROUPS};
 
 use crate::common;
-use common::tome_dir;
+use common::{generate_pose, tome_dir};
 
 /// Indices to check: per group the largest |gradient| plus two spread entries.
 fn sample(grad: &[f64]) -> Vec<usize> {
@@ -32,9 +30,8 @@ fn sample(grad: &[f64]) -> Vec<usize> {
 
 /// One generated frame and its ground truth.
 fn one_frame(dir: &Path) -> (data::Frame2d, data::Pose3d) {
-    let gen = Generator::load(dir).unwrap();
     let out = tempfile::tempdir().unwrap();
-    generate::generate(&gen, out.path(), 1, 7, 1.0, false).unwrap();
+    generate_pose(dir, out.path(), 1, 7);
     let seqs = data::load_dir(&out.path().join("testing")).unwrap();
     (seqs[0].joint_2d[0], seqs[0].joint_3d[0])
 }

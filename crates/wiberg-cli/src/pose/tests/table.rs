@@ -3,17 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use wiberg_cli::common::DampingMode;
-use wiberg_cli::pose::generate;
-use wiberg_cli::pose::table::{self, TableArgs};
-use wiberg_cli::pose::train::{self, TrainArgs};
-use wiberg_cli::pose::{evaluate, EvalArgs, ModelArgs};
 use wiberg_models::pose::generate::{Generator, ACTIONS};
 use wiberg_models::pose::metrics::Metric;
 use wiberg_models::pose::model::Variant;
 
-use crate::common;
-use common::tome_dir;
+use crate::common::DampingMode;
+use crate::pose::table::{self, TableArgs};
+use crate::pose::train::{self, TrainArgs};
+use crate::pose::{evaluate, generate, EvalArgs, ModelArgs};
+use crate::test_support::tome_dir;
 
 fn model_args(checkpoint: &Path, variant: Variant) -> ModelArgs {
     ModelArgs {
@@ -101,14 +99,14 @@ fn table_rows_columns_and_numbers_match_pose_eval() {
 
     let md = std::fs::read_to_string(out.path().join("table.md")).unwrap();
     assert_eq!(md.lines().filter(|l| l.starts_with("| ")).count(), 3, "{md}");
-    if wiberg_cli::common::check_fonts().is_ok() {
+    if crate::common::check_fonts().is_ok() {
         let png = std::fs::read(out.path().join("table.png")).unwrap();
         assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "table.png has {} bytes", png.len());
     }
     assert!(
         std::fs::read_dir(out.path()).unwrap().all(|e| {
             let name = e.unwrap().file_name().to_string_lossy().to_string();
-            name == wiberg_cli::common::LOCK_FILE || !name.starts_with('.')
+            name == crate::common::LOCK_FILE || !name.starts_with('.')
         }),
         "temporary files left in --out"
     );
@@ -118,8 +116,8 @@ fn table_rows_columns_and_numbers_match_pose_eval() {
     assert_eq!(specs[0].variant, Variant::Huber);
     // `pose eval --checkpoint <train out>` reads the same checkpoint the table used.
     let eval_out = out.path().join("eval.json");
-    wiberg_cli::pose::run(wiberg_cli::pose::PoseArgs {
-        command: wiberg_cli::pose::PoseCommand::Eval(EvalArgs {
+    crate::pose::run(crate::pose::PoseArgs {
+        command: crate::pose::PoseCommand::Eval(EvalArgs {
             data: test.clone(),
             model: model_args(run_l2.path(), Variant::L2),
             metric: Metric::Mpjpe,
