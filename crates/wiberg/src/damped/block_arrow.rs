@@ -187,6 +187,24 @@ impl<const B: usize> BlockArrow<B> {
         self.coupling.chunks_exact_mut(self.stride.max(1)).map(move |row| &mut row[..m])
     }
 
+    /// Coupling row `r` (row `r mod B` of `C_{r / B}`) to write, `m` values; `None` past the
+    /// last row.
+    pub fn coupling_row_mut(&mut self, r: usize) -> Option<&mut [f64]> {
+        let (m, stride) = (self.border_dim, self.stride);
+        self.coupling.get_mut(r * stride..r * stride + m)
+    }
+
+    /// Copies the border and the blocks of `other`, and its coupling too when `coupling` is
+    /// set (an assembly that starts from a fixed matrix whose coupling it already holds skips
+    /// that copy, the largest of the three). Dimensions must match.
+    pub(crate) fn copy_from(&mut self, other: &Self, coupling: bool) {
+        self.border.copy_from_slice(&other.border);
+        self.blocks.copy_from_slice(&other.blocks);
+        if coupling {
+            self.coupling.copy_from_slice(&other.coupling);
+        }
+    }
+
     /// Sets every entry to zero (keeping the storage).
     pub fn set_zero(&mut self) {
         self.border.fill(0.0);

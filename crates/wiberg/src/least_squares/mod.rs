@@ -1,5 +1,7 @@
-//! Closed-form damped weighted linear least squares with exact derivatives, and (re-exported
-//! from [`crate::minimize::irls`]) IRLS for pseudo-Huber residuals.
+//! Closed-form damped weighted linear least squares with exact derivatives, (re-exported
+//! from [`crate::minimize::irls`]) IRLS for pseudo-Huber residuals, and ([`structured`]) robust
+//! least squares whose normal matrix is block-arrow, solved by IRLS with the block-arrow factor
+//! and differentiated with the IRLS weights held fixed.
 //!
 //! [`LeastSquares`] solves
 //!
@@ -28,6 +30,10 @@ use crate::derivative::{Damping, Diagnostics};
 use crate::error::{check_finite, check_len, WibergError};
 use crate::Result;
 use nalgebra::{DMatrix, DVector};
+
+pub mod structured;
+
+pub use structured::{FixedQuadratic, PseudoHuber, RobustRows, RowGradient, RowLoss, SquaredLoss, StructuredIrls};
 
 pub use crate::minimize::irls::{
     IrlsConfig, IrlsReport, RobustEnergy, RobustGradient, RobustLeastSquares, RobustSolution,
