@@ -186,8 +186,8 @@ fn block_arrow_solve_equals_dense_solve_on_real_systems() {
         for (m, ti) in [(0, 0), (1, 37), (2, 99)] {
             let sol = model.solve_rotation(m, ti, &nf, &mut ws).unwrap();
             // Same equations (stored with the damping on the diagonal), dense Cholesky on 80 x 80.
-            let rhs = nalgebra::DVector::from_column_slice(&ws.rhs);
-            let dense = ws.hessian.to_dense().cholesky().unwrap().solve(&rhs);
+            let rhs = nalgebra::DVector::from_column_slice(ws.rhs());
+            let dense = ws.normal().to_dense().cholesky().unwrap().solve(&rhs);
             // And from scratch: (A^T W A + lambda I) x = A^T W b with the dense A.
             let (a, b) = model.dense_system(m, ti, &nf);
             let w = model.row_weights(&ws);
@@ -283,7 +283,7 @@ fn damped_solve_derivative_matches_finite_differences() {
         }
         // The trust-region derivative with the forward pass's own factorisation.
         let mut dx = dgrad;
-        ws.factor.solve_in_place(&mut dx).unwrap();
+        ws.factor().solve_in_place(&mut dx).unwrap();
         for v in dx.iter_mut() {
             *v = -*v;
         }

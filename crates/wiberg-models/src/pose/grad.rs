@@ -21,11 +21,12 @@ use super::model::{
 use super::params::{
     offset, PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PARAMS, N_PCA, SIGMA_SCALE,
 };
-use wiberg::damped::DampedFactor;
 use wiberg::{Damping, WibergError};
 
 /// `model` with every solve damped by `lambda` instead (same parameters).
-pub fn with_damping(model: &PoseModel, lambda: f64) -> PoseModel {
+///
+/// Errors: `lambda` not finite.
+pub fn with_damping(model: &PoseModel, lambda: f64) -> wiberg::Result<PoseModel> {
     let mut out = model.clone();
     let shift = lambda - model.damping;
     for mc in out.models.iter_mut() {
@@ -33,9 +34,10 @@ pub fn with_damping(model: &PoseModel, lambda: f64) -> PoseModel {
             mc.naa_plain[r][r] += shift;
             mc.naa_irls[r][r] += shift;
         }
+        mc.set_fixed_parts(lambda)?;
     }
     out.damping = lambda;
-    out
+    Ok(out)
 }
 
 /// The training loss of one frame: metric 2 (mm) of the model output `rec` against `gt`.
@@ -333,7 +335,7 @@ fn loss_impl(
     // (as the forward ones are with the model's): the factorisation then adds nothing unless a
     // guarded shift must exceed it.
     let pre_shift = damping.lambda();
-    let back = if pre_shift == model.damping { None } else { Some(with_damping(model, pre_shift)) };
+    let back = if pre_shift == model.damping { None } else { Some(with_damping(model, pre_shift)?) };
     let back_model = back.as_ref().unwrap_or(model);
     let mut g_basis = vec![[[0.0; NA]; NQ]; N_MODELS];
     let mut g_d = vec![[[0.0; NA]; NA]; N_MODELS];
@@ -417,19 +419,19 @@ fn loss_impl(
                         if f == 0.0 {
                             continue;
                         }
-                        let (u3, _) = row_2d(model, m, ti, nf, c, j, ax);
+                        let (u3, _) = model.row_2d(m, ti, nf, c, j, ax);
                         for d in 0..3 {
                             v[NA + 3 * j + d] += f * u3[d];
                         }
                     }
                 }
             }
-            // u = -(A^T W A + lambda I)^-1 v, with the final weights.
+            // u = -(A^T W A + lambda I)^-1 v, with the final weights (the library's backward
+            // solve of the structured problem; it leaves the 2-D rows in `ws.rows()`).
             ws.weights = s.weights;
             ws.reg_weight = s.reg_weight;
-            back_model.factorize_weighted(m, ti, nf, ws, damping)?;
             let mut u = v;
-            ws.factor.solve_in_place(&mut u)?;
+            back_model.adjoint(m, ti, nf, ws, damping, &mut u)?;
             for val in u.iter_mut() {
                 *val = -*val;
             }
@@ -458,18 +460,20 @@ fn loss_impl(
                     g_kappa[m] += er[r] * au;
                 }
             }
-            // 2-D rows: a_r = s P (at q_j), b_r = s w, s = omega rho vis.
+            // 2-D rows: a_r = s P (at q_j), b_r = s w, s = omega rho vis; row `ax` of the
+            // group of (c, j) in the library's rows.
+            let rows = ws.rows();
             for c in 0..N_CAMERAS {
                 for j in 0..N_JOINTS {
                     if nf.vis[c][j] == 0.0 {
                         continue;
                     }
                     let w = s.weights[c][j];
+                    let first_row = rows.group(c * N_JOINTS + j).start;
                     for ax in 0..2 {
-                        let (u3, _) = row_2d(model, m, ti, nf, c, j, ax);
                         let qx = &x[NA + 3 * j..NA + 3 * j + 3];
                         let qu = &u[NA + 3 * j..NA + 3 * j + 3];
-                        let au: f64 = (0..3).map(|d| u3[d] * qu[d]).sum();
+                        let au = rows.dot(first_row + ax, &u);
                         let alpha_r = w * au + sbar * de2[c][j][ax];
                         let beta_r = w * r2[c][j][ax];
                         let p = &model.projections[ti][c][ax];
@@ -531,14 +535,6 @@ fn loss_impl(
         return Err(WibergError::NonFinite { what: format!("pose gradient (loss {loss})") });
     }
     Ok((loss, Some(grad)))
-}
-
-/// The 2-D row coefficients (as in the model): `u = s P`, `b = s w`.
-fn row_2d(model: &PoseModel, m: usize, ti: usize, nf: &NormFrame, c: usize, j: usize, a: usize) -> ([f64; 3], f64) {
-    let mc = &model.models[m];
-    let s = mc.omega[2 * j + a] * mc.rho * nf.vis[c][j];
-    let p = &model.projections[ti][c][a];
-    ([s * p[0], s * p[1], s * p[2]], s * nf.w[c][j][a])
 }
 
 fn sign(v: f64) -> f64 {

@@ -9,8 +9,8 @@
 use super::data::{Frame2d, Pose3d};
 use super::params::{PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PCA, SIGMA_SCALE};
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
-use wiberg::damped::{BlockArrow, BlockArrowFactor, DampedFactor};
+use wiberg::damped::{BlockArrow, BlockArrowFactor};
+use wiberg::least_squares::{FixedQuadratic, PseudoHuber, RobustRows, StructuredIrls};
 use wiberg::{Damping, WibergError};
 
 /// Number of basis coefficients (the border of the block-arrow normal matrix).
@@ -96,9 +96,6 @@ impl Variant {
 /// The per-model constants derived from the parameters.
 #[derive(Debug, Clone)]
 pub struct ModelConsts {
-    /// Identifies `basis` (a fresh value per [`PoseModel::new`]; clones share it): a
-    /// [`Workspace`] copies the coupling rows `-B` into its matrix only when this changes.
-    basis_id: u64,
     /// Basis matrix: `basis[3j+d][b] = B_b[d, j]`.
     pub basis: Box<Basis>,
     /// Regulariser matrix `D = lambda_0 * SIGMA_SCALE * sigma_variance`.
@@ -113,6 +110,15 @@ pub struct ModelConsts {
     pub naa_plain: [[f64; NA]; NA],
     /// `B^T B + kappa D^T D + lambda I` (the a-block of the re-weighted solves).
     pub naa_irls: [[f64; NA]; NA],
+    /// The unweighted rows of the first solve (3-D rows, regulariser with weight 1) as the
+    /// library's fixed quadratic part, stored with the solves' damping on its diagonal: border
+    /// `naa_plain`, coupling `-B`, blocks `(1 + lambda) I`, right-hand side `(D^T t, 0)`.
+    pub first: FixedQuadratic<3>,
+    /// The same for the re-weighted solves (regulariser weight `kappa`; shares `first`'s coupling).
+    pub reweighted: FixedQuadratic<3>,
+    /// The pseudo-Huber loss of the 2-D pairs, with the released code's smoothing: weight
+    /// `(1 + (|r + 1e-7|^2 + 1e-6) / delta^2)^-1/2`.
+    pub loss: PseudoHuber,
     /// `D^T t`.
     pub dtt: [f64; NA],
     /// Joint weights `omega` (index 2 joint + axis).
@@ -129,6 +135,34 @@ pub struct ModelConsts {
     pub beta: f64,
     /// Model soft-min offset `gamma`.
     pub gamma: f64,
+}
+
+impl ModelConsts {
+    /// Rebuilds [`ModelConsts::first`] and [`ModelConsts::reweighted`] from `basis`,
+    /// `naa_plain`, `naa_irls` and `dtt`, for solves damped by `damping` (added to the blocks'
+    /// diagonal here; the caller has added it to the `naa` blocks).
+    pub fn set_fixed_parts(&mut self, damping: f64) -> wiberg::Result<()> {
+        let mut first = FixedQuadratic::new(NA, N_JOINTS);
+        for (row, b) in first.coupling_rows_mut().zip(self.basis.iter()) {
+            for (v, bv) in row.iter_mut().zip(b) {
+                *v = -bv;
+            }
+        }
+        let diag = 1.0 + damping;
+        first.blocks_mut().fill([[diag, 0.0, 0.0], [0.0, diag, 0.0], [0.0, 0.0, diag]]);
+        first.set_preshift(damping)?;
+        // The re-weighted part shares the coupling (a clone keeps its identity).
+        let mut reweighted = first.clone();
+        first.border_mut().copy_from_slice(self.naa_plain.as_flattened());
+        reweighted.border_mut().copy_from_slice(self.naa_irls.as_flattened());
+        for ((r1, rk), v) in first.rhs_mut().iter_mut().zip(reweighted.rhs_mut().iter_mut()).zip(&self.dtt) {
+            *r1 = *v;
+            *rk = self.kappa * v;
+        }
+        self.first = first;
+        self.reweighted = reweighted;
+        Ok(())
+    }
 }
 
 /// The model, ready to reconstruct frames.
@@ -210,10 +244,14 @@ pub fn limb_scale(p: &Pose3d) -> f64 {
 
 /// Per-thread scratch space of the solves, and the state of the last one (for the backward pass).
 ///
-/// The normal matrix `N = A^T W A` of one (model, rotation) solve is block-arrow: unknowns
-/// `x = (a, q)`, `a` in R^29 (basis coefficients, the border), `q` in R^51 (17 free 3-D points,
-/// one 3 x 3 diagonal block each), because `q_j` appears only in its own three 3-D rows
-/// (coefficient -1) and its own 2-D rows:
+/// Each (model, rotation) problem is the library's structured robust least squares
+/// ([`wiberg::least_squares::structured`]): unknowns `x = (a, q)`, `a` in R^29 (basis
+/// coefficients, the border), `q` in R^51 (17 free 3-D points, one 3 x 3 diagonal block each).
+/// The 3-D rows (`B a - q`, weight 1) and the regulariser rows (`D a - t`, weight 1 then
+/// `kappa`) form the fixed quadratic part, the same for every rotation and frame
+/// ([`ModelConsts::first`], [`ModelConsts::reweighted`]); the 2-D rows are the robust rows, the
+/// two axes of one (camera, joint) a group with a pseudo-Huber weight, each touching only its
+/// joint's block `q_j`. So the normal matrix is block-arrow:
 ///
 /// ```text
 ///     [ Naa   -B^T ]        Naa = B^T B + w_reg D^T D       (29 x 29, the border)
@@ -221,39 +259,59 @@ pub fn limb_scale(p: &Pose3d) -> f64 {
 ///     [ -B    Qblk ]        Qblk = blockdiag(Q_0 .. Q_16), Q_j 3 x 3
 /// ```
 ///
-/// It is stored with the forward damping already on its diagonal and factorised by the
-/// library's [`BlockArrowFactor`] (blocks eliminated first, then the 29 x 29 Schur complement).
+/// stored with the forward damping already on its diagonal and factorised by the library's
+/// [`BlockArrowFactor`] (blocks eliminated first, then the 29 x 29 Schur complement).
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    /// `N + s0 I` of the last solve (`s0` the damping of the model that built it).
-    pub hessian: BlockArrow<3>,
-    /// Right-hand side `A^T W b` of the last solve.
-    pub rhs: [f64; NX],
-    /// Factorisation of the last solve's damped `N`.
-    pub factor: BlockArrowFactor<3>,
+    /// The library's solver: matrix, factor, solution and group weights of the last solve.
+    irls: StructuredIrls<3>,
+    /// The robust (2-D) rows of the last problem, groups `(camera, joint)` camera-major.
+    rows: RobustRows<3>,
     /// IRLS weights (per camera and joint) of the last solve.
     pub weights: [[f64; N_JOINTS]; N_CAMERAS],
     /// Regulariser row weight of the last solve (1 or kappa).
     pub reg_weight: f64,
-    /// `basis_id` of the model whose coupling rows `hessian` holds.
-    coupling_of: Option<u64>,
 }
 
 impl Default for Workspace {
     fn default() -> Self {
         Workspace {
-            hessian: BlockArrow::new(NA, N_JOINTS),
-            rhs: [0.0; NX],
-            factor: BlockArrowFactor::new(NA, N_JOINTS),
+            irls: StructuredIrls::new(NA, N_JOINTS),
+            rows: RobustRows::new(NA, N_JOINTS),
             weights: [[0.0; N_JOINTS]; N_CAMERAS],
             reg_weight: 0.0,
-            coupling_of: None,
         }
     }
 }
 
-/// Source of [`ModelConsts`]' `basis_id`.
-static NEXT_BASIS_ID: AtomicU64 = AtomicU64::new(0);
+impl Workspace {
+    /// `N + s0 I` of the last solve (`s0` the damping of the model that built it).
+    pub fn normal(&self) -> &BlockArrow<3> {
+        self.irls.normal()
+    }
+
+    /// Right-hand side `A^T W b` of the last solve.
+    pub fn rhs(&self) -> &[f64] {
+        self.irls.rhs()
+    }
+
+    /// Factorisation of the last solve's damped `N` (or of the last backward system).
+    pub fn factor(&self) -> &BlockArrowFactor<3> {
+        self.irls.factor()
+    }
+
+    /// The robust rows of the last problem filled (see [`Workspace`]).
+    pub fn rows(&self) -> &RobustRows<3> {
+        &self.rows
+    }
+
+    /// Copies the library's group weights into `weights` (group `c * N_JOINTS + j`).
+    fn take_weights(&mut self) {
+        for (dst, src) in self.weights.as_flattened_mut().iter_mut().zip(self.irls.weights()) {
+            *dst = *src;
+        }
+    }
+}
 
 /// The result of one (model, rotation) solve.
 #[derive(Debug, Clone, Copy)]
@@ -325,6 +383,7 @@ impl PoseModel {
                 return Err(Error::Invalid(format!("ir_reg[{m}] is 0: the pseudo-Huber width would be 0")));
             }
             let dtd = mat_t_mat(&d);
+            let loss = PseudoHuber::new(delta)?.with_smoothing(1e-7, 1e-6)?;
             let mut naa_plain = [[0.0; NA]; NA];
             let mut naa_irls = [[0.0; NA]; NA];
             let mut btb = [[0.0; NA]; NA];
@@ -343,8 +402,7 @@ impl PoseModel {
             }
             let mut omega = [0.0; 2 * N_JOINTS];
             omega.copy_from_slice(&params.group(G::JointWeights)[m * 2 * N_JOINTS..(m + 1) * 2 * N_JOINTS]);
-            models.push(ModelConsts {
-                basis_id: NEXT_BASIS_ID.fetch_add(1, Ordering::Relaxed),
+            let mut mc = ModelConsts {
                 basis,
                 btb,
                 dtd,
@@ -352,6 +410,9 @@ impl PoseModel {
                 t0,
                 naa_plain,
                 naa_irls,
+                first: FixedQuadratic::new(NA, N_JOINTS),
+                reweighted: FixedQuadratic::new(NA, N_JOINTS),
+                loss,
                 dtt,
                 omega,
                 rho: SIGMA_2D[m] * params.group(G::LambdaScale)[m],
@@ -360,7 +421,9 @@ impl PoseModel {
                 alpha: params.group(G::ExpWeights)[m],
                 beta: params.group(G::ExpWeightsModel)[m],
                 gamma: params.group(G::ExpAdditiveModel)[m],
-            });
+            };
+            mc.set_fixed_parts(damping)?;
+            models.push(mc);
         }
         let k = params.group(G::Cameras);
         let mut rotations = Vec::with_capacity(N_ROT);
@@ -389,9 +452,10 @@ impl PoseModel {
         })
     }
 
-    /// The 2-D row coefficients of camera `c`, joint `j`, axis `a`: the row is `u . Q_j - b`.
+    /// The 2-D row coefficients of camera `c`, joint `j`, axis `a`: the row is `u . Q_j - b`,
+    /// `u = s P`, `b = s w` with `s = omega rho vis`.
     #[inline]
-    fn row_2d(&self, m: usize, ti: usize, nf: &NormFrame, c: usize, j: usize, a: usize) -> ([f64; 3], f64) {
+    pub fn row_2d(&self, m: usize, ti: usize, nf: &NormFrame, c: usize, j: usize, a: usize) -> ([f64; 3], f64) {
         let mc = &self.models[m];
         let s = mc.omega[2 * j + a] * mc.rho * nf.vis[c][j];
         let p = &self.projections[ti][c][a];
@@ -408,60 +472,37 @@ impl PoseModel {
         }
     }
 
-    /// Fills `ws.hessian` (with the model's damping on its diagonal) and `ws.rhs` with the
-    /// normal equations for 2-D pair weights `ws.weights` and regulariser row weight
-    /// `ws.reg_weight`.
-    fn build(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) {
-        let mc = &self.models[m];
-        if ws.coupling_of != Some(mc.basis_id) {
-            for (row, b) in ws.hessian.coupling_rows_mut().zip(mc.basis.iter()) {
-                for (v, bv) in row.iter_mut().zip(b) {
-                    *v = -bv;
-                }
-            }
-            ws.coupling_of = Some(mc.basis_id);
-        }
-        let border = ws.hessian.border_mut();
-        if ws.reg_weight == 1.0 {
-            border.copy_from_slice(mc.naa_plain.as_flattened());
-        } else if ws.reg_weight == mc.kappa {
-            border.copy_from_slice(mc.naa_irls.as_flattened());
-        } else {
-            for r in 0..NA {
-                for c in 0..NA {
-                    border[r * NA + c] = mc.btb[r][c] + ws.reg_weight * mc.dtd[r][c];
-                }
-                border[r * NA + r] += self.damping;
-            }
-        }
-        for (r, v) in ws.rhs[..NA].iter_mut().zip(&mc.dtt) {
-            *r = ws.reg_weight * v;
-        }
-        let diag = 1.0 + self.damping;
-        for (j, out) in ws.hessian.blocks_mut().iter_mut().enumerate() {
-            let mut blk = [diag, 0.0, diag, 0.0, 0.0, diag];
-            let mut rq = [0.0; 3];
-            for c in 0..N_CAMERAS {
-                if nf.vis[c][j] == 0.0 {
-                    continue;
-                }
-                let w = ws.weights[c][j];
-                for a in 0..2 {
-                    let (u, b) = self.row_2d(m, ti, nf, c, j, a);
-                    blk[0] += w * u[0] * u[0];
-                    blk[1] += w * u[1] * u[0];
-                    blk[2] += w * u[1] * u[1];
-                    blk[3] += w * u[2] * u[0];
-                    blk[4] += w * u[2] * u[1];
-                    blk[5] += w * u[2] * u[2];
-                    for d in 0..3 {
-                        rq[d] += w * u[d] * b;
+    /// Fills `rows` with the 2-D rows of model `m`, rotation `ti`: one group per (camera,
+    /// joint), camera-major, holding the joint's two axes when it is visible (an invisible
+    /// joint's group is empty: its rows are zero).
+    fn fill_rows(&self, m: usize, ti: usize, nf: &NormFrame, rows: &mut RobustRows<3>) -> wiberg::Result<()> {
+        rows.clear();
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                if nf.vis[c][j] != 0.0 {
+                    for a in 0..2 {
+                        let (u, b) = self.row_2d(m, ti, nf, c, j, a);
+                        rows.push_block_row(j, u, b)?;
                     }
                 }
+                rows.end_group();
             }
-            // Lower triangle (the only part read).
-            *out = [[blk[0], 0.0, 0.0], [blk[1], blk[2], 0.0], [blk[3], blk[4], blk[5]]];
-            ws.rhs[NA + 3 * j..NA + 3 * j + 3].copy_from_slice(&rq);
+        }
+        Ok(())
+    }
+
+    /// The fixed part of model `m` for regulariser weight `reg_weight` (1 or kappa).
+    fn fixed_part(&self, m: usize, reg_weight: f64) -> wiberg::Result<&FixedQuadratic<3>> {
+        let mc = &self.models[m];
+        if reg_weight == 1.0 {
+            Ok(&mc.first)
+        } else if reg_weight == mc.kappa {
+            Ok(&mc.reweighted)
+        } else {
+            Err(WibergError::InvalidArgument(format!(
+                "pose regulariser weight {reg_weight}: only 1 and kappa = {} have fixed parts",
+                mc.kappa
+            )))
         }
     }
 
@@ -484,20 +525,6 @@ impl PoseModel {
             }
         }
         r
-    }
-
-    /// IRLS weights of the 2-D pairs at `x`: `(1 + (|r + 1e-7|^2 + 1e-6) / delta^2)^-1/2`.
-    pub fn irls_weights(&self, m: usize, ti: usize, nf: &NormFrame, x: &[f64; NX]) -> [[f64; N_JOINTS]; N_CAMERAS] {
-        let delta = self.models[m].delta;
-        let r = self.residuals_2d(m, ti, nf, x);
-        let mut w = [[0.0; N_JOINTS]; N_CAMERAS];
-        for c in 0..N_CAMERAS {
-            for j in 0..N_JOINTS {
-                let s = (r[c][j][0] + 1e-7).powi(2) + (r[c][j][1] + 1e-7).powi(2) + 1e-6;
-                w[c][j] = 1.0 / (1.0 + s / (delta * delta)).sqrt();
-            }
-        }
-        w
     }
 
     /// The score of `x`: the pseudo-Huber energy (Huber) or `|Ax - b|^2` (L2).
@@ -538,31 +565,37 @@ impl PoseModel {
     }
 
     /// One damped solve with the row weights currently in `ws` (`weights`, `reg_weight`):
-    /// `x = (A^T W A + lambda I)^-1 A^T W b`. The factorisation stays in `ws.factor`.
+    /// `x = (A^T W A + lambda I)^-1 A^T W b`. The factorisation stays in `ws`.
     pub fn solve_weighted(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> wiberg::Result<[f64; NX]> {
-        self.factorize_weighted(m, ti, nf, ws, self.forward_damping())?;
-        let mut x = ws.rhs;
-        ws.factor.solve_in_place(&mut x)?;
+        self.fill_rows(m, ti, nf, &mut ws.rows)?;
+        let fixed = self.fixed_part(m, ws.reg_weight)?;
+        let y = ws.irls.solve_with_weights(fixed, &ws.rows, ws.weights.as_flattened(), self.forward_damping())?;
+        let mut x = [0.0; NX];
+        x.copy_from_slice(y);
         Ok(x)
     }
 
-    /// Builds the normal equations of the row weights in `ws` and factorises `A^T W A + s I`,
-    /// `s` chosen by `damping` (the matrix is stored with this model's damping on its
-    /// diagonal: nothing is added when the shift equals it).
-    pub fn factorize_weighted(
+    /// The backward solve of model `m`, rotation `ti` with the row weights in `ws`: overwrites
+    /// `v` with `(A^T W A + s I)^-1 v`, `s` chosen by `damping` (the matrix is stored with this
+    /// model's damping on its diagonal: nothing is added when the shift equals it). On return
+    /// `ws.rows()` holds the problem's 2-D rows.
+    pub fn adjoint(
         &self,
         m: usize,
         ti: usize,
         nf: &NormFrame,
         ws: &mut Workspace,
         damping: Damping,
+        v: &mut [f64; NX],
     ) -> wiberg::Result<()> {
-        self.build(m, ti, nf, ws);
-        ws.factor.factorize_preshifted_into(&ws.hessian, self.damping, damping)
+        self.fill_rows(m, ti, nf, &mut ws.rows)?;
+        let fixed = self.fixed_part(m, ws.reg_weight)?;
+        ws.irls.adjoint(fixed, &ws.rows, ws.weights.as_flattened(), damping, v)
     }
 
-    /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve). On return
-    /// `ws` holds the final solve's equations, factorisation and weights.
+    /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve), by the
+    /// library's [`StructuredIrls`]. On return `ws` holds the final solve's equations,
+    /// factorisation and weights.
     pub fn solve_rotation(
         &self,
         m: usize,
@@ -570,16 +603,17 @@ impl PoseModel {
         nf: &NormFrame,
         ws: &mut Workspace,
     ) -> wiberg::Result<RotationSolve> {
-        ws.weights = [[1.0; N_JOINTS]; N_CAMERAS];
-        ws.reg_weight = 1.0;
-        let mut x = self.solve_weighted(m, ti, nf, ws)?;
-        if self.variant == Variant::Huber {
-            for _ in 0..IRLS_STEPS {
-                ws.weights = self.irls_weights(m, ti, nf, &x);
-                ws.reg_weight = self.models[m].kappa;
-                x = self.solve_weighted(m, ti, nf, ws)?;
-            }
-        }
+        let mc = &self.models[m];
+        self.fill_rows(m, ti, nf, &mut ws.rows)?;
+        let (reweights, reg_weight) = match self.variant {
+            Variant::Huber => (IRLS_STEPS, mc.kappa),
+            Variant::L2 => (0, 1.0),
+        };
+        let y = ws.irls.solve(&mc.first, &mc.reweighted, &ws.rows, &mc.loss, reweights, self.forward_damping())?;
+        let mut x = [0.0; NX];
+        x.copy_from_slice(y);
+        ws.take_weights();
+        ws.reg_weight = reg_weight;
         let score = self.score(m, ti, nf, &x);
         Ok(RotationSolve { x, score })
     }
