@@ -1,12 +1,15 @@
 //! Factorise + solve one right-hand side, per damped-solve strategy: dense vs conjugate
 //! gradients on random positive definite systems of a few sizes, and block-arrow vs dense on a
 //! pose-shaped system (17 blocks of 3 + a border of 29; fresh guarded factor, and a reused
-//! trust-region one as the pose model uses it). `cargo bench -p wiberg --bench damped_solve`.
+//! trust-region one as the pose model uses it), and one pose-shaped robust least-squares problem
+//! (1 + 3 IRLS solves and the backward solve) by the structured solver against the dense
+//! `RobustLeastSquares`. `cargo bench -p wiberg --bench damped_solve`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nalgebra::{DMatrix, DVector};
 use std::hint::black_box;
 use wiberg::damped::{BlockArrow, BlockArrowFactor, CgSolve, DampedFactor, DenseSolve, HessianFactor, HessianSolve};
+use wiberg::least_squares::{FixedQuadratic, IrlsConfig, PseudoHuber, RobustLeastSquares, RobustRows, StructuredIrls};
 use wiberg::{DampedSystem, Damping, Energy};
 
 /// `E = 1/2 y^T H y - w^T y` with a fixed `H` and a matrix-vector `hvp`.
@@ -120,5 +123,80 @@ fn block_arrow_vs_dense(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dense_vs_cg, block_arrow_vs_dense);
+/// A pose-shaped robust problem: border 29, 17 blocks of 3, fixed rows `B a - q` (51) and a
+/// ridge on `a`, 64 robust groups of 2 rows on one block each.
+fn structured_vs_dense_irls(c: &mut Criterion) {
+    let (m, k) = (29, 17);
+    let n = m + 3 * k;
+    let basis = |q: usize, b: usize| ((q * 7 + b * 5) % 11) as f64 * 0.05 - 0.25;
+    let mut fixed = FixedQuadratic::<3>::new(m, k);
+    for r in 0..m {
+        for c in 0..m {
+            let btb: f64 = (0..3 * k).map(|q| basis(q, r) * basis(q, c)).sum();
+            fixed.border_mut()[r * m + c] = btb + if r == c { 0.5 } else { 0.0 };
+        }
+    }
+    for blk in fixed.blocks_mut() {
+        *blk = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    }
+    for (q, row) in fixed.coupling_rows_mut().enumerate() {
+        for (b, v) in row.iter_mut().enumerate() {
+            *v = -basis(q, b);
+        }
+    }
+    let mut rows = RobustRows::<3>::new(m, k);
+    let mut a_r = DMatrix::zeros(128, n);
+    let mut b_r = DVector::zeros(128);
+    for g in 0..64 {
+        let j = g % k;
+        for ax in 0..2 {
+            let r = 2 * g + ax;
+            let coeffs = [((r * 3) % 5) as f64 * 0.3 - 0.6, ((r * 7) % 5) as f64 * 0.3 - 0.5, 0.4];
+            let target = ((r * 13) % 17) as f64 * 0.1 - 0.8 + if g % 9 == 0 { 5.0 } else { 0.0 };
+            rows.push_block_row(j, coeffs, target).unwrap();
+            for d in 0..3 {
+                a_r[(r, m + 3 * j + d)] = coeffs[d];
+            }
+            b_r[r] = target;
+        }
+        rows.end_group();
+    }
+    let loss = PseudoHuber::new(0.1).unwrap();
+    let mut a_q = DMatrix::zeros(3 * k + m, n);
+    for q in 0..3 * k {
+        for b in 0..m {
+            a_q[(q, b)] = basis(q, b);
+        }
+        a_q[(q, m + q)] = -1.0;
+    }
+    for b in 0..m {
+        a_q[(3 * k + b, b)] = 0.5f64.sqrt();
+    }
+    let dense = RobustLeastSquares::new(a_r, b_r, 2, 0.1)
+        .unwrap()
+        .with_quadratic(a_q.clone(), DVector::zeros(3 * k + m))
+        .unwrap();
+    let config = IrlsConfig { max_iters: 3, grad_tol: 0.0, step_tol: 0.0 };
+    let damping = Damping::TrustRegion { lambda: 1e-3 };
+    let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+    let mut group = c.benchmark_group("pose_shaped_irls_1_plus_3");
+    group.bench_function("dense_robust_least_squares", |b| {
+        b.iter(|| black_box(dense.solve(black_box(&config), damping).unwrap().y[0]))
+    });
+    let mut irls = StructuredIrls::<3>::new(m, k);
+    group.bench_function("structured", |b| {
+        b.iter(|| black_box(irls.solve(&fixed, &fixed, black_box(&rows), &loss, 3, damping).unwrap()[0]))
+    });
+    let weights = irls.weights().to_vec();
+    group.bench_function("structured_backward_solve", |b| {
+        b.iter(|| {
+            let mut u = v.clone();
+            irls.adjoint(&fixed, black_box(&rows), &weights, damping, &mut u).unwrap();
+            black_box(u)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dense_vs_cg, block_arrow_vs_dense, structured_vs_dense_irls);
 criterion_main!(benches);

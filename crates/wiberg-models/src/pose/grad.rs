@@ -461,7 +461,7 @@ fn loss_impl(
                 }
             }
             // 2-D rows: a_r = s P (at q_j), b_r = s w, s = omega rho vis; row `ax` of the
-            // group of (c, j) in the library's rows.
+            // group of (c, j) in the library's rows (joint-major).
             let rows = ws.rows();
             for c in 0..N_CAMERAS {
                 for j in 0..N_JOINTS {
@@ -469,7 +469,7 @@ fn loss_impl(
                         continue;
                     }
                     let w = s.weights[c][j];
-                    let first_row = rows.group(c * N_JOINTS + j).start;
+                    let first_row = rows.group(j * N_CAMERAS + c).start;
                     for ax in 0..2 {
                         let qx = &x[NA + 3 * j..NA + 3 * j + 3];
                         let qu = &u[NA + 3 * j..NA + 3 * j + 3];

@@ -300,16 +300,31 @@ impl Workspace {
         self.irls.factor()
     }
 
-    /// The robust rows of the last problem filled (see [`Workspace`]).
+    /// The robust rows of the last problem filled (see [`Workspace`]; group
+    /// `j * N_CAMERAS + c` holds camera `c`, joint `j`).
     pub fn rows(&self) -> &RobustRows<3> {
         &self.rows
     }
 
-    /// Copies the library's group weights into `weights` (group `c * N_JOINTS + j`).
+    /// Copies the library's group weights (group `j * N_CAMERAS + c`) into `weights`.
     fn take_weights(&mut self) {
-        for (dst, src) in self.weights.as_flattened_mut().iter_mut().zip(self.irls.weights()) {
-            *dst = *src;
+        let w = self.irls.weights();
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                self.weights[c][j] = w[j * N_CAMERAS + c];
+            }
         }
+    }
+
+    /// `weights` in the library's group order (group `j * N_CAMERAS + c`).
+    fn group_weights(&self) -> [f64; N_JOINTS * N_CAMERAS] {
+        let mut out = [0.0; N_JOINTS * N_CAMERAS];
+        for c in 0..N_CAMERAS {
+            for j in 0..N_JOINTS {
+                out[j * N_CAMERAS + c] = self.weights[c][j];
+            }
+        }
+        out
     }
 }
 
@@ -473,12 +488,13 @@ impl PoseModel {
     }
 
     /// Fills `rows` with the 2-D rows of model `m`, rotation `ti`: one group per (camera,
-    /// joint), camera-major, holding the joint's two axes when it is visible (an invisible
-    /// joint's group is empty: its rows are zero).
+    /// joint), joint-major (group `j * N_CAMERAS + c`, so that a joint's rows are consecutive
+    /// and the library accumulates its block in registers), holding the joint's two axes when
+    /// it is visible (an invisible joint's group is empty: its rows are zero).
     fn fill_rows(&self, m: usize, ti: usize, nf: &NormFrame, rows: &mut RobustRows<3>) -> wiberg::Result<()> {
         rows.clear();
-        for c in 0..N_CAMERAS {
-            for j in 0..N_JOINTS {
+        for j in 0..N_JOINTS {
+            for c in 0..N_CAMERAS {
                 if nf.vis[c][j] != 0.0 {
                     for a in 0..2 {
                         let (u, b) = self.row_2d(m, ti, nf, c, j, a);
@@ -569,7 +585,8 @@ impl PoseModel {
     pub fn solve_weighted(&self, m: usize, ti: usize, nf: &NormFrame, ws: &mut Workspace) -> wiberg::Result<[f64; NX]> {
         self.fill_rows(m, ti, nf, &mut ws.rows)?;
         let fixed = self.fixed_part(m, ws.reg_weight)?;
-        let y = ws.irls.solve_with_weights(fixed, &ws.rows, ws.weights.as_flattened(), self.forward_damping())?;
+        let weights = ws.group_weights();
+        let y = ws.irls.solve_with_weights(fixed, &ws.rows, &weights, self.forward_damping())?;
         let mut x = [0.0; NX];
         x.copy_from_slice(y);
         Ok(x)
@@ -590,7 +607,8 @@ impl PoseModel {
     ) -> wiberg::Result<()> {
         self.fill_rows(m, ti, nf, &mut ws.rows)?;
         let fixed = self.fixed_part(m, ws.reg_weight)?;
-        ws.irls.adjoint(fixed, &ws.rows, ws.weights.as_flattened(), damping, v)
+        let weights = ws.group_weights();
+        ws.irls.adjoint(fixed, &ws.rows, &weights, damping, v)
     }
 
     /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve), by the

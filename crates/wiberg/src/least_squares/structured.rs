@@ -276,8 +276,28 @@ impl<const B: usize> FixedQuadratic<B> {
     }
 }
 
-/// Marks a row without a part of that kind.
+/// Marks a border-only row (no block).
 const NONE: usize = usize::MAX;
+
+/// One robust row's block part and target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row<const B: usize> {
+    /// The block (`NONE`: border only).
+    block: usize,
+    /// Block coefficients (zero without a block).
+    coeffs: [f64; B],
+    target: f64,
+}
+
+/// `a . p` from the first product, left to right (as the pose model's code sums).
+#[inline(always)]
+fn block_dot<const B: usize>(a: &[f64; B], p: &[f64]) -> f64 {
+    let mut s = a[0] * p[0];
+    for d in 1..B {
+        s += a[d] * p[d];
+    }
+    s
+}
 
 /// The robust rows of a structured least-squares problem, in groups (see the
 /// [module documentation](self)). Refill it per problem with [`RobustRows::clear`] and the
@@ -286,14 +306,11 @@ const NONE: usize = usize::MAX;
 pub struct RobustRows<const B: usize> {
     border_dim: usize,
     n_blocks: usize,
-    /// Block of each row (`NONE`: border only).
-    block: Vec<usize>,
-    /// Block coefficients of each row (zero without a block).
-    coeffs: Vec<[f64; B]>,
-    /// Start of each row's border coefficients in `border` (`NONE`: none).
-    border_at: Vec<usize>,
+    rows: Vec<Row<B>>,
+    /// `(row, start in border)` of each row with border coefficients, in row order (empty for
+    /// problems whose robust rows touch blocks only: the assembly's fast path).
+    border_rows: Vec<(usize, usize)>,
     border: Vec<f64>,
-    targets: Vec<f64>,
     /// End (exclusive row index) of each closed group.
     group_ends: Vec<usize>,
 }
@@ -320,22 +337,18 @@ impl<const B: usize> RobustRows<B> {
         RobustRows {
             border_dim,
             n_blocks,
-            block: Vec::new(),
-            coeffs: Vec::new(),
-            border_at: Vec::new(),
+            rows: Vec::new(),
+            border_rows: Vec::new(),
             border: Vec::new(),
-            targets: Vec::new(),
             group_ends: Vec::new(),
         }
     }
 
     /// Removes every row and group (keeping the storage).
     pub fn clear(&mut self) {
-        self.block.clear();
-        self.coeffs.clear();
-        self.border_at.clear();
+        self.rows.clear();
+        self.border_rows.clear();
         self.border.clear();
-        self.targets.clear();
         self.group_ends.clear();
     }
 
@@ -347,10 +360,7 @@ impl<const B: usize> RobustRows<B> {
         if block >= self.n_blocks {
             return Err(block_out_of_range(block, self.n_blocks));
         }
-        self.block.push(block);
-        self.coeffs.push(coeffs);
-        self.border_at.push(NONE);
-        self.targets.push(target);
+        self.rows.push(Row { block, coeffs, target });
         Ok(())
     }
 
@@ -360,32 +370,26 @@ impl<const B: usize> RobustRows<B> {
     /// Errors: `block` out of range, `border` not of length `m`.
     pub fn push_row(&mut self, block: Option<usize>, coeffs: [f64; B], border: &[f64], target: f64) -> Result<()> {
         check_len(border.len(), self.border_dim, "border coefficients of a robust row")?;
-        match block {
+        let row = match block {
             Some(j) if j >= self.n_blocks => return Err(block_out_of_range(j, self.n_blocks)),
-            Some(j) => {
-                self.block.push(j);
-                self.coeffs.push(coeffs);
-            }
-            None => {
-                self.block.push(NONE);
-                self.coeffs.push([0.0; B]);
-            }
-        }
-        self.border_at.push(self.border.len());
+            Some(j) => Row { block: j, coeffs, target },
+            None => Row { block: NONE, coeffs: [0.0; B], target },
+        };
+        self.border_rows.push((self.rows.len(), self.border.len()));
+        self.rows.push(row);
         self.border.extend_from_slice(border);
-        self.targets.push(target);
         Ok(())
     }
 
     /// Closes the open group: the rows pushed since the last close share one weight. An empty
     /// group is allowed (its weight is the loss's at no residuals and weighs nothing).
     pub fn end_group(&mut self) {
-        self.group_ends.push(self.block.len());
+        self.group_ends.push(self.rows.len());
     }
 
     /// Number of rows.
     pub fn n_rows(&self) -> usize {
-        self.block.len()
+        self.rows.len()
     }
 
     /// Number of closed groups.
@@ -401,27 +405,30 @@ impl<const B: usize> RobustRows<B> {
 
     /// Whether some row has border coefficients.
     pub fn touches_border(&self) -> bool {
-        !self.border.is_empty()
+        !self.border_rows.is_empty()
+    }
+
+    /// The border coefficients of row `r`, if it has any.
+    fn border_of(&self, r: usize) -> Option<&[f64]> {
+        let k = self.border_rows.binary_search_by_key(&r, |&(row, _)| row).ok()?;
+        let at = self.border_rows[k].1;
+        Some(&self.border[at..at + self.border_dim])
     }
 
     /// `a_r . x` (block part first, then the border part), `x` of the problem's dimension.
     #[inline]
     pub fn dot(&self, r: usize, x: &[f64]) -> f64 {
+        let row = &self.rows[r];
         let mut s = 0.0;
-        let j = self.block[r];
-        if j != NONE {
-            let p = &x[self.border_dim + B * j..self.border_dim + B * j + B];
-            let a = &self.coeffs[r];
-            // From the first product, left to right.
-            s = a[0] * p[0];
-            for d in 1..B {
-                s += a[d] * p[d];
-            }
+        if row.block != NONE {
+            let o = self.border_dim + B * row.block;
+            s = block_dot(&row.coeffs, &x[o..o + B]);
         }
-        let at = self.border_at[r];
-        if at != NONE {
-            for (c, z) in self.border[at..at + self.border_dim].iter().zip(&x[..self.border_dim]) {
-                s += c * z;
+        if self.touches_border() {
+            if let Some(c) = self.border_of(r) {
+                for (c, z) in c.iter().zip(&x[..self.border_dim]) {
+                    s += c * z;
+                }
             }
         }
         s
@@ -430,12 +437,13 @@ impl<const B: usize> RobustRows<B> {
     /// The residual `a_r . y - b_r`.
     #[inline]
     pub fn residual(&self, r: usize, y: &[f64]) -> f64 {
-        self.dot(r, y) - self.targets[r]
+        self.dot(r, y) - self.rows[r].target
     }
 
     /// The block of row `r` (`None` for a border-only row).
     pub fn block_of(&self, r: usize) -> Option<usize> {
-        (self.block[r] != NONE).then_some(self.block[r])
+        let j = self.rows[r].block;
+        (j != NONE).then_some(j)
     }
 
     /// `dl/d(row r)` with its group's weight `weight` frozen, from the solution `y` and
@@ -457,12 +465,12 @@ impl<const B: usize> RobustRows<B> {
         }
         check_len(y.len(), n, "solution y")?;
         check_len(u.len(), n, "adjoint u")?;
-        let has_border = self.border_at[r] != NONE;
+        let has_border = self.border_of(r).is_some();
         check_len(border_grad.len(), if has_border { self.border_dim } else { 0 }, "border gradient of a robust row")?;
         let e = self.residual(r, y);
         let au = self.dot(r, u);
         let mut coeffs = [0.0; B];
-        let j = self.block[r];
+        let j = self.rows[r].block;
         if j != NONE {
             let o = self.border_dim + B * j;
             for d in 0..B {
@@ -622,16 +630,30 @@ impl<const B: usize> StructuredIrls<B> {
 
     /// The weights of `loss` at the current solution.
     fn reweight<L: RowLoss + ?Sized>(&mut self, rows: &RobustRows<B>, loss: &L) -> Result<()> {
-        self.residuals.clear();
-        for r in 0..rows.n_rows() {
-            self.residuals.push(rows.residual(r, &self.y));
+        self.residuals.resize(rows.n_rows(), 0.0);
+        if rows.touches_border() {
+            for (r, e) in self.residuals.iter_mut().enumerate() {
+                *e = rows.residual(r, &self.y);
+            }
+        } else {
+            let q = &self.y[rows.border_dim..];
+            for (e, row) in self.residuals.iter_mut().zip(&rows.rows) {
+                let o = B * row.block;
+                *e = block_dot(&row.coeffs, &q[o..o + B]) - row.target;
+            }
         }
         let mut start = 0;
+        let mut finite = true;
         for (w, &end) in self.weights.iter_mut().zip(&rows.group_ends) {
             *w = loss.weight(&self.residuals[start..end]);
+            finite &= w.is_finite();
             start = end;
         }
-        check_finite(&self.weights, "IRLS weights")
+        if finite {
+            Ok(())
+        } else {
+            check_finite(&self.weights, "IRLS weights")
+        }
     }
 
     fn solve_current(&mut self, fixed: &FixedQuadratic<B>, rows: &RobustRows<B>, damping: Damping) -> Result<()> {
@@ -647,31 +669,66 @@ impl<const B: usize> StructuredIrls<B> {
         self.coupling_of = (!rows.touches_border()).then_some(fixed.coupling_id);
         self.rhs.copy_from_slice(&fixed.rhs);
         let m = rows.border_dim;
-        let mut start = 0;
-        for (&w, &end) in self.weights.iter().zip(&rows.group_ends) {
-            for r in start..end {
-                let b = rows.targets[r];
-                let j = rows.block[r];
-                let a = &rows.coeffs[r];
-                if j != NONE {
+        if !rows.touches_border() {
+            // The fast path: every row on one block only. Consecutive rows on the same block
+            // (order the rows block by block where the problem allows it) accumulate in
+            // registers, starting from the stored block: the same sums in the same order as
+            // adding each row into memory.
+            let blocks = self.normal.blocks_mut();
+            let rhs_q = &mut self.rhs[m..];
+            let mut current = NONE;
+            let mut acc = [[0.0; B]; B];
+            let mut racc = [0.0; B];
+            let mut start = 0;
+            for (&w, &end) in self.weights.iter().zip(&rows.group_ends) {
+                for row in &rows.rows[start..end] {
+                    let (j, a, b) = (row.block, &row.coeffs, row.target);
+                    if j != current {
+                        if current != NONE {
+                            blocks[current] = acc;
+                            rhs_q[B * current..B * current + B].copy_from_slice(&racc);
+                        }
+                        current = j;
+                        acc = blocks[j];
+                        racc.copy_from_slice(&rhs_q[B * j..B * j + B]);
+                    }
                     // Lower triangle, each entry `w a_d a_e` multiplied in this order.
-                    let blk = &mut self.normal.blocks_mut()[j];
                     for d in 0..B {
-                        for e in 0..=d {
-                            blk[d][e] += w * a[d] * a[e];
+                        for e in 0..d + 1 {
+                            acc[d][e] += w * a[d] * a[e];
                         }
                     }
-                    let rq = &mut self.rhs[m + B * j..m + B * j + B];
                     for d in 0..B {
-                        rq[d] += w * a[d] * b;
+                        racc[d] += w * a[d] * b;
                     }
                 }
-                let at = rows.border_at[r];
-                if at != NONE {
-                    let c = &rows.border[at..at + m];
+                start = end;
+            }
+            if current != NONE {
+                blocks[current] = acc;
+                rhs_q[B * current..B * current + B].copy_from_slice(&racc);
+            }
+        } else {
+            let mut start = 0;
+            for (&w, &end) in self.weights.iter().zip(&rows.group_ends) {
+                for r in start..end {
+                    let row = &rows.rows[r];
+                    let (j, a, b) = (row.block, &row.coeffs, row.target);
+                    if j != NONE {
+                        let blk = &mut self.normal.blocks_mut()[j];
+                        for d in 0..B {
+                            for e in 0..d + 1 {
+                                blk[d][e] += w * a[d] * a[e];
+                            }
+                        }
+                        for d in 0..B {
+                            self.rhs[m + B * j + d] += w * a[d] * b;
+                        }
+                    }
+                    let Some(c) = rows.border_of(r) else { continue };
                     let border = self.normal.border_mut();
                     for p in 0..m {
-                        for q in 0..=p {
+                        for q in 0..p + 1 {
                             border[p * m + q] += w * c[p] * c[q];
                         }
                     }
@@ -688,8 +745,8 @@ impl<const B: usize> StructuredIrls<B> {
                         }
                     }
                 }
+                start = end;
             }
-            start = end;
         }
         self.factor.factorize_preshifted_into(&self.normal, fixed.preshift, damping)
     }

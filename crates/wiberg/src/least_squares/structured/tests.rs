@@ -273,7 +273,7 @@ proptest::proptest! {
         let mut u = vec![0.0; N];
         u[i] = 1.0;
         irls.adjoint(&p.fixed, &p.rows, &weights, Damping::Implicit, &mut u).unwrap();
-        let mut border = vec![0.0; if p.rows.border_at[r] != NONE { M } else { 0 }];
+        let mut border = vec![0.0; if p.rows.border_of(r).is_some() { M } else { 0 }];
         let g = p.rows.row_gradient(r, weights[r / 2], &y, &u, &mut border).unwrap();
         let h = 1e-6;
         let mut solver = StructuredIrls::<2>::new(M, K);
@@ -282,21 +282,21 @@ proptest::proptest! {
         };
         // Target.
         let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-        plus.targets[r] += h;
-        minus.targets[r] -= h;
+        plus.rows[r].target += h;
+        minus.rows[r].target -= h;
         let d = (fd(&plus, &p.fixed, &weights) - fd(&minus, &p.fixed, &weights)) / (2.0 * h);
         proptest::prop_assert!((d - g.target).abs() < 1e-6 * (1.0 + d.abs()), "target: {d} vs {}", g.target);
         // Block coefficients.
         for c in 0..2 {
             let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-            plus.coeffs[r][c] += h;
-            minus.coeffs[r][c] -= h;
+            plus.rows[r].coeffs[c] += h;
+            minus.rows[r].coeffs[c] -= h;
             let d = (fd(&plus, &p.fixed, &weights) - fd(&minus, &p.fixed, &weights)) / (2.0 * h);
             proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
         }
         // Border coefficients.
         for c in 0..border.len() {
-            let at = p.rows.border_at[r];
+            let at = p.rows.border_rows.iter().find(|&&(row, _)| row == r).unwrap().1;
             let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
             plus.border[at + c] += h;
             minus.border[at + c] -= h;
@@ -306,7 +306,7 @@ proptest::proptest! {
         // The group's weight: both rows' terms.
         let grp = r / 2;
         let dw: f64 = p.rows.group(grp).map(|k| {
-            let mut b = vec![0.0; if p.rows.border_at[k] != NONE { M } else { 0 }];
+            let mut b = vec![0.0; if p.rows.border_of(k).is_some() { M } else { 0 }];
             p.rows.row_gradient(k, weights[grp], &y, &u, &mut b).unwrap().weight
         }).sum();
         let (mut wp, mut wm) = (weights.clone(), weights.clone());
