@@ -42,11 +42,19 @@ struct Rank1dScratch {
     moments: Vec<f64>,
     /// The boxes' first points.
     starts: Vec<usize>,
+    /// The single-precision coordinates, weights and sums of [`rank_1d_f32`].
+    singles: Vec<f32>,
 }
 
 impl Rank1dScratch {
     const fn new() -> Self {
-        Rank1dScratch { seeds: Vec::new(), offsets: Vec::new(), moments: Vec::new(), starts: Vec::new() }
+        Rank1dScratch {
+            seeds: Vec::new(),
+            offsets: Vec::new(),
+            moments: Vec::new(),
+            starts: Vec::new(),
+            singles: Vec::new(),
+        }
     }
 }
 
@@ -155,9 +163,16 @@ const RANK_MAX_ORDER: usize = 40;
 /// Width of the expansion boxes of the ranking, in kernel widths.
 const RANK_BOX_WIDTHS: f64 = 1.0;
 
-/// Cost of the ranking per (point, box within reach), in units of one pair of the full scan
-/// (measured by the `ransac_sample` bench).
+/// Cost of the Taylor ranking per (point, box within reach), in units of one pair of the full
+/// scan (measured by the `ransac_sample` bench).
 const RANK_COST_PER_BOX: f64 = 1.5;
+
+/// Cost of [`rank_1d_f32`] per pair in its window, and the set-up it saves against the Taylor
+/// ranking, in the units of [`RANK_COST_PER_BOX`]: instructions counted (callgrind) on the
+/// `ransac_sample` bench's sample at sigma 5 and 10, where the two rankings cross over.
+const RANK_F32_COST_PER_PAIR: f64 = 0.63;
+/// See [`RANK_F32_COST_PER_PAIR`].
+const RANK_F32_FIXED_SAVING: f64 = 570.0;
 
 /// `out[j] = exp(-x[j])` for `0 <= x[j] <= 36.8` (the seed scan's range), branch-free over a
 /// batch of 8 so that the compiler vectorises it and runs 4 independent chains of packed
@@ -278,6 +293,131 @@ fn scan_row_sum_1d(xs: &[f64], weights: &[f64], inv_s2: f64, radius: f64, a: usi
         sum += r;
     }
     acc + (weights[a] + sum)
+}
+
+/// Exponent past which [`rank_1d_f32`] drops a term: `exp(-16) = 1.1e-7` of its weight, which
+/// its bound allows for. Its window is then `4 |s|` on either side of a point where the full
+/// scan's is `6.07 |s|`: a third of the pairs fewer.
+const RANK_F32_CUTOFF: f32 = 16.0;
+
+/// The single-precision ranking of the 1-D seed choice ([`RbfMixture::lowest_at_centers_1d`]
+/// when the Taylor ranking is estimated dearer than the full scan, i.e. narrow kernels): for
+/// every sorted centre `a`, `sums[a]` approximates the full scan's row sum
+/// `w_a + sum_b w_b exp(-(x_a - x_b)^2 / s^2)` ([`scan_row_sum_1d`]). Pairs are visited once
+/// (the kernel matrix is symmetric), eight lanes at a time in `f32` through [`exp_neg_f32`]
+/// (4 lanes to a register and a degree-6 polynomial, where the full scan takes 2 lanes and
+/// degree 13), terms whose exponent exceeds [`RANK_F32_CUTOFF`] left out.
+///
+/// Returns the bound: `|scan row sum - sums[a]| <= bound.of(sums[a], 0)` for every `a`. The
+/// coordinates are recentred on the median centre before their conversion, so the exponents
+/// obey [`rank_exponent_error`] with `A = 2 max |x - median| / |s|` (the derivation is on
+/// [`RbfMixture::rank_centers`], whose single-precision operations these are, in one
+/// dimension); each kept term is then within a factor `exp(beta) (1 + EXP_F32_REL_ERR)` of the
+/// scan's and the sums, of non-negative terms, within `(n + 8) 2^-24` relative. A term left
+/// out has `x_f > 16` (so the scan's exponent exceeds `16 - beta`) or lies outside the window
+/// (scan exponent above 16): at most `exp(-(16 - beta))` of its weight, allowed for in
+/// absolute terms. `None` (the caller takes the full scan) for negative weights (the bound
+/// needs non-negative terms), weights or widths outside single precision's normal range, or
+/// a bound that is not tight.
+fn rank_1d_f32(
+    xs: &[f64],
+    weights: &[f64],
+    inv_s2: f64,
+    sums_out: &mut [f64],
+    work: &mut Vec<f32>,
+) -> Option<RankBound> {
+    const LANES: usize = EXP_BATCH;
+    let n = xs.len();
+    if n < 2 || !(1e-30..=1e30).contains(&inv_s2) {
+        return None;
+    }
+    let mut weight_total = 0.0f64;
+    for &w in weights {
+        if !(w == 0.0 || (1e-20..=1e30).contains(&w)) {
+            return None;
+        }
+        weight_total += w;
+    }
+    if weight_total > 1e35 {
+        return None;
+    }
+    let origin = xs[n / 2];
+    let spread = 2.0 * (xs[n - 1] - origin).max(origin - xs[0]) * inv_s2.sqrt();
+    let beta = rank_exponent_error(1, spread);
+    let u = 2f64.powi(-24);
+    let rounding = (n + 8) as f64 * u;
+    let eps = beta.exp_m1() + EXP_F32_REL_ERR * beta.exp() + rounding / (1.0 - rounding) + 8.0 * f64::EPSILON;
+    if eps.is_nan() || eps >= 1e-2 {
+        return None;
+    }
+    let cut = f64::from(RANK_F32_CUTOFF);
+    // The left-out terms: every one below exp(-(16 - beta)) of its weight (with margins for
+    // the scan's own exponential, within 2 ulp).
+    let cut_abs = weight_total * (-(cut - beta - 1e-6)).exp() * (1.0 + 1e-6);
+    // Beyond this distance the scan's exponent exceeds 16 (the margin covers its rounding).
+    let reach = (cut * (1.0 + 1e-6) / inv_s2).sqrt();
+    if !spread.is_finite() || !reach.is_finite() {
+        return None;
+    }
+    // `[coordinates | weights | sums | a row's terms]`, each padded past the end by far-off
+    // points of weight 0 so that every window runs in whole batches of eight.
+    let stride = n.next_multiple_of(LANES) + LANES;
+    work.resize(4 * stride, 0.0);
+    let (coords, rest) = work.split_at_mut(stride);
+    let (wts, rest) = rest.split_at_mut(stride);
+    let (sums, terms) = rest.split_at_mut(stride);
+    for (c, &x) in coords.iter_mut().zip(xs) {
+        *c = (x - origin) as f32;
+    }
+    coords[n..].fill(1e30);
+    for (wf, &w) in wts.iter_mut().zip(weights) {
+        *wf = w as f32;
+    }
+    wts[n..].fill(0.0);
+    sums.fill(0.0);
+    // (`terms` is written before it is read.)
+    let inv = inv_s2 as f32;
+    let mut hi = 0;
+    for a in 0..n {
+        let xa = xs[a];
+        while hi < n && xs[hi] - xa <= reach {
+            hi += 1;
+        }
+        let (ca, wa) = (coords[a], wts[a]);
+        let mut lanes = [0.0f32; LANES];
+        let lo = a + 1;
+        if lo < hi {
+            // Plain loops over equal-length slices, so that the compiler vectorises each.
+            let end = lo + (hi - lo).div_ceil(LANES) * LANES;
+            let row = &mut terms[..end - lo];
+            for (e, &cb) in row.iter_mut().zip(&coords[lo..end]) {
+                let t = cb - ca;
+                let x = t * t * inv;
+                let v = exp_neg_f32(x.min(RANK_F32_CUTOFF));
+                *e = if x > RANK_F32_CUTOFF { 0.0 } else { v };
+            }
+            // Point b sees kernel a.
+            for (sb, &e) in sums[lo..end].iter_mut().zip(row.iter()) {
+                *sb += wa * e;
+            }
+            // Point a sees kernels b: eight partial sums.
+            let (wb, eb) = (wts[lo..end].as_chunks::<LANES>().0, row.as_chunks::<LANES>().0);
+            for (wb, eb) in wb.iter().zip(eb) {
+                for j in 0..LANES {
+                    lanes[j] += wb[j] * eb[j];
+                }
+            }
+        }
+        // Halves first, then pairs: the order of a vector register's own reduction (another
+        // order made the compiler shuffle the lanes in the loop above).
+        let half: [f32; 4] = std::array::from_fn(|j| lanes[j] + lanes[j + 4]);
+        let row = (half[0] + half[2]) + (half[1] + half[3]);
+        sums[a] += wa + row;
+    }
+    for (o, &s) in sums_out.iter_mut().zip(sums.iter()) {
+        *o = f64::from(s);
+    }
+    Some(RankBound::new(eps, eps, cut_abs))
 }
 
 /// Smallest Taylor order `p` whose truncation bound per unit weight is below
@@ -923,13 +1063,31 @@ impl RbfMixture {
         for (x, &k) in xs.iter_mut().zip(&self.order) {
             *x = self.centers[k];
         }
-        if !force && !self.rank_is_cheaper(xs, radius, inv_s2) {
-            return None;
-        }
         for (wk, &k) in weights.iter_mut().zip(&self.order) {
             *wk = self.weight(k, w);
         }
         let (xs, weights) = (&*xs, &*weights);
+        if !force && !self.taylor_rank_is_cheaper(xs, inv_s2) {
+            // Narrow kernels: the single-precision ranking, then the candidates exactly.
+            let bound = rank_1d_f32(xs, weights, inv_s2, approx, &mut scratch.singles)?;
+            // The bound is affine in the sum, `delta(a) = slope a + offset`, so the largest
+            // lower bound `a - delta(a)` belongs to the largest sum, and `a + delta(a)` reaches
+            // a threshold exactly when `a` reaches `(threshold - offset) / (1 + slope)`.
+            let (slope, offset) = (bound.near, bound.of(0.0, 0.0));
+            let top = approx.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
+            // acc = -energy: the lowest energy has the largest acc, at least the largest lower
+            // bound; below it by relative margins for the rounding here.
+            let floor = (top - (slope * top + offset)) * (1.0 - 4.0 * f64::EPSILON);
+            let threshold = (floor - offset) / (1.0 + slope) * (1.0 - 4.0 * f64::EPSILON);
+            if !(threshold > 0.0 && threshold.is_finite()) {
+                return None;
+            }
+            if approx.iter().filter(|&&a| a >= threshold).count() > n / 4 + 2 {
+                return None;
+            }
+            let candidates = approx.iter().enumerate().filter(|(_, &a)| a >= threshold).map(|(a, _)| a);
+            return self.lowest_of_rows_1d(xs, weights, inv_s2, radius, candidates);
+        }
         let delta = rank_1d(xs, weights, 1.0 / s.abs(), approx, scratch)?;
         // acc = -energy: the lowest energy has the largest acc. With |approx - acc| <= delta,
         // the argmax of acc has approx >= max(approx) - 2 delta.
@@ -942,8 +1100,23 @@ impl RbfMixture {
         if candidates > n / 4 + 2 {
             return None;
         }
+        let candidates = approx.iter().enumerate().filter(|(_, &a)| a >= threshold).map(|(a, _)| a);
+        self.lowest_of_rows_1d(xs, weights, inv_s2, radius, candidates)
+    }
+
+    /// The lowest full-scan energy among the sorted positions `candidates`, each row sum
+    /// recomputed bit for bit by [`scan_row_sum_1d`] (ties: the lowest index, as the full
+    /// scan), `None` if one is not finite.
+    fn lowest_of_rows_1d(
+        &self,
+        xs: &[f64],
+        weights: &[f64],
+        inv_s2: f64,
+        radius: f64,
+        candidates: impl Iterator<Item = usize>,
+    ) -> Option<(usize, f64)> {
         let mut best: Option<(usize, f64)> = None;
-        for (a, _) in approx.iter().enumerate().filter(|(_, &a)| a >= threshold) {
+        for a in candidates {
             let value = -scan_row_sum_1d(xs, weights, inv_s2, radius, a);
             if !value.is_finite() {
                 return None;
@@ -956,25 +1129,29 @@ impl RbfMixture {
         best
     }
 
-    /// Whether the ranking of [`RbfMixture::lowest_at_centers_1d`] is estimated cheaper than
-    /// the full scan: the scan costs one (vectorised) exponential per pair within the radius,
-    /// the ranking about a polynomial of order 12 per (point, box within reach).
-    fn rank_is_cheaper(&self, xs: &[f64], radius: f64, inv_s2: f64) -> bool {
+    /// Whether the Taylor ranking of [`RbfMixture::lowest_at_centers_1d`] ([`rank_1d`]) is
+    /// estimated cheaper than the single-precision one ([`rank_1d_f32`]): the Taylor ranking
+    /// costs about a polynomial of order 12 per (point, box within reach), the other about
+    /// [`RANK_F32_COST_PER_PAIR`] of that per pair in its window (padded to whole batches),
+    /// less [`RANK_F32_FIXED_SAVING`] for its smaller set-up. Wide kernels (few boxes, every
+    /// pair in reach) favour the Taylor ranking, narrow ones the other.
+    fn taylor_rank_is_cheaper(&self, xs: &[f64], inv_s2: f64) -> bool {
         let n = xs.len();
-        let mut pairs = 0usize;
+        let reach = (f64::from(RANK_F32_CUTOFF) / inv_s2).sqrt();
+        let mut padded_pairs = 0usize;
         let mut hi = 0;
         for (a, &xa) in xs.iter().enumerate() {
-            while hi < n && xs[hi] - xa <= radius {
+            while hi < n && xs[hi] - xa <= reach {
                 hi += 1;
             }
-            pairs += hi - a - 1;
+            padded_pairs += (hi - a - 1).next_multiple_of(EXP_BATCH);
         }
         let span_in_widths = (xs[n - 1] - xs[0]) * inv_s2.sqrt();
         let boxes = (span_in_widths / RANK_BOX_WIDTHS).floor() + 1.0;
         let boxes_in_reach =
             boxes.min(2.0 * ((SEED_SCAN_CUTOFF.sqrt() + RANK_BOX_WIDTHS) / RANK_BOX_WIDTHS).ceil() + 1.0);
-        let rank_cost = n as f64 * boxes_in_reach * RANK_COST_PER_BOX + n as f64 * 2.0;
-        rank_cost < pairs as f64
+        let taylor_cost = n as f64 * boxes_in_reach * RANK_COST_PER_BOX + n as f64 * 2.0;
+        taylor_cost + RANK_F32_FIXED_SAVING < padded_pairs as f64 * RANK_F32_COST_PER_PAIR
     }
 
     /// The seed scan of every case but the 1-D shared-width one. Kernels in order of their
@@ -2337,6 +2514,65 @@ mod tests {
         }
     }
 
+    /// The single-precision 1-D ranking's bound holds at every sorted position (when it
+    /// answers); returns whether it answered.
+    fn assert_rank_f32_bound_holds(e: &RbfMixture, w: &[f64]) -> bool {
+        let s = w[e.width_index[0]];
+        let (xs, weights) = sorted_1d(e, w);
+        let mut approx = vec![0.0; xs.len()];
+        let Some(bound) = rank_1d_f32(&xs, &weights, 1.0 / (s * s), &mut approx, &mut Vec::new()) else {
+            return false;
+        };
+        let mut full = vec![0.0; xs.len()];
+        e.values_at(e.centers(), w, &mut full);
+        for (a, &k) in e.order.iter().enumerate() {
+            let (err, delta) = ((approx[a] + full[k]).abs(), bound.of(approx[a] as f32, 0.0));
+            assert!(err <= delta, "sigma {s} position {a}: error {err:e} > bound {delta:e}");
+        }
+        true
+    }
+
+    #[test]
+    fn single_precision_1d_ranking_answers_narrow_ransac_samples_with_the_full_scans_seed() {
+        use rand::{Rng, SeedableRng};
+        let mut answered = 0;
+        for seed in 0..40u64 {
+            // The paper's protocol: 10 inliers N(m, 4^2) (here uniform within +-6), 100 outliers.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let m: f64 = rng.random_range(-40.0..40.0);
+            let mut xs: Vec<f64> = (0..10).map(|_| m + rng.random_range(-6.0..6.0)).collect();
+            xs.extend((0..100).map(|_| rng.random_range(-40.0..40.0)));
+            let e = RbfMixture::shared_width(1, xs.clone()).unwrap();
+            for sigma in [0.5, 1.0, 2.0, 3.0, 5.0] {
+                let w = [sigma];
+                assert!(assert_rank_f32_bound_holds(&e, &w), "seed {seed} sigma {sigma}: declined");
+                // Narrow kernels: the Taylor ranking is estimated dearer, so `lowest_at` takes
+                // this path; whichever answers, the seed and value are the full scan's.
+                let full = full_lowest(&e, &xs, &w).unwrap();
+                let chosen = e.lowest_at_centers_1d(&xs, &w, false);
+                answered += usize::from(chosen.is_some());
+                if let Some(chosen) = chosen {
+                    assert_eq!((chosen.0, chosen.1.to_bits()), (full.0, full.1.to_bits()), "seed {seed} sigma {sigma}");
+                }
+            }
+        }
+        // Few seeds stay candidates: the path answers nearly always (it declines only when
+        // more than a quarter of the seeds are within the bound of the best).
+        assert!(answered >= 190, "answered {answered} of 200");
+    }
+
+    #[test]
+    fn single_precision_1d_ranking_declines_negative_weights_and_extreme_widths() {
+        let xs: Vec<f64> = (0..40).map(|i| f64::from(i) * 0.7 - 10.0).collect();
+        let weights: Vec<f64> = (0..40).map(|i| if i == 7 { -0.5 } else { 1.0 }).collect();
+        let mut approx = vec![0.0; 40];
+        assert!(rank_1d_f32(&xs, &weights, 1.0, &mut approx, &mut Vec::new()).is_none());
+        let ones = vec![1.0; 40];
+        assert!(rank_1d_f32(&xs, &ones, 1e31, &mut approx, &mut Vec::new()).is_none());
+        assert!(rank_1d_f32(&xs, &ones, 0.0, &mut approx, &mut Vec::new()).is_none());
+        assert!(rank_1d_f32(&xs, &ones, 1.0, &mut approx, &mut Vec::new()).is_some());
+    }
+
     #[test]
     fn pruned_seed_choice_is_the_full_scans_on_ransac_like_samples() {
         let centers: Vec<f64> = (0..110)
@@ -2417,7 +2653,12 @@ mod tests {
             let (e, w) = mixture(&xs, &weights, sigma);
             assert_rows_bit_identical(&e, &w);
             assert_rank_bound_holds(&e, &w);
+            assert_rank_f32_bound_holds(&e, &w);
             let full = full_lowest(&e, &xs, &w).unwrap();
+            // Unforced: the single-precision ranking where the Taylor one is estimated dearer.
+            if let Some(chosen) = e.lowest_at_centers_1d(&xs, &w, false) {
+                proptest::prop_assert_eq!((chosen.0, chosen.1.to_bits()), (full.0, full.1.to_bits()));
+            }
             if let Some(pruned) = e.lowest_at_centers_1d(&xs, &w, true) {
                 proptest::prop_assert_eq!((pruned.0, pruned.1.to_bits()), (full.0, full.1.to_bits()));
             }
