@@ -1010,12 +1010,13 @@ impl RbfMixture {
     }
 
     /// [`Energy::lowest_at`] for the RANSAC case (1-D, one shared width, seeds = centres):
-    /// ranks the seeds by a truncated Taylor expansion with a proven error bound
-    /// ([`rank_1d`]), then evaluates exactly, with the operations of the full scan
-    /// ([`scan_row_sum_1d`]), only the seeds that the bound cannot rule out. The seed returned
-    /// is therefore the full scan's, with its bit-identical value. `None` when the case does
-    /// not apply, when `force` is false and the full scan is estimated cheaper, or when too
-    /// many seeds stay candidates (then the caller runs the full scan).
+    /// ranks the seeds with a proven error bound, by a truncated Taylor expansion
+    /// ([`rank_1d`]; wide kernels, or always when `force` is true) or in single precision
+    /// ([`rank_1d_f32`]; narrow kernels), then evaluates exactly, with the operations of the
+    /// full scan ([`scan_row_sum_1d`]), only the seeds that the bound cannot rule out. The
+    /// seed returned is therefore the full scan's, with its bit-identical value. `None` when
+    /// the case does not apply, when the bound cannot be made tight, or when too many seeds
+    /// stay candidates (then the caller runs the full scan).
     fn lowest_at_centers_1d(&self, points: &[f64], w: &[f64], force: bool) -> Option<(usize, f64)> {
         // (A scale other than 1 could merge distinct values into ties that the full scan
         // breaks by index: left to the full scan.)
