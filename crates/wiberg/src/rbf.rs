@@ -123,6 +123,31 @@ fn rank_exponent_error(d: usize, spread: f64) -> f64 {
     (differences * (1.0 + theta) + 40.0 * theta + 40.0 * (df + 3.0) * 1.2e-16 + 1e-12) * 1.01
 }
 
+/// The total of the kernel weights of a single-precision ranking, `None` unless every weight
+/// is 0 or in `[1e-20, 1e30]` and the total at most `1e35`: in single precision's normal range
+/// the weights, their products with `exp(-36.8)` and the sums stay far from underflow and
+/// overflow, so the relative bounds hold (and the terms are non-negative, as they require).
+fn single_precision_weight_total(weights: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut total = 0.0f64;
+    for w in weights {
+        if !(w == 0.0 || (1e-20..=1e30).contains(&w)) {
+            return None;
+        }
+        total += w;
+    }
+    (total <= 1e35).then_some(total)
+}
+
+/// Relative error of a single-precision ranking's sum against the scan's, for exponents within
+/// `beta` of the scan's ([`rank_exponent_error`]) and sums of at most `terms` additions of
+/// non-negative terms: each term within a factor `exp(beta) (1 + EXP_F32_REL_ERR)`, the
+/// additions within `terms 2^-24` relative, with a margin of `8 eps` for the bound's own
+/// arithmetic.
+fn single_precision_sum_error(beta: f64, terms: usize) -> f64 {
+    let rounding = terms as f64 * 2f64.powi(-24);
+    beta.exp_m1() + EXP_F32_REL_ERR * beta.exp() + rounding / (1.0 - rounding) + 8.0 * f64::EPSILON
+}
+
 /// The bound of [`RbfMixture::rank_centers`]'s sums, from the relative errors `eps` of the
 /// near and the far kernels' sums (as `eps / (1 - eps)`) and an absolute allowance for the
 /// terms at the cut-off.
@@ -295,13 +320,24 @@ fn scan_row_sum_1d(xs: &[f64], weights: &[f64], inv_s2: f64, radius: f64, a: usi
     acc + (weights[a] + sum)
 }
 
+/// `sum_i (y_i - c_i)^2`, in coordinate order (the seed scans' squared distance).
+#[inline(always)]
+fn squared_distance(y: &[f64], c: &[f64]) -> f64 {
+    let mut r = 0.0;
+    for (yi, ci) in y.iter().zip(c) {
+        let dlt = yi - ci;
+        r += dlt * dlt;
+    }
+    r
+}
+
 /// Exponent past which [`rank_1d_f32`] drops a term: `exp(-16) = 1.1e-7` of its weight, which
 /// its bound allows for. Its window is then `4 |s|` on either side of a point where the full
 /// scan's is `6.07 |s|`: a third of the pairs fewer.
 const RANK_F32_CUTOFF: f32 = 16.0;
 
 /// The single-precision ranking of the 1-D seed choice ([`RbfMixture::lowest_at_centers_1d`]
-/// when the Taylor ranking is estimated dearer than the full scan, i.e. narrow kernels): for
+/// when the Taylor ranking is estimated dearer than this one, i.e. narrow kernels): for
 /// every sorted centre `a`, `sums[a]` approximates the full scan's row sum
 /// `w_a + sum_b w_b exp(-(x_a - x_b)^2 / s^2)` ([`scan_row_sum_1d`]). Pairs are visited once
 /// (the kernel matrix is symmetric), eight lanes at a time in `f32` through [`exp_neg_f32`]
@@ -331,22 +367,11 @@ fn rank_1d_f32(
     if n < 2 || !(1e-30..=1e30).contains(&inv_s2) {
         return None;
     }
-    let mut weight_total = 0.0f64;
-    for &w in weights {
-        if !(w == 0.0 || (1e-20..=1e30).contains(&w)) {
-            return None;
-        }
-        weight_total += w;
-    }
-    if weight_total > 1e35 {
-        return None;
-    }
+    let weight_total = single_precision_weight_total(weights.iter().copied())?;
     let origin = xs[n / 2];
     let spread = 2.0 * (xs[n - 1] - origin).max(origin - xs[0]) * inv_s2.sqrt();
     let beta = rank_exponent_error(1, spread);
-    let u = 2f64.powi(-24);
-    let rounding = (n + 8) as f64 * u;
-    let eps = beta.exp_m1() + EXP_F32_REL_ERR * beta.exp() + rounding / (1.0 - rounding) + 8.0 * f64::EPSILON;
+    let eps = single_precision_sum_error(beta, n + 8);
     if eps.is_nan() || eps >= 1e-2 {
         return None;
     }
@@ -1340,19 +1365,10 @@ impl RbfMixture {
     fn rank_centers(&self, kernels: &[[f64; 3]], buf: &mut Vec<f32>) -> Option<RankBound> {
         let d = self.dim;
         let m = self.order.len();
-        // Single-precision normal range: the weights, their products with exp(-36.8) and
-        // 1/s^2 stay far from underflow and overflow, so the relative bounds hold.
-        let mut weight_total = 0.0f64;
-        for &[inv_s2, _, weight] in kernels {
-            let weight_ok = weight == 0.0 || (1e-20..=1e30).contains(&weight);
-            if !weight_ok || !(1e-30..=1e30).contains(&inv_s2) {
-                return None;
-            }
-            weight_total += weight;
-        }
-        if weight_total > 1e35 {
+        if !kernels.iter().all(|&[inv_s2, _, _]| (1e-30..=1e30).contains(&inv_s2)) {
             return None;
         }
+        let weight_total = single_precision_weight_total(kernels.iter().map(|&[_, _, weight]| weight))?;
         let stride = rank_stride(m);
         buf.clear();
         // Padding points far off (their exponents are +inf, clamped to the cut-off).
@@ -1389,12 +1405,7 @@ impl RbfMixture {
                     let slot = &mut spread[usize::from(a_k > RANK_NEAR)];
                     *slot = slot.max(a_k);
                 }
-                let eps_of = |spread: f64| {
-                    let beta = rank_exponent_error(d, spread);
-                    let u = 2f64.powi(-24);
-                    let sums = (m + 4) as f64 * u / (1.0 - (m + 4) as f64 * u);
-                    beta.exp_m1() + EXP_F32_REL_ERR * beta.exp() + sums + 8.0 * f64::EPSILON
-                };
+                let eps_of = |spread: f64| single_precision_sum_error(rank_exponent_error(d, spread), m + 4);
                 let (eps_near, eps_far) = (eps_of(spread[0]), eps_of(spread[1]));
                 if !(eps_near < 1e-2 && eps_far < 1e-2) {
                     return None;
@@ -1558,36 +1569,25 @@ impl RbfMixture {
     /// order.
     #[inline(always)]
     fn exact_scan_sum_dim<const D: usize>(&self, y: [f64; D], kernels: &[[f64; 3]]) -> f64 {
-        let mut acc = 0.0;
-        let mut x = [0.0; EXP_BATCH];
-        let mut weights = [0.0; EXP_BATCH];
-        let mut ex = [0.0; EXP_BATCH];
-        for (chunk, params) in self.order.chunks(EXP_BATCH).zip(kernels.chunks(EXP_BATCH)) {
-            for ((xj, wj), (&k, &[inv_s2, reach, weight])) in
-                x.iter_mut().zip(&mut weights).zip(chunk.iter().zip(params))
-            {
-                let Some(c) = self.centers.get(k * D..(k + 1) * D).and_then(|c| <&[f64; D]>::try_from(c).ok()) else {
-                    continue; // unreachable: `order` indexes the kernels
-                };
-                let mut r = 0.0;
-                for (yi, ci) in y.iter().zip(c) {
-                    let dlt = yi - ci;
-                    r += dlt * dlt;
-                }
-                let outside = y[0] < c[0] - reach || y[0] > c[0] + reach;
-                *xj = if outside { f64::INFINITY } else { r * inv_s2 };
-                *wj = weight;
-            }
-            exp_neg_batch(&x, &mut ex);
-            for ((&xj, &e), &a) in x.iter().zip(&ex).zip(&weights).take(chunk.len()) {
-                acc += if xj <= SEED_SCAN_CUTOFF { a * e } else { 0.0 };
-            }
-        }
-        acc
+        self.exact_scan_sum_with(y[0], kernels, |k| {
+            let c = self.centers.get(k * D..(k + 1) * D).and_then(|c| <&[f64; D]>::try_from(c).ok())?;
+            Some((squared_distance(&y, c), c[0]))
+        })
     }
 
     /// [`RbfMixture::exact_scan_sum`] in any dimension.
     fn exact_scan_sum_any(&self, y: &[f64], kernels: &[[f64; 3]]) -> f64 {
+        let c = |k: usize| self.center(k);
+        self.exact_scan_sum_with(y[0], kernels, |k| Some((squared_distance(y, c(k)), c(k)[0])))
+    }
+
+    /// The loop of [`RbfMixture::exact_scan_sum`] for a point whose first coordinate is `y0`,
+    /// with `dist(k)` = (squared distance from the point to centre `k`, the centre's first
+    /// coordinate) (`None` skips the kernel: unreachable, `order` indexes the kernels).
+    /// Written once for every dimension; each caller's `dist` is inlined, so the
+    /// fixed-dimension one keeps its unrolled coordinate loop.
+    #[inline(always)]
+    fn exact_scan_sum_with(&self, y0: f64, kernels: &[[f64; 3]], dist: impl Fn(usize) -> Option<(f64, f64)>) -> f64 {
         let mut acc = 0.0;
         let mut x = [0.0; EXP_BATCH];
         let mut weights = [0.0; EXP_BATCH];
@@ -1598,13 +1598,10 @@ impl RbfMixture {
             for ((xj, wj), (&k, &[inv_s2, reach, weight])) in
                 x.iter_mut().zip(&mut weights).zip(chunk.iter().zip(params))
             {
-                let c = self.center(k);
-                let mut r = 0.0;
-                for (yi, ci) in y.iter().zip(c) {
-                    let dlt = yi - ci;
-                    r += dlt * dlt;
-                }
-                let outside = y[0] < c[0] - reach || y[0] > c[0] + reach;
+                let Some((r, c0)) = dist(k) else {
+                    continue;
+                };
+                let outside = y0 < c0 - reach || y0 > c0 + reach;
                 *xj = if outside { f64::INFINITY } else { r * inv_s2 };
                 *wj = weight;
             }
