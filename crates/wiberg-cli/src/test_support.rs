@@ -1,4 +1,4 @@
-//! Helpers shared by the crate's unit tests.
+//! Helpers shared by the crate's unit tests and (included by path) its integration tests.
 
 use std::path::{Path, PathBuf};
 

@@ -1,22 +1,12 @@
 //! Helpers shared by the integration tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The Tome et al. parameter directory, or `None` (with a note) when absent outside CI.
-pub fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    if dir.join("avg_cameras__cams.npy").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the Tome et al. 2018 parameters are not at {}", dir.display());
-    }
-    eprintln!("note: {} not found; set WIBERG_TOME2018_DIR to run this test", dir.display());
-    None
-}
+// One copy of the helpers that the crate's unit tests share with these tests.
+#[path = "../../src/test_support.rs"]
+mod test_support;
+pub(crate) use test_support::tome_dir;
 
 /// Writes `bytes` to `path` (for the models crate's writers, which take the caller's writer).
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
