@@ -7,7 +7,10 @@
 //! and `u = -(A^T W A + lambda I)^-1 v`, the solve contributes `u . d_p (A^T W (A x - b))`, i.e.
 //! per row the adjoints `a_r: W_r [(a_r . u) x + e_r u]`, `b_r: -W_r (a_r . u)`,
 //! `W_r: e_r (a_r . u)` (`e_r = a_r . x - b_r`); the score adds `dS/de_r` times `(x, -1)`.
-//! The row adjoints are then mapped onto the parameters the rows are built from.
+//! The robust 2-D rows get these from the library's `RobustRows::row_gradient` (the score's
+//! `dS/de_r` passed as the direct residual term); the rows of the fixed part (3-D and
+//! regulariser) are chained here. The row adjoints are then mapped onto the parameters the
+//! rows are built from.
 
 // Index loops over cameras, joints and axes mirror the maths of the spec; iterator chains would hide it.
 #![allow(clippy::needless_range_loop)]
@@ -430,8 +433,11 @@ fn loss_impl(
             // solve of the structured problem; it leaves the 2-D rows in `ws.rows()`).
             ws.weights = s.weights;
             ws.reg_weight = s.reg_weight;
-            let mut u = v;
-            back_model.adjoint(m, ti, nf, ws, damping, &mut u)?;
+            let mut u_solve = v;
+            back_model.adjoint(m, ti, nf, ws, damping, &mut u_solve)?;
+            // The library's rows take `(N + s I)^-1 v` itself; the fixed part's rows below are
+            // chained here with its negation.
+            let mut u = u_solve;
             for val in u.iter_mut() {
                 *val = -*val;
             }
@@ -471,18 +477,15 @@ fn loss_impl(
                     let w = s.weights[c][j];
                     let first_row = rows.group(j * N_CAMERAS + c).start;
                     for ax in 0..2 {
-                        let qx = &x[NA + 3 * j..NA + 3 * j + 3];
-                        let qu = &u[NA + 3 * j..NA + 3 * j + 3];
-                        let au = rows.dot(first_row + ax, &u);
-                        let alpha_r = w * au + sbar * de2[c][j][ax];
-                        let beta_r = w * r2[c][j][ax];
+                        // dl/d(row coefficients) and dl/d(target) through the solve (weight
+                        // frozen) and through the score's direct use of the residual.
+                        let g = rows.row_gradient(first_row + ax, w, sbar * de2[c][j][ax], x, &u_solve, &mut [])?;
                         let p = &model.projections[ti][c][ax];
                         let scale = mc.omega[2 * j + ax] * mc.rho * nf.vis[c][j];
-                        let mut g_s = -alpha_r * nf.w[c][j][ax];
+                        let mut g_s = g.target * nf.w[c][j][ax];
                         for d in 0..3 {
-                            let ga = alpha_r * qx[d] + beta_r * qu[d];
-                            g_s += ga * p[d];
-                            g_proj[ti][c][ax][d] += scale * ga;
+                            g_s += g.coeffs[d] * p[d];
+                            g_proj[ti][c][ax][d] += scale * g.coeffs[d];
                         }
                         g_omega[m][2 * j + ax] += g_s * mc.rho * nf.vis[c][j];
                         g_rho[m] += g_s * mc.omega[2 * j + ax] * nf.vis[c][j];

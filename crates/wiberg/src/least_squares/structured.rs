@@ -53,10 +53,14 @@
 //! dl/dw_g = -sum_{r in g} (a_r . u) (a_r . y - b_r)
 //! ```
 //!
+//! When the loss also depends on a row's residual `e_r = a_r . y - b_r` directly (a score of
+//! the solution, as the pose model's soft-min over rotations has), with `g_r = dl/de_r` of
+//! that direct path, `dl/da_r` gains `g_r y` and `dl/db_r` gains `-g_r`.
+//!
 //! [`StructuredIrls::adjoint`] refactorises the system of given weights with the backward
 //! damping and returns `u`; [`RobustRows::row_gradient`] gives a row's three lines above from
-//! `y` and `u` in `O(B)` (`O(B + m)` with a border part), so a caller chains them to its own
-//! parameters without forming `dl/dF` or any dense matrix. For `dl/dF` of a fixed part built
+//! `y`, `u` and `g_r` in `O(B)` (`O(B + m)` with a border part), so a caller chains them to its
+//! own parameters without forming `dl/dF` or any dense matrix. For `dl/dF` of a fixed part built
 //! from rows `F = sum c_i c_i^T`, the same line as `dl/da_r` applies with weight 1.
 //!
 //! ```
@@ -85,7 +89,7 @@
 //! let weights = irls.weights().to_vec();
 //! let mut u = vec![1.0, 0.0, 0.0];
 //! irls.adjoint(&fixed, &rows, &weights, Damping::Implicit, &mut u).unwrap();
-//! let g = rows.row_gradient(4, weights[4], &y, &u, &mut []).unwrap();
+//! let g = rows.row_gradient(4, weights[4], 0.0, &y, &u, &mut []).unwrap();
 //! assert!(g.target.abs() < 1e-2);
 //! ```
 
@@ -321,7 +325,7 @@ pub struct RobustRows<const B: usize> {
 pub struct RowGradient<const B: usize> {
     /// `dl/da_r` on the row's block (zero for a border-only row).
     pub coeffs: [f64; B],
-    /// `dl/db_r`.
+    /// `dl/db_r`: `w (a_r . u) - g_r`.
     pub target: f64,
     /// This row's term of `dl/dw_g`: `-(a_r . u)(a_r . y - b_r)`.
     pub weight: f64,
@@ -446,15 +450,18 @@ impl<const B: usize> RobustRows<B> {
         (j != NONE).then_some(j)
     }
 
-    /// `dl/d(row r)` with its group's weight `weight` frozen, from the solution `y` and
-    /// `u = (N + s I)^-1 dl/dy` ([`StructuredIrls::adjoint`]); `border_grad` (length `m`, or
-    /// empty when the row has no border part) receives `dl/d(border coefficients)`.
+    /// `dl/d(row r)` with its group's weight `weight` frozen, from the solution `y`,
+    /// `u = (N + s I)^-1 dl/dy` ([`StructuredIrls::adjoint`]) and `residual_grad`, the loss's
+    /// direct derivative in the row's residual (see the [module documentation](self); 0 when
+    /// the loss sees the rows only through `y`); `border_grad` (length `m`, or empty when the
+    /// row has no border part) receives `dl/d(border coefficients)`.
     ///
     /// Errors: `r` out of range, `y`, `u` or `border_grad` of the wrong length.
     pub fn row_gradient(
         &self,
         r: usize,
         weight: f64,
+        residual_grad: f64,
         y: &[f64],
         u: &[f64],
         border_grad: &mut [f64],
@@ -469,18 +476,21 @@ impl<const B: usize> RobustRows<B> {
         check_len(border_grad.len(), if has_border { self.border_dim } else { 0 }, "border gradient of a robust row")?;
         let e = self.residual(r, y);
         let au = self.dot(r, u);
+        // dl/da_r = (g_r - w (a_r . u)) y - w e_r u, written as `along_y * y - along_u * u`.
+        let along_y = residual_grad - weight * au;
+        let along_u = weight * e;
         let mut coeffs = [0.0; B];
         let j = self.rows[r].block;
         if j != NONE {
             let o = self.border_dim + B * j;
             for d in 0..B {
-                coeffs[d] = -weight * (e * u[o + d] + au * y[o + d]);
+                coeffs[d] = along_y * y[o + d] - along_u * u[o + d];
             }
         }
         for (k, g) in border_grad.iter_mut().enumerate() {
-            *g = -weight * (e * u[k] + au * y[k]);
+            *g = along_y * y[k] - along_u * u[k];
         }
-        Ok(RowGradient { coeffs, target: weight * au, weight: -au * e, a_dot_u: au, residual: e })
+        Ok(RowGradient { coeffs, target: -along_y, weight: -au * e, a_dot_u: au, residual: e })
     }
 }
 

@@ -151,7 +151,7 @@ fn frozen_weight_gradients_equal_the_dense_weighted_least_squares() {
             let y = irls.y().to_vec();
             for r in 0..n_r {
                 let mut border = vec![0.0; if p.a_r[(r, 0)] != 0.0 { M } else { 0 }];
-                let rg = p.rows.row_gradient(r, weights[r / 2], &y, &u, &mut border).unwrap();
+                let rg = p.rows.row_gradient(r, weights[r / 2], 0.0, &y, &u, &mut border).unwrap();
                 let dense_row = g.a.row(n_q + r);
                 let j = p.rows.block_of(r).unwrap();
                 close(&rg.coeffs, &[dense_row[M + 2 * j], dense_row[M + 2 * j + 1]], 1e-10, "dl/da (block)");
@@ -274,7 +274,7 @@ proptest::proptest! {
         u[i] = 1.0;
         irls.adjoint(&p.fixed, &p.rows, &weights, Damping::Implicit, &mut u).unwrap();
         let mut border = vec![0.0; if p.rows.border_of(r).is_some() { M } else { 0 }];
-        let g = p.rows.row_gradient(r, weights[r / 2], &y, &u, &mut border).unwrap();
+        let g = p.rows.row_gradient(r, weights[r / 2], 0.0, &y, &u, &mut border).unwrap();
         let h = 1e-6;
         let mut solver = StructuredIrls::<2>::new(M, K);
         let mut fd = |rows: &RobustRows<2>, fixed: &FixedQuadratic<2>, w: &[f64]| {
@@ -307,7 +307,7 @@ proptest::proptest! {
         let grp = r / 2;
         let dw: f64 = p.rows.group(grp).map(|k| {
             let mut b = vec![0.0; if p.rows.border_of(k).is_some() { M } else { 0 }];
-            p.rows.row_gradient(k, weights[grp], &y, &u, &mut b).unwrap().weight
+            p.rows.row_gradient(k, weights[grp], 0.0, &y, &u, &mut b).unwrap().weight
         }).sum();
         let (mut wp, mut wm) = (weights.clone(), weights.clone());
         wp[grp] += h;
@@ -321,5 +321,60 @@ proptest::proptest! {
         fm.rhs_mut()[k] -= h;
         let d = (fd(&p.rows, &fp, &weights) - fd(&p.rows, &fm, &weights)) / (2.0 * h);
         proptest::prop_assert!((d - u[k]).abs() < 1e-6 * (1.0 + d.abs()), "fixed rhs: {d} vs {}", u[k]);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 32,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5c0_4e5),
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// A loss that also sees a row's residual directly (`l = y_i + gamma e_r(y)`, as a score
+    /// of the solution does): `row_gradient` with `residual_grad = gamma` and
+    /// `u = N^-1 dl/dy` agrees with central differences of the whole `l` in the row's target,
+    /// block coefficients and border coefficients.
+    #[test]
+    fn residual_grad_adds_the_direct_path(seed in 0u64..1_000, r in 0usize..24, i in 0usize..N, gamma in -2.0f64..2.0) {
+        let p = problem(seed, 0.2);
+        let mut irls = StructuredIrls::<2>::new(M, K);
+        let loss = PseudoHuber::new(0.8).unwrap();
+        irls.solve(&p.fixed, &p.fixed, &p.rows, &loss, 2, Damping::Implicit).unwrap();
+        let weights = irls.weights().to_vec();
+        let y = irls.y().to_vec();
+        // dl/dy = e_i + gamma a_r.
+        let mut u: Vec<f64> = (0..N).map(|k| gamma * p.a_r[(r, k)]).collect();
+        u[i] += 1.0;
+        irls.adjoint(&p.fixed, &p.rows, &weights, Damping::Implicit, &mut u).unwrap();
+        let mut border = vec![0.0; if p.rows.border_of(r).is_some() { M } else { 0 }];
+        let g = p.rows.row_gradient(r, weights[r / 2], gamma, &y, &u, &mut border).unwrap();
+        let h = 1e-6;
+        let mut solver = StructuredIrls::<2>::new(M, K);
+        let mut l = |rows: &RobustRows<2>| {
+            let y = solver.solve_with_weights(&p.fixed, rows, &weights, Damping::Implicit).unwrap().to_vec();
+            y[i] + gamma * rows.residual(r, &y)
+        };
+        let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
+        plus.rows[r].target += h;
+        minus.rows[r].target -= h;
+        let d = (l(&plus) - l(&minus)) / (2.0 * h);
+        proptest::prop_assert!((d - g.target).abs() < 1e-6 * (1.0 + d.abs()), "target: {d} vs {}", g.target);
+        for c in 0..2 {
+            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
+            plus.rows[r].coeffs[c] += h;
+            minus.rows[r].coeffs[c] -= h;
+            let d = (l(&plus) - l(&minus)) / (2.0 * h);
+            proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
+        }
+        for c in 0..border.len() {
+            let at = p.rows.border_rows.iter().find(|&&(row, _)| row == r).unwrap().1;
+            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
+            plus.border[at + c] += h;
+            minus.border[at + c] -= h;
+            let d = (l(&plus) - l(&minus)) / (2.0 * h);
+            proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
+        }
     }
 }
