@@ -9,7 +9,7 @@ mod test_support;
 pub(crate) use test_support::tome_dir;
 
 /// Writes `bytes` to `path` (for the models crate's writers, which take the caller's writer).
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 

@@ -7,6 +7,5 @@ mod common;
 mod crash_safety;
 mod fusion;
 mod pose;
-mod pose_grad;
 mod pose_train;
 mod ransac;

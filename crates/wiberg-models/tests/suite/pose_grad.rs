@@ -1,6 +1,6 @@
-//! Gradient check of `wiberg pose` training: the analytic gradient of the metric-2 loss of one
-//! frame against central finite differences of the forward pass, for a sample of parameters of
-//! every group.
+//! Gradient check of the pose model's training loss: the analytic gradient of the metric-2 loss
+//! of one frame against central finite differences of the forward pass, for a sample of
+//! parameters of every group.
 
 use std::path::Path;
 use wiberg::Damping;

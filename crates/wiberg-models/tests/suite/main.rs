@@ -1,0 +1,8 @@
+//! The models crate's integration tests, one test crate with a module per area (one binary to
+//! link instead of one per file: linking dominated the test command's time).
+
+mod common;
+mod fusion;
+mod pose;
+mod pose_grad;
+mod ransac;
