@@ -17,8 +17,11 @@ thread_local! {
     static SEED_VALUES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
     /// The single-precision points and sums of [`RbfMixture::rank_centers`].
     static RANK_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The packed sort keys of [`RbfMixture::new`].
-    static ORDER_SCRATCH: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+    /// The work spaces of [`bucket_order`]: sort keys, and bucket starts, buckets and indices.
+    static ORDER_KEYS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static ORDER_SLOTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// The packed sort keys of [`kernel_order`]'s fallback.
+    static ORDER_SCRATCH_WIDE: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
     /// The work space of [`RbfMixture::lowest_at_centers_1d`] and [`rank_1d`] (sorted centres,
     /// weights, approximate values, offsets, exponentials, moments; box starts), reused alike:
     /// their allocations were 4 % of a RANSAC training step.
@@ -685,6 +688,111 @@ fn total_order_key(x: f64) -> i64 {
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
+/// The indices `0..k` in the stable order of [`f64::total_cmp`] of the kernels' first
+/// coordinates `centers[i * dim]` (ties by index): the kernel order of [`RbfMixture::new`],
+/// which runs once per RANSAC training step. Work spaces are kept per thread (no temporary
+/// vector: the holes that thousands of them left when fusion builds its frames fragmented the
+/// heap that every training step then allocates from).
+///
+/// In one dimension a bucket sort first ([`bucket_order`]; 110 RANSAC kernels: 0.82x the
+/// instructions of the sort below, callgrind); otherwise, or when it gives up, (key, index)
+/// pairs, whose integer key orders as `total_cmp` does, packed in one `u128` each (key biased
+/// to unsigned, high half), sorted.
+fn kernel_order(centers: &[f64], dim: usize) -> Vec<usize> {
+    if dim == 1 {
+        let order =
+            ORDER_KEYS.with_borrow_mut(|keys| ORDER_SLOTS.with_borrow_mut(|slots| bucket_order(centers, keys, slots)));
+        if let Some(order) = order {
+            return order;
+        }
+    }
+    let k = centers.len() / dim;
+    ORDER_SCRATCH_WIDE.with_borrow_mut(|keyed| {
+        keyed.clear();
+        keyed.extend((0..k).map(|i| (u128::from(sort_key(centers[i * dim])) << 64) | i as u128));
+        keyed.sort_unstable();
+        keyed.iter().map(|&p| p as u64 as usize).collect::<Vec<usize>>()
+    })
+}
+
+/// [`total_order_key`] biased to unsigned: orders as [`f64::total_cmp`].
+#[inline(always)]
+fn sort_key(x: f64) -> u64 {
+    (total_order_key(x) as u64) ^ (1 << 63)
+}
+
+/// [`kernel_order`] of the finite values `xs` by buckets: `k = xs.len()` equal buckets between
+/// the smallest and the largest value, filled in index order, then an insertion sort by
+/// [`sort_key`] (strict comparisons: stable), which only moves values within a bucket. The
+/// bucket `floor((x - min) k / (max - min))` never decreases with `x` (each operation rounds
+/// monotonically), so a value in a later bucket is larger; equal values (`-0` and `0` too)
+/// share a bucket and the insertion sort orders them by key, ties by index. `None` (the caller
+/// sorts) when the values are all equal or span no finite range, for more than 2^16 values,
+/// or once the insertion sort has made `8 k` moves (values bunched in few buckets).
+fn bucket_order(xs: &[f64], keys: &mut Vec<u64>, slots: &mut Vec<u32>) -> Option<Vec<usize>> {
+    let k = xs.len();
+    if !(2..=1 << 16).contains(&k) {
+        return None;
+    }
+    // (Comparisons rather than `f64::min`, whose NaN handling costs instructions: the values
+    // are finite.)
+    let (mut lo, mut hi) = (xs[0], xs[0]);
+    for &x in xs {
+        lo = if x < lo { x } else { lo };
+        hi = if x > hi { x } else { hi };
+    }
+    let scale = k as f64 / (hi - lo);
+    if !(scale.is_finite() && scale > 0.0) {
+        return None;
+    }
+    // Every part but the bucket starts is written before it is read: the work spaces are
+    // only grown (zeroing them whole on every call cost 2,700 instructions for 110 values).
+    if keys.len() < k {
+        keys.resize(k, 0);
+    }
+    if slots.len() < 3 * k + 1 {
+        slots.resize(3 * k + 1, 0);
+    }
+    let keys = &mut keys[..k];
+    // `[bucket starts (k + 1) | each value's bucket (k) | the indices in bucket order (k)]`.
+    let (starts, rest) = slots.split_at_mut(k + 1);
+    let (bucket, order) = rest.split_at_mut(k);
+    let order = &mut order[..k];
+    starts.fill(0);
+    let last = (k - 1) as u32;
+    for (b, &x) in bucket.iter_mut().zip(xs) {
+        // In [0, k] up to rounding (`as` saturates).
+        *b = (((x - lo) * scale) as u32).min(last);
+    }
+    for &b in bucket.iter() {
+        starts[b as usize + 1] += 1;
+    }
+    for j in 1..=k {
+        starts[j] += starts[j - 1];
+    }
+    for (i, (&b, &x)) in bucket.iter().zip(xs).enumerate() {
+        let pos = &mut starts[b as usize];
+        let p = *pos as usize;
+        *pos += 1;
+        order[p] = i as u32;
+        keys[p] = sort_key(x);
+    }
+    let mut budget = 8 * k;
+    for j in 1..k {
+        let (kj, ij) = (keys[j], order[j]);
+        let mut p = j;
+        while p > 0 && keys[p - 1] > kj {
+            keys[p] = keys[p - 1];
+            order[p] = order[p - 1];
+            p -= 1;
+        }
+        keys[p] = kj;
+        order[p] = ij;
+        budget = budget.checked_sub(j - p)?;
+    }
+    Some(order.iter().map(|&i| i as usize).collect())
+}
+
 /// A batch of kernels of [`RbfMixture::batch_2d`] (`len` of the lanes are kernels).
 #[derive(Debug, Clone, Copy, Default)]
 struct Batch2d {
@@ -823,6 +931,8 @@ pub struct RbfMixture {
     num_params: usize,
     /// Kernel indices sorted by the first coordinate of their centre (for the seed scan).
     order: Vec<usize>,
+    /// `Some(i)` when every kernel uses the width `w[i]`.
+    shared_width: Option<usize>,
     /// `Some(i)` when the mixture is 1-D, unweighted and every kernel uses the width `w[i]`
     /// (RANSAC): the value and every derivative then take one vectorised pass over the
     /// kernels ([`sums_1d`]) with the batched exponential of [`fastexp`].
@@ -862,24 +972,11 @@ impl RbfMixture {
                 "RBF index map points at parameter {i}, but there are only {num_params}"
             )));
         }
-        // Stable order by `total_cmp` of the first coordinate: sorting (key, index) pairs,
-        // whose integer key orders as `total_cmp` does, gives the same order without the
-        // indirect comparisons (this runs once per RANSAC training step). The pairs are packed
-        // in one `u128` each (key biased to unsigned, high half), which sorts in 56 % of the
-        // instructions of sorting indices by a tuple key, in a work space kept per thread (no
-        // temporary vector: the holes that thousands of them left when fusion builds its
-        // frames fragmented the heap that every training step then allocates from).
-        let order = ORDER_SCRATCH.with_borrow_mut(|keyed| {
-            keyed.clear();
-            keyed.extend((0..k).map(|i| {
-                let key = (total_order_key(centers[i * dim]) as u64) ^ (1 << 63);
-                (u128::from(key) << 64) | i as u128
-            }));
-            keyed.sort_unstable();
-            keyed.iter().map(|&p| p as u64 as usize).collect::<Vec<usize>>()
-        });
-        let shared = width_index.iter().all(|&i| i == width_index[0]);
-        let shared_1d_width = (dim == 1 && weight_index.is_none() && shared).then(|| width_index[0]);
+        let order = kernel_order(&centers, dim);
+        // (A fold rather than `all`: no early exit, no branch per kernel.)
+        let w0 = width_index[0];
+        let shared_width = width_index.iter().fold(true, |same, &i| same & (i == w0)).then_some(w0);
+        let shared_1d_width = shared_width.filter(|_| dim == 1 && weight_index.is_none());
         Ok(RbfMixture {
             dim,
             centers,
@@ -887,6 +984,7 @@ impl RbfMixture {
             weight_index,
             num_params,
             order,
+            shared_width,
             shared_1d_width,
             weight_scale: 1.0,
         })
@@ -963,6 +1061,13 @@ impl RbfMixture {
     #[inline]
     fn sq_dist(&self, y: &[f64], k: usize) -> f64 {
         self.center(k).iter().zip(y).map(|(c, yy)| (yy - c) * (yy - c)).sum()
+    }
+
+    /// Whether the seeds are the centres: the same slice (the layer passes
+    /// [`RbfMixture::centers`]; then no comparison is needed: the centres are finite, so equal
+    /// to themselves) or equal values.
+    fn seeds_are_centers(&self, points: &[f64]) -> bool {
+        std::ptr::eq(points, self.centers.as_slice()) || points == self.centers.as_slice()
     }
 
     /// The seed scan of the RANSAC case: one dimension, one shared width, seeds = centres.
@@ -1045,14 +1150,12 @@ impl RbfMixture {
     fn lowest_at_centers_1d(&self, points: &[f64], w: &[f64], force: bool) -> Option<(usize, f64)> {
         // (A scale other than 1 could merge distinct values into ties that the full scan
         // breaks by index: left to the full scan.)
-        if self.dim != 1 || points != self.centers.as_slice() || self.weight_scale != 1.0 {
+        if self.dim != 1 || !self.seeds_are_centers(points) || self.weight_scale != 1.0 {
             return None;
         }
-        if !self.width_index.iter().all(|&i| i == self.width_index[0]) {
-            return None;
-        }
+        let wi = self.shared_width?;
         // The same width, radius and inverse as `values_at`.
-        let s = w[self.width_index[0]];
+        let s = w[wi];
         let max_s2 = s * s;
         let radius = (SEED_SCAN_CUTOFF * max_s2).sqrt();
         let inv_s2 = 1.0 / max_s2;
@@ -1202,7 +1305,7 @@ impl RbfMixture {
     fn values_at_batched_dim(&self, d: usize, points: &[f64], w: &[f64], radius: f64, out: &mut [f64]) {
         let m = points.len() / d;
         let sorted_points: Vec<usize>;
-        let seed_order = if points == self.centers.as_slice() {
+        let seed_order = if self.seeds_are_centers(points) {
             &self.order
         } else {
             let mut keyed: Vec<(i64, usize)> = (0..m).map(|i| (total_order_key(points[i * d]), i)).collect();
@@ -1279,8 +1382,8 @@ impl RbfMixture {
     fn takes_1d_scan(&self, points: &[f64], max_s2: f64) -> bool {
         let inv_s2 = 1.0 / max_s2;
         self.dim == 1
-            && points == self.centers.as_slice()
-            && self.width_index.iter().all(|&i| i == self.width_index[0])
+            && self.seeds_are_centers(points)
+            && self.shared_width.is_some()
             && inv_s2.is_finite()
             && inv_s2 > 0.0
     }
@@ -1306,7 +1409,7 @@ impl RbfMixture {
     /// (extreme coordinates or widths) or when too many seeds stay candidates.
     fn lowest_at_ranked(&self, points: &[f64], w: &[f64]) -> Option<(usize, f64)> {
         let m = self.order.len();
-        if points != self.centers.as_slice() || self.weight_scale <= 0.0 || m < 2 * EXP_BATCH {
+        if !self.seeds_are_centers(points) || self.weight_scale <= 0.0 || m < 2 * EXP_BATCH {
             return None;
         }
         let (max_s2, radius) = self.scan_radius(w);
@@ -2767,6 +2870,29 @@ mod tests {
         // 2-D: by the first coordinate only, ties by index.
         let e = RbfMixture::new(2, vec![1.0, 9.0, 0.5, 1.0, 1.0, -3.0, 0.5, 0.0], vec![0; 4], None, 1).unwrap();
         assert_eq!(e.order, vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn bucket_order_is_the_stable_total_cmp_order() {
+        // Ties, signed zeros, clusters, one far value (one crowded bucket: the budget gives up
+        // and the sort answers), all through the public order.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..400 {
+            let k = rng.random_range(2..300);
+            let centers: Vec<f64> = (0..k)
+                .map(|_| match case % 4 {
+                    0 => rng.random_range(-40.0..40.0),
+                    1 => f64::from(rng.random_range(-3i32..3)) * 0.5,
+                    2 => [0.0, -0.0, 1e-300, -1e-300][rng.random_range(0..4)],
+                    _ => rng.random_range(0.0..1.0) + if rng.random_range(0..20) == 0 { 1e9 } else { 0.0 },
+                })
+                .collect();
+            let e = RbfMixture::shared_width(1, centers.clone()).unwrap();
+            let mut expected: Vec<usize> = (0..k).collect();
+            expected.sort_by(|&a, &b| centers[a].total_cmp(&centers[b]));
+            assert_eq!(e.order, expected, "case {case}");
+        }
     }
 
     #[test]
