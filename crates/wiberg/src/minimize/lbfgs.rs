@@ -137,38 +137,53 @@ struct History<'a> {
 }
 
 impl History<'_> {
+    #[inline]
     fn capacity(&self) -> usize {
         self.rho.len()
     }
+    /// (`start + i < 2 capacity`: a subtraction rather than a division.)
+    #[inline]
     fn slot(&self, i: usize) -> usize {
-        (self.start + i) % self.capacity()
+        let j = self.start + i;
+        if j >= self.capacity() {
+            j - self.capacity()
+        } else {
+            j
+        }
     }
     /// The `i`-th oldest pair.
+    #[inline]
     fn s(&self, i: usize) -> &[f64] {
         let j = self.slot(i) * self.n;
         &self.s[j..j + self.n]
     }
+    #[inline]
     fn y(&self, i: usize) -> &[f64] {
         let j = self.slot(i) * self.n;
         &self.y[j..j + self.n]
     }
+    #[inline]
     fn rho(&self, i: usize) -> f64 {
         self.rho[self.slot(i)]
     }
+    #[inline]
     fn clear(&mut self) {
         self.len = 0;
     }
     /// Drops the oldest pair.
+    #[inline]
     fn drop_oldest(&mut self) {
         self.start = self.slot(1);
         self.len -= 1;
     }
     /// The slot after the newest pair, to be filled and then committed by [`History::push`]
     /// (the ring must not be full).
+    #[inline]
     fn next_mut(&mut self) -> (&mut [f64], &mut [f64]) {
         let j = self.slot(self.len) * self.n;
         (&mut self.s[j..j + self.n], &mut self.y[j..j + self.n])
     }
+    #[inline]
     fn push(&mut self, rho: f64) {
         let k = self.slot(self.len);
         self.rho[k] = rho;

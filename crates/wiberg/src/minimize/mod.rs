@@ -159,6 +159,7 @@ impl Minimizer {
 }
 
 /// Euclidean norm.
+#[inline]
 pub(crate) fn norm(v: &[f64]) -> f64 {
     let sq = v.iter().map(|x| x * x).sum::<f64>();
     // Entries above ~1e154 overflow the squares; hypot does not (slower, so only then).
@@ -170,6 +171,7 @@ pub(crate) fn norm(v: &[f64]) -> f64 {
 }
 
 /// Dot product.
+#[inline]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
