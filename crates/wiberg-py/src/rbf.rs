@@ -5,6 +5,7 @@ use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
 use crate::solution::{Solution, Solved};
 use crate::{collect_batch, count_arg, par_map, parse_damping, stop_name, value_error};
 use pyo3::prelude::*;
+use std::borrow::Cow;
 use pyo3::types::PyDict;
 use wiberg::{ArgminLayer, LbfgsConfig, Minimizer, RbfMixture, Start, WibergError};
 
@@ -63,13 +64,18 @@ impl RbfBatch {
         }
     }
 
-    /// The parameter vector `w = (widths, weights)` of sample `b`.
-    fn params(&self, b: usize) -> Vec<f64> {
-        let mut w = sample(&self.sigma, self.sigma_batched(), self.k, b).to_vec();
-        if let Some(a) = &self.weights {
-            w.extend_from_slice(sample(a, self.weights_batched(), self.k, b));
+    /// The parameter vector `w = (widths, weights)` of sample `b`: the widths' own slice when
+    /// there are no weights (no allocation per sample).
+    fn params(&self, b: usize) -> Cow<'_, [f64]> {
+        let widths = sample(&self.sigma, self.sigma_batched(), self.k, b);
+        match &self.weights {
+            None => Cow::Borrowed(widths),
+            Some(a) => {
+                let mut w = widths.to_vec();
+                w.extend_from_slice(sample(a, self.weights_batched(), self.k, b));
+                Cow::Owned(w)
+            }
         }
-        w
     }
 
     fn mixture(&self, b: usize) -> &RbfMixture {
