@@ -2,16 +2,12 @@
 //! the real average camera rotations, perspective projection, detection noise, outliers,
 //! left/right swaps and joint 9 unobserved; written in the npy layout `eval` reads.
 
-use super::params::{N_CAMERAS, N_JOINTS, N_MODELS};
+use super::params::{N_CAMERAS, N_JOINTS};
 use anyhow::{ensure, Context, Result};
 use ndarray::{ArrayD, IxDyn};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use std::path::{Path, PathBuf};
 
-use wiberg_models::pose::generate::{frame, ActionStyle, Detector};
-use wiberg_models::pose::generate::{Generator, ACTIONS, TEST_SUBJECTS, TRAIN_SUBJECTS};
+use wiberg_models::pose::generate::{sample_dataset, DatasetConfig, Generator, ACTIONS, SPLITS};
 
 /// Arguments of `wiberg pose generate`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +58,8 @@ fn write_npy(path: &Path, shape: &[usize], data: Vec<f64>) -> Result<()> {
     crate::common::atomic_write(path, &bytes)
 }
 
-/// Generates the data set into `out` (see [`GenerateArgs`]).
+/// Generates the data set into `out` (see [`GenerateArgs`]): the models crate's
+/// [`sample_dataset`], written sequence by sequence, then `index.json`.
 pub(crate) fn generate(
     gen: &Generator,
     out: &Path,
@@ -71,76 +68,41 @@ pub(crate) fn generate(
     noise_scale: f64,
     sh_joints: bool,
 ) -> Result<serde_json::Value> {
-    check_settings(frames_per_sequence, noise_scale)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let styles: Vec<ActionStyle> = ACTIONS
-        .iter()
-        .map(|_| {
-            let raw: [f64; N_MODELS] = std::array::from_fn(|_| -rng.random::<f64>().max(1e-12).ln());
-            let sum: f64 = raw.iter().sum();
-            ActionStyle { mix: raw.map(|v| v / sum), coef_scale: rng.random_range(0.7..1.2) }
-        })
-        .collect();
+    let config = DatasetConfig { frames_per_sequence, seed, noise_scale, sh_joints };
+    let mut files: Vec<serde_json::Map<String, serde_json::Value>> =
+        SPLITS.iter().map(|_| Default::default()).collect();
+    sample_dataset(gen, &config, |seq| -> Result<()> {
+        let dir = out.join(SPLITS[seq.split].0);
+        let (name, nf) = (&seq.name, seq.frames());
+        write_npy(&dir.join(format!("{name}__joint_2d.npy")), &[nf, N_CAMERAS, N_JOINTS, 2], seq.joint_2d)?;
+        write_npy(&dir.join(format!("{name}__joint_3d.npy")), &[nf, N_JOINTS, 3], seq.joint_3d)?;
+        write_npy(&dir.join(format!("{name}__camera.npy")), &[nf, N_CAMERAS, 3, 3], seq.camera)?;
+        let ranges: Vec<serde_json::Value> = seq
+            .subjects
+            .iter()
+            .map(|(subject, r)| serde_json::json!({"subject": subject, "start": r.start, "end": r.end}))
+            .collect();
+        files[seq.split].insert(
+            seq.name,
+            serde_json::json!({"frames": nf, "subjects": ranges, "noise_px": seq.noise_px, "outlier_rate": seq.outlier_rate}),
+        );
+        Ok(())
+    })?;
     let mut index = serde_json::Map::new();
     index.insert("seed".into(), seed.into());
     index.insert("frames_per_sequence".into(), frames_per_sequence.into());
     index.insert("noise_scale".into(), noise_scale.into());
     index.insert("sh_joints".into(), sh_joints.into());
-    for (split, subjects) in [("training", &TRAIN_SUBJECTS[..]), ("testing", &TEST_SUBJECTS[..])] {
-        let subject_scale: Vec<f64> = subjects
-            .iter()
-            .map(|_| 1.0 + 0.05 * Normal::new(0.0, 1.0).map(|n| n.sample(&mut rng)).unwrap_or(0.0))
-            .collect();
-        let dir = out.join(split);
-        let mut files = serde_json::Map::new();
-        for (a, action) in ACTIONS.iter().enumerate() {
-            for suffix in ["", "_1"] {
-                let name = format!("{action}{suffix}");
-                let noise_px: f64 = noise_scale * rng.random_range(4.0..6.0);
-                let outlier_rate: f64 = noise_scale * rng.random_range(0.03..0.05);
-                let detector = Detector { noise_px, outlier_rate, swap_rate: noise_scale * 0.02, sh_joints };
-                let mut j2 = Vec::with_capacity(frames_per_sequence * N_CAMERAS * N_JOINTS * 2);
-                let mut j3 = Vec::with_capacity(frames_per_sequence * N_JOINTS * 3);
-                let mut cam = Vec::with_capacity(frames_per_sequence * N_CAMERAS * 9);
-                let mut ranges = Vec::new();
-                let mut start = 0;
-                for (s, subject) in subjects.iter().enumerate() {
-                    let n =
-                        frames_per_sequence / subjects.len() + usize::from(s < frames_per_sequence % subjects.len());
-                    for _ in 0..n {
-                        let (world, det) = frame(gen, &styles[a], subject_scale[s], &detector, &mut rng);
-                        j2.extend(det.iter().flatten().flatten());
-                        j3.extend(world.iter().flatten());
-                        for r in gen.cams.iter() {
-                            for row in 0..3 {
-                                for col in 0..3 {
-                                    cam.push(r[col][row]);
-                                }
-                            }
-                        }
-                    }
-                    ranges.push(serde_json::json!({"subject": subject, "start": start, "end": start + n}));
-                    start += n;
-                }
-                let nf = start;
-                write_npy(&dir.join(format!("{name}__joint_2d.npy")), &[nf, N_CAMERAS, N_JOINTS, 2], j2)?;
-                write_npy(&dir.join(format!("{name}__joint_3d.npy")), &[nf, N_JOINTS, 3], j3)?;
-                write_npy(&dir.join(format!("{name}__camera.npy")), &[nf, N_CAMERAS, 3, 3], cam)?;
-                files.insert(
-                    name,
-                    serde_json::json!({"frames": nf, "subjects": ranges, "noise_px": noise_px, "outlier_rate": outlier_rate}),
-                );
-            }
-        }
-        index.insert(split.into(), serde_json::json!({"subjects": subjects, "files": files}));
+    for ((split, subjects), files) in SPLITS.iter().zip(files) {
+        index.insert((*split).into(), serde_json::json!({"subjects": subjects, "files": files}));
     }
     let index = serde_json::Value::Object(index);
     crate::common::write_json(&out.join("index.json"), &index)?;
     Ok(index)
 }
 
-/// The checks of `generate`'s numbers, shared with `run` (which makes them before it creates
-/// `--out`).
+/// The checks of `generate`'s numbers (the models crate makes them too), made by `run` before
+/// it creates `--out`, in the command line's words.
 fn check_settings(frames_per_sequence: usize, noise_scale: f64) -> Result<()> {
     ensure!(frames_per_sequence >= 1, "--frames-per-sequence must be at least 1");
     ensure!(noise_scale.is_finite() && noise_scale >= 0.0, "--noise-scale must be finite and >= 0");

@@ -1,6 +1,7 @@
 //! Synthetic multi-camera Human3.6M-like data (spec section 5b): poses from the PPCA models,
 //! the real average camera rotations, perspective projection, detection noise, outliers and
-//! left/right swaps; the sampling only (writing the data set is the command line's).
+//! left/right swaps: one frame ([`frame`]) or a whole data set, sequence by sequence
+//! ([`sample_dataset`]); writing files is the caller's.
 
 // Index loops over cameras, joints and axes mirror the formulas.
 #![allow(clippy::needless_range_loop)]
@@ -13,6 +14,7 @@ use ndarray::ArrayD;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
+use std::ops::Range;
 use std::path::Path;
 
 /// The 15 Human3.6M actions.
@@ -299,4 +301,127 @@ pub fn frame(
         view[9] = [0.0, 0.0];
     }
     (world, det)
+}
+
+/// The settings of a generated data set (`wiberg pose generate`).
+#[derive(Debug, Clone, Copy)]
+pub struct DatasetConfig {
+    /// Frames per sequence, split evenly over the subjects of the split (at least 1).
+    pub frames_per_sequence: usize,
+    /// Seed of every draw.
+    pub seed: u64,
+    /// Multiplies the detection noise, the outlier rate and the left/right swap rate (1 = the
+    /// spec's realistic values; 0 = exact projections).
+    pub noise_scale: f64,
+    /// Mark the Stacked Hourglass detector's joints instead of the H36M ones ([`Detector`]).
+    pub sh_joints: bool,
+}
+
+/// The two splits of a data set, in the order [`sample_dataset`] generates them: the name
+/// (`training`, `testing`) and its subjects.
+pub const SPLITS: [(&str, &[&str]); 2] = [("training", &TRAIN_SUBJECTS), ("testing", &TEST_SUBJECTS)];
+
+/// One generated sequence (one file set `<name>__joint_2d.npy`, `__joint_3d.npy`,
+/// `__camera.npy` of the npy layout the evaluation reads).
+#[derive(Debug, Clone)]
+pub struct GeneratedSequence {
+    /// The split, an index into [`SPLITS`].
+    pub split: usize,
+    /// `<action>` or `<action>_1`.
+    pub name: String,
+    /// Detections, `(frames, cameras, joints, 2)` row-major, pixels.
+    pub joint_2d: Vec<f64>,
+    /// World poses, `(frames, joints, 3)` row-major, mm.
+    pub joint_3d: Vec<f64>,
+    /// Camera rotations, `(frames, cameras, 3, 3)` row-major (each the transpose of the
+    /// generator's rotation, as the processed Human3.6M files store them).
+    pub camera: Vec<f64>,
+    /// Each subject of the split and its frames.
+    pub subjects: Vec<(&'static str, Range<usize>)>,
+    /// The detection noise of this sequence (pixels).
+    pub noise_px: f64,
+    /// The outlier rate of this sequence.
+    pub outlier_rate: f64,
+}
+
+impl GeneratedSequence {
+    /// The number of frames.
+    pub fn frames(&self) -> usize {
+        self.joint_3d.len() / (N_JOINTS * 3)
+    }
+}
+
+/// Samples a data set: per split ([`SPLITS`]), per action, two sequences (`<action>`,
+/// `<action>_1`), each handed to `sink` as soon as it is drawn (so memory holds one sequence).
+/// Per action a mix of PPCA models and a coefficient scale, per subject a body scale, per
+/// sequence a detection noise and outlier rate; the draws come in a fixed order from one
+/// generator seeded by `config.seed`, so a data set is a function of `config` and the PPCA
+/// files.
+///
+/// Errors: `frames_per_sequence` of 0, `noise_scale` negative or not finite, or the sink's.
+pub fn sample_dataset<E: From<Error>>(
+    gen: &Generator,
+    config: &DatasetConfig,
+    mut sink: impl FnMut(GeneratedSequence) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let DatasetConfig { frames_per_sequence, seed, noise_scale, sh_joints } = *config;
+    if frames_per_sequence == 0 {
+        return Err(Error::Invalid("frames per sequence must be at least 1".into()).into());
+    }
+    if !(noise_scale.is_finite() && noise_scale >= 0.0) {
+        return Err(Error::Invalid(format!("noise scale must be finite and >= 0, got {noise_scale}")).into());
+    }
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let styles: Vec<ActionStyle> = ACTIONS
+        .iter()
+        .map(|_| {
+            let raw: [f64; N_MODELS] = std::array::from_fn(|_| -rng.random::<f64>().max(1e-12).ln());
+            let sum: f64 = raw.iter().sum();
+            ActionStyle { mix: raw.map(|v| v / sum), coef_scale: rng.random_range(0.7..1.2) }
+        })
+        .collect();
+    for (split, (_, subjects)) in SPLITS.iter().enumerate() {
+        let subject_scale: Vec<f64> = subjects
+            .iter()
+            .map(|_| 1.0 + 0.05 * Normal::new(0.0, 1.0).map(|n| n.sample(&mut rng)).unwrap_or(0.0))
+            .collect();
+        for (a, action) in ACTIONS.iter().enumerate() {
+            for suffix in ["", "_1"] {
+                let noise_px: f64 = noise_scale * rng.random_range(4.0..6.0);
+                let outlier_rate: f64 = noise_scale * rng.random_range(0.03..0.05);
+                let detector = Detector { noise_px, outlier_rate, swap_rate: noise_scale * 0.02, sh_joints };
+                let mut seq = GeneratedSequence {
+                    split,
+                    name: format!("{action}{suffix}"),
+                    joint_2d: Vec::with_capacity(frames_per_sequence * N_CAMERAS * N_JOINTS * 2),
+                    joint_3d: Vec::with_capacity(frames_per_sequence * N_JOINTS * 3),
+                    camera: Vec::with_capacity(frames_per_sequence * N_CAMERAS * 9),
+                    subjects: Vec::with_capacity(subjects.len()),
+                    noise_px,
+                    outlier_rate,
+                };
+                let mut start = 0;
+                for (s, subject) in subjects.iter().enumerate() {
+                    let n =
+                        frames_per_sequence / subjects.len() + usize::from(s < frames_per_sequence % subjects.len());
+                    for _ in 0..n {
+                        let (world, det) = frame(gen, &styles[a], subject_scale[s], &detector, &mut rng);
+                        seq.joint_2d.extend(det.iter().flatten().flatten());
+                        seq.joint_3d.extend(world.iter().flatten());
+                        for r in gen.cams.iter() {
+                            for row in 0..3 {
+                                for col in 0..3 {
+                                    seq.camera.push(r[col][row]);
+                                }
+                            }
+                        }
+                    }
+                    seq.subjects.push((*subject, start..start + n));
+                    start += n;
+                }
+                sink(seq)?;
+            }
+        }
+    }
+    Ok(())
 }
