@@ -7,7 +7,7 @@ use common::{frobenius, random_matrix, random_psd, rng, Quadratic, Smooth};
 use nalgebra::DMatrix;
 use proptest::prelude::*;
 use wiberg::gradcheck::gradcheck;
-use wiberg::{ArgminLayer, AutoDiff, Damping, Energy, Minimizer, NewtonConfig, Start, WibergError};
+use wiberg::{ArgminLayer, AutoDiff, Damping, Energy, Minimizer, NewtonConfig, RbfMixture, Start, WibergError};
 
 fn quadratic(seed: u64, n: usize, p: usize) -> Quadratic {
     let mut r = rng(seed);
@@ -188,4 +188,51 @@ fn trust_region_loses_the_bound_where_guarded_keeps_it() {
     let j_gu = gu.jacobian(&q, &[0.0], &sol).unwrap()[(0, 0)];
     assert!((j_tr - 100.0).abs() < 1e-9, "{j_tr}");
     assert!((j_gu - 10.0).abs() < 1e-12, "{j_gu}");
+}
+
+// The same separation on the RANSAC energy (Experiment 1's `RbfMixture`), at a point where the
+// curvature is just above -lambda.
+/// Two points at +-1.2 with sigma = 1: d2E/dt2 is about -1.8 at the midpoint and +2 at the
+/// points. Bisection finds t0 with d2E/dt2(t0) = -lambda + 1e-9.
+fn near_minus_lambda_point(e: &RbfMixture, lambda: f64) -> f64 {
+    let curvature = |t: f64| {
+        let mut h = DMatrix::zeros(1, 1);
+        e.hessian(&[t], &[1.0], &mut h);
+        h[(0, 0)]
+    };
+    let target = -lambda + 1e-9;
+    let (mut lo, mut hi) = (0.0, 1.2);
+    assert!(curvature(lo) < target && curvature(hi) > target);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if curvature(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+#[test]
+fn negative_curvature_near_minus_lambda_trust_region_explodes_guarded_is_bounded() {
+    let lambda = 0.1;
+    let e = RbfMixture::shared_width(1, vec![-1.2, 1.2]).unwrap();
+    let t0 = near_minus_lambda_point(&e, lambda);
+    let m = e.mixed_matrix(&[t0], &[1.0])[(0, 0)];
+    assert!(m.abs() > 0.1, "M = {m}");
+    let derivative = |damping: Damping| {
+        // No minimiser and no polish: t0 itself is the solution, so H at y* is -lambda + 1e-9.
+        let layer = ArgminLayer { minimizer: Minimizer::None, polish: false, damping, ..Default::default() };
+        let sol = layer.forward(&e, &[1.0], Start::Point(&[t0])).unwrap();
+        let d = sol.report.diagnostics;
+        assert!(d.negative_curvature() && (d.min_eigenvalue + lambda).abs() < 1e-6, "{d:?}");
+        layer.backward(&e, &[1.0], &sol, &[1.0]).unwrap().grad_w[0]
+    };
+    let trust = derivative(Damping::TrustRegion { lambda });
+    let guarded = derivative(Damping::Guarded { lambda });
+    assert!(trust.abs() > 1e6, "trust-region dt/dsigma = {trust}");
+    assert!(guarded.abs() <= m.abs() / lambda * (1.0 + 1e-9), "guarded {guarded} vs bound {}", m.abs() / lambda);
+    assert!(guarded.abs() > 0.5 * m.abs() / lambda, "guarded should be near its bound here: {guarded}");
+    assert!(Damping::Guarded { lambda }.shift(-lambda) > lambda);
 }
