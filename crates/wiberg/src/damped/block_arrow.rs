@@ -29,7 +29,9 @@
 //! multiple of 4 columns and `G^T G` is accumulated in 4 x 4 tiles held in registers (1 x 4
 //! strips for the last `m mod 4` rows, so no tile is spent on the padding); borders of up to 32
 //! unknowns run kernels compiled for their padded width (unrolled, without bounds checks),
-//! larger ones the same kernels with a runtime width (identical arithmetic).
+//! larger ones the same kernels with a runtime width (identical arithmetic). On x86-64 CPUs
+//! with AVX2 the factorisation and the solve run compiled for it, four lanes to a register
+//! (detected at run time; the same operations in the same order, so the same bits).
 //!
 //! When `H + s I` is not positive definite (only possible under `Implicit` and `TrustRegion`),
 //! a slower *spectral* path is taken: every `D_j` is eigendecomposed, the Schur complement is
@@ -355,7 +357,7 @@ fn fold_pivot(pivots: &mut (f64, f64), d: f64) {
 
 /// Cholesky factor of a block (lower triangle read), diagonal stored inverted; the pivots are
 /// folded into `pivots` (min, max). `None` when a pivot is not positive and finite.
-#[inline]
+#[inline(always)]
 fn chol_block<const B: usize>(m: &[[f64; B]; B], delta: f64, pivots: &mut (f64, f64)) -> Option<[[f64; B]; B]> {
     let mut l = [[0.0; B]; B];
     for c in 0..B {
@@ -384,7 +386,7 @@ fn chol_block<const B: usize>(m: &[[f64; B]; B], delta: f64, pivots: &mut (f64, 
 }
 
 /// `y <- L^-1 y` with the inverted-diagonal factor.
-#[inline]
+#[inline(always)]
 fn forward_block<const B: usize>(l: &[[f64; B]; B], y: &mut [f64]) {
     for i in 0..B {
         let mut v = y[i];
@@ -396,7 +398,7 @@ fn forward_block<const B: usize>(l: &[[f64; B]; B], y: &mut [f64]) {
 }
 
 /// `y <- L^-T y` with the inverted-diagonal factor.
-#[inline]
+#[inline(always)]
 fn backward_block<const B: usize>(l: &[[f64; B]; B], y: &mut [f64]) {
     for i in (0..B).rev() {
         let mut v = y[i];
@@ -408,7 +410,7 @@ fn backward_block<const B: usize>(l: &[[f64; B]; B], y: &mut [f64]) {
 }
 
 /// `sum_k a[k] b[k]` over the shorter slice, with four accumulators (so it vectorises).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -447,9 +449,17 @@ fn width<const W: usize>(stride: usize) -> usize {
 /// of 4 are whole 4 x 4 tiles held in registers (lower tiles, the diagonal ones whole); the
 /// remaining `m mod 4` rows are strips of 1 x 4 up to their diagonal tile, so that no tile is
 /// spent on the zero padding. Every entry is the same sum in the same row order whatever the
-/// tile shape. Out of line so that register allocation sees only this loop.
+/// tile shape. Out of line in the baseline compilation so that register allocation sees only
+/// this loop (eight of the sixteen SSE2 registers hold a tile); inlined into the AVX2 one
+/// ([`gram_tiles_lanes`]), where a tile takes four of sixteen.
 #[inline(never)]
 fn gram_tiles<const W: usize>(g: &[f64], stride: usize, m: usize, gtg: &mut [f64]) {
+    gram_tiles_lanes::<W>(g, stride, m, gtg);
+}
+
+/// The loop of [`gram_tiles`], inlined into each of its compilations.
+#[inline(always)]
+fn gram_tiles_lanes<const W: usize>(g: &[f64], stride: usize, m: usize, gtg: &mut [f64]) {
     let stride = width::<W>(stride);
     let full = m.min(stride) / 4;
     for ti in 0..full {
@@ -484,6 +494,72 @@ fn gram_tiles<const W: usize>(g: &[f64], stride: usize, m: usize, gtg: &mut [f64
             let start = r * stride + 4 * tj;
             gtg[start..start + 4].copy_from_slice(&acc);
         }
+    }
+}
+
+/// A hot loop of the fast path, compiled twice: for baseline x86-64 (or whatever the target
+/// is) and, on x86-64, for AVX2 (see [`run_kernel`]). `run` must be `#[inline(always)]` with
+/// every loop it calls inlined as well, so that the AVX2 compilation covers them.
+trait Kernel {
+    /// What the kernel returns.
+    type Output;
+    /// The kernel's work (the `INLINE` flag: whether out-of-line helpers are to be inlined,
+    /// set in the AVX2 compilation).
+    fn run<const INLINE: bool>(self) -> Self::Output;
+}
+
+/// Runs `kernel`, compiled for AVX2 on x86-64 CPUs that have it (detected at run time; the
+/// binaries target baseline x86-64), four lanes to a register instead of two: the pose
+/// model's factorisation, 79 % of its instructions, takes 36 % fewer. Every lane does the
+/// same IEEE operations in the same order either way (no fused multiply-adds: Rust does not
+/// contract, and only AVX2 is enabled), so the results are the same bits.
+#[allow(unsafe_code)]
+#[inline(always)]
+fn run_kernel<K: Kernel>(kernel: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: `run_kernel_avx2` is safe code whose only requirement is the target feature
+        // it was compiled with, AVX2, which this CPU has (checked just above).
+        return unsafe { run_kernel_avx2(kernel) };
+    }
+    kernel.run::<false>()
+}
+
+/// [`run_kernel`]'s AVX2 compilation (the kernel is inlined into it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_kernel_avx2<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run::<true>()
+}
+
+/// The block Cholesky factorisation of `h + delta I` into `factor`.
+struct Factorize<'a, const B: usize> {
+    factor: &'a mut BlockArrowFactor<B>,
+    h: &'a BlockArrow<B>,
+    delta: f64,
+}
+
+impl<const B: usize> Kernel for Factorize<'_, B> {
+    type Output = Option<(f64, f64)>;
+
+    #[inline(always)]
+    fn run<const INLINE: bool>(self) -> Self::Output {
+        self.factor.cholesky_strided::<INLINE>(self.h, self.delta)
+    }
+}
+
+/// The fast path's solve in place.
+struct SolveCholesky<'a, const B: usize> {
+    factor: &'a BlockArrowFactor<B>,
+    v: &'a mut [f64],
+}
+
+impl<const B: usize> Kernel for SolveCholesky<'_, B> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<const INLINE: bool>(self) {
+        self.factor.solve_cholesky_strided(self.v);
     }
 }
 
@@ -606,21 +682,29 @@ impl<const B: usize> BlockArrowFactor<B> {
     /// The block Cholesky factorisation of `stored + delta I` into `self`: the (min, max)
     /// pivots, or `None` when the matrix is not (numerically) positive definite.
     fn cholesky(&mut self, h: &BlockArrow<B>, delta: f64) -> Option<(f64, f64)> {
+        run_kernel(Factorize { factor: self, h, delta })
+    }
+
+    /// The factorisation for the stride of `self` (`INLINE`: with the `G^T G` loop inlined, for
+    /// the AVX2 compilation).
+    #[inline(always)]
+    fn cholesky_strided<const INLINE: bool>(&mut self, h: &BlockArrow<B>, delta: f64) -> Option<(f64, f64)> {
         match self.stride {
-            4 => self.cholesky_w::<4>(h, delta),
-            8 => self.cholesky_w::<8>(h, delta),
-            12 => self.cholesky_w::<12>(h, delta),
-            16 => self.cholesky_w::<16>(h, delta),
-            20 => self.cholesky_w::<20>(h, delta),
-            24 => self.cholesky_w::<24>(h, delta),
-            28 => self.cholesky_w::<28>(h, delta),
-            32 => self.cholesky_w::<32>(h, delta),
-            _ => self.cholesky_w::<0>(h, delta),
+            4 => self.cholesky_w::<4, INLINE>(h, delta),
+            8 => self.cholesky_w::<8, INLINE>(h, delta),
+            12 => self.cholesky_w::<12, INLINE>(h, delta),
+            16 => self.cholesky_w::<16, INLINE>(h, delta),
+            20 => self.cholesky_w::<20, INLINE>(h, delta),
+            24 => self.cholesky_w::<24, INLINE>(h, delta),
+            28 => self.cholesky_w::<28, INLINE>(h, delta),
+            32 => self.cholesky_w::<32, INLINE>(h, delta),
+            _ => self.cholesky_w::<0, INLINE>(h, delta),
         }
     }
 
     /// [`BlockArrowFactor::cholesky`] for row stride `W` (`0`: the runtime stride).
-    fn cholesky_w<const W: usize>(&mut self, h: &BlockArrow<B>, delta: f64) -> Option<(f64, f64)> {
+    #[inline(always)]
+    fn cholesky_w<const W: usize, const INLINE: bool>(&mut self, h: &BlockArrow<B>, delta: f64) -> Option<(f64, f64)> {
         let st = width::<W>(self.stride);
         // m <= st always; stated so that the compiler knows every row slice below is in bounds.
         let m = self.border_dim.min(st);
@@ -651,7 +735,11 @@ impl<const B: usize> BlockArrowFactor<B> {
         if m == 0 {
             return Some(pivots);
         }
-        gram_tiles::<W>(&self.g, st, m, &mut self.gtg);
+        if INLINE {
+            gram_tiles_lanes::<W>(&self.g, st, m, &mut self.gtg);
+        } else {
+            gram_tiles::<W>(&self.g, st, m, &mut self.gtg);
+        }
         // Upper triangle of S = A + delta I - G^T G (the tiles hold G^T G at [r][c], r >= c).
         let s = &mut self.s_chol[..m * st];
         let border = &h.border[..m * m];
@@ -745,6 +833,12 @@ impl<const B: usize> BlockArrowFactor<B> {
     }
 
     fn solve_cholesky(&self, v: &mut [f64]) {
+        run_kernel(SolveCholesky { factor: self, v });
+    }
+
+    /// The solve for the stride of `self`.
+    #[inline(always)]
+    fn solve_cholesky_strided(&self, v: &mut [f64]) {
         match self.stride {
             4 => self.solve_cholesky_w::<4>(v),
             8 => self.solve_cholesky_w::<8>(v),
@@ -759,6 +853,7 @@ impl<const B: usize> BlockArrowFactor<B> {
     }
 
     /// [`BlockArrowFactor::solve_cholesky`] for row stride `W` (`0`: the runtime stride).
+    #[inline(always)]
     fn solve_cholesky_w<const W: usize>(&self, v: &mut [f64]) {
         let st = width::<W>(self.stride);
         let m = self.border_dim.min(st);
@@ -1018,6 +1113,84 @@ impl<const B: usize> DampedFactor for BlockArrowFactor<B> {
                 min_abs_eigenvalue: self.diagnostics.min_eigenvalue + self.diagnostics.shift,
                 damping: self.diagnostics.shift,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A random positive definite block-arrow matrix `J^T J + I` with the block-arrow pattern.
+    fn random_spd<const B: usize>(rng: &mut ChaCha8Rng, m: usize, k: usize) -> BlockArrow<B> {
+        let mut h = BlockArrow::<B>::new(m, k);
+        let rows = B + 2;
+        for j in 0..k {
+            let jb: Vec<f64> = (0..rows * B).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let ja: Vec<f64> = (0..rows * m).map(|_| rng.random_range(-0.5..0.5)).collect();
+            for r in 0..m {
+                for c in 0..m {
+                    h.border[r * m + c] += (0..rows).map(|i| ja[i * m + r] * ja[i * m + c]).sum::<f64>();
+                }
+            }
+            for d in 0..B {
+                for e in 0..B {
+                    h.blocks[j][d][e] = (0..rows).map(|i| jb[i * B + d] * jb[i * B + e]).sum::<f64>();
+                }
+                let row = h.coupling_row_mut(B * j + d).unwrap();
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = (0..rows).map(|i| jb[i * B + d] * ja[i * m + c]).sum::<f64>();
+                }
+            }
+        }
+        for r in 0..m {
+            h.border[r * m + r] += 1.0;
+        }
+        for blk in h.blocks.iter_mut() {
+            for d in 0..B {
+                blk[d][d] += 1.0;
+            }
+        }
+        h
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn kernels_give_the_same_bits_whichever_compilation_runs() {
+        // `run_kernel` takes the AVX2 compilation where the CPU has it; the baseline one must
+        // give the same bits (checked on both sides where AVX2 is there; elsewhere both runs
+        // are the baseline). Borders of every padded width, a ragged last tile row, and one
+        // past the compiled widths (runtime stride).
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        for (m, k) in [(0, 3), (1, 4), (3, 2), (4, 5), (6, 3), (13, 7), (29, 17), (32, 9), (37, 6)] {
+            let h = random_spd::<3>(&mut rng, m, k);
+            for delta in [0.0, 1e-3] {
+                let mut dispatched = BlockArrowFactor::<3>::new(m, k);
+                let mut baseline = dispatched.clone();
+                let p1 = dispatched.cholesky(&h, delta).expect("positive definite");
+                let p2 = baseline.cholesky_strided::<false>(&h, delta).expect("positive definite");
+                assert_eq!((p1.0.to_bits(), p1.1.to_bits()), (p2.0.to_bits(), p2.1.to_bits()), "m {m}");
+                let flat = |f: &BlockArrowFactor<3>| f.l_blocks.iter().flatten().flatten().copied().collect::<Vec<_>>();
+                assert_eq!(bits(&flat(&dispatched)), bits(&flat(&baseline)), "m {m}");
+                assert_eq!(bits(&dispatched.g), bits(&baseline.g), "m {m}");
+                assert_eq!(bits(&dispatched.s_chol), bits(&baseline.s_chol), "m {m}");
+                assert_eq!(bits(&dispatched.s_inv_diag), bits(&baseline.s_inv_diag), "m {m}");
+                let rhs: Vec<f64> = (0..h.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let (mut x1, mut x2) = (rhs.clone(), rhs.clone());
+                dispatched.solve_cholesky(&mut x1);
+                dispatched.solve_cholesky_strided(&mut x2);
+                assert_eq!(bits(&x1), bits(&x2), "m {m}");
+                // And it is a solution.
+                let dense = h.to_dense();
+                let x = nalgebra::DVector::from_column_slice(&x1);
+                let r = &dense * &x + &x * delta - nalgebra::DVector::from_column_slice(&rhs);
+                assert!(r.amax() < 1e-9, "m {m}: residual {}", r.amax());
+            }
         }
     }
 }
