@@ -26,9 +26,13 @@
 //! costs `O(k B m + m^2)`. That is the fast path (every pivot positive: the matrix is positive
 //! definite); it is allocation-free when the factor is reused with
 //! [`BlockArrowFactor::factorize_into`]. The coupling rows and `G` are stored padded to a
-//! multiple of 4 columns and `G^T G` is accumulated in 4 x 4 tiles held in registers (1 x 4
-//! strips for the last `m mod 4` rows, so no tile is spent on the padding); borders of up to 32
-//! unknowns run kernels compiled for their padded width (unrolled, without bounds checks),
+//! multiple of 4 columns. `S` and its factor are computed together, by block rows of 4 of `U`:
+//! each 4 x 4 tile of a block row is `A - G^T G` accumulated in registers, from which the
+//! earlier pivot rows of `U` are subtracted, still in registers (4 x 1 strips for the last
+//! `m mod 4` columns, so no tile is spent on the padding); then the block row's own pivots are
+//! taken one at a time. Every entry goes through the same operations in the same order as in a
+//! right-looking factorisation of the whole `S`, at a third of its loop overhead. Borders of up
+//! to 32 unknowns run kernels compiled for their padded width (unrolled, without bounds checks),
 //! larger ones the same kernels with a runtime width (identical arithmetic). On x86-64 CPUs
 //! with AVX2 the factorisation and the solve run compiled for it, four lanes to a register
 //! (detected at run time; the same operations in the same order, so the same bits).
@@ -301,8 +305,6 @@ pub struct BlockArrowFactor<const B: usize> {
     s_chol: Vec<f64>,
     /// `1 / diag(U)`.
     s_inv_diag: Vec<f64>,
-    /// Scratch: `G^T G` in 4 x 4 tiles (`stride x stride`, lower tiles filled).
-    gtg: Vec<f64>,
     /// Set when the fast path did not apply.
     spectral: Option<Box<Spectral<B>>>,
     /// Whether the last factorisation succeeded.
@@ -444,55 +446,147 @@ fn width<const W: usize>(stride: usize) -> usize {
     }
 }
 
-/// `G^T G` into the lower triangle of `gtg` (`stride x stride`, rows `0..m`): the hot loop of
-/// the factorisation (`k B m^2 / 2` multiply-adds). The rows of `G^T G` below the last multiple
-/// of 4 are whole 4 x 4 tiles held in registers (lower tiles, the diagonal ones whole); the
-/// remaining `m mod 4` rows are strips of 1 x 4 up to their diagonal tile, so that no tile is
-/// spent on the zero padding. Every entry is the same sum in the same row order whatever the
-/// tile shape. Out of line in the baseline compilation so that register allocation sees only
-/// this loop (eight of the sixteen SSE2 registers hold a tile); inlined into the AVX2 one
-/// ([`gram_tiles_lanes`]), where a tile takes four of sixteen.
+/// One 4 x 4 tile of the Schur complement's upper triangle, rows `4 i..4 i + 4`, columns
+/// `4 j..4 j + 4` (`i <= j`, both tiles within the first `4 floor(m / 4)` rows and columns),
+/// into `s` (`U`'s storage: rows `0..4 i` already hold the finished rows of `U`):
+///
+/// ```text
+/// t = A^T - G^T G  (+ delta on the diagonal),   then   t -= U[c, rows]^T U[c, cols], c < 4 i
+/// ```
+///
+/// in registers: `G^T G` (`k B m^2 / 2` multiply-adds, the hot loop of the factorisation)
+/// summed over the rows of `G` in order from 0, the updates of the eliminated pivot rows in
+/// order. Each entry of `U` thus goes through the same operations in the same order as in the
+/// right-looking factorisation of the whole `S` (which runs one pivot at a time along rows of
+/// varying length). A diagonal tile's lower entries are not part of `U` (they start from 0 and
+/// are never read). Out of line in the baseline compilation so that register allocation sees
+/// only this loop (eight of the sixteen SSE2 registers hold a tile); inlined into the AVX2 one
+/// ([`schur_tile_lanes`]), where a tile takes four.
 #[inline(never)]
-fn gram_tiles<const W: usize>(g: &[f64], stride: usize, m: usize, gtg: &mut [f64]) {
-    gram_tiles_lanes::<W>(g, stride, m, gtg);
+#[allow(clippy::too_many_arguments)]
+fn schur_tile<const W: usize>(
+    g: &[f64],
+    s: &mut [f64],
+    border: &[f64],
+    stride: usize,
+    m: usize,
+    i: usize,
+    j: usize,
+    delta: f64,
+) {
+    schur_tile_lanes::<W>(g, s, border, stride, m, i, j, delta);
 }
 
-/// The loop of [`gram_tiles`], inlined into each of its compilations.
+/// The loop of [`schur_tile`], inlined into each of its compilations.
 #[inline(always)]
-fn gram_tiles_lanes<const W: usize>(g: &[f64], stride: usize, m: usize, gtg: &mut [f64]) {
-    let stride = width::<W>(stride);
-    let full = m.min(stride) / 4;
-    for ti in 0..full {
-        for tj in 0..=ti {
-            let mut acc = [[0.0f64; 4]; 4];
-            for row in g.chunks_exact(stride) {
-                let a = &row[4 * ti..4 * ti + 4];
-                let b = &row[4 * tj..4 * tj + 4];
-                for x in 0..4 {
-                    for y in 0..4 {
-                        acc[x][y] += a[x] * b[y];
-                    }
-                }
-            }
-            // Unconditional stores of whole tile rows keep the tile in vector registers.
-            for (x, acc_row) in acc.iter().enumerate() {
-                let start = (4 * ti + x) * stride + 4 * tj;
-                gtg[start..start + 4].copy_from_slice(acc_row);
+#[allow(clippy::too_many_arguments)]
+fn schur_tile_lanes<const W: usize>(
+    g: &[f64],
+    s: &mut [f64],
+    border: &[f64],
+    stride: usize,
+    m: usize,
+    i: usize,
+    j: usize,
+    delta: f64,
+) {
+    let st = width::<W>(stride);
+    let (r0, q0) = (4 * i, 4 * j);
+    // A's part first, from its lower triangle (A_qr, q >= r), with delta on the diagonal, so
+    // that the tile is then one uniform subtraction (branches on the accumulated tile would
+    // take it out of the vector registers).
+    let mut t = [[0.0f64; 4]; 4];
+    for y in 0..4 {
+        let q = q0 + y;
+        let a_row = &border[q * m + r0..q * m + r0 + 4];
+        for x in 0..4 {
+            if i < j || x < y {
+                t[x][y] = a_row[x];
+            } else if x == y {
+                t[x][y] = if delta != 0.0 { a_row[x] + delta } else { a_row[x] };
             }
         }
     }
-    for r in 4 * full..m.min(stride) {
-        for tj in 0..=full {
-            let mut acc = [0.0f64; 4];
-            for row in g.chunks_exact(stride) {
-                let a = row[r];
-                let b = &row[4 * tj..4 * tj + 4];
-                for y in 0..4 {
-                    acc[y] += a * b[y];
-                }
+    let mut acc = [[0.0f64; 4]; 4];
+    for row in g.chunks_exact(st) {
+        let a = &row[r0..r0 + 4];
+        let b = &row[q0..q0 + 4];
+        for x in 0..4 {
+            for y in 0..4 {
+                acc[x][y] += a[x] * b[y];
             }
-            let start = r * stride + 4 * tj;
-            gtg[start..start + 4].copy_from_slice(&acc);
+        }
+    }
+    for x in 0..4 {
+        for y in 0..4 {
+            t[x][y] -= acc[x][y];
+        }
+    }
+    let (done, rest) = s.split_at_mut(r0 * st);
+    for u in done.chunks_exact(st) {
+        let a = &u[r0..r0 + 4];
+        let b = &u[q0..q0 + 4];
+        for x in 0..4 {
+            for y in 0..4 {
+                t[x][y] -= a[x] * b[y];
+            }
+        }
+    }
+    // Unconditional stores of whole tile rows keep the tile in vector registers.
+    for (x, t_row) in t.iter().enumerate() {
+        let start = x * st + q0;
+        rest[start..start + 4].copy_from_slice(t_row);
+    }
+}
+
+/// Column `q >= 4 floor(m / 4)` (one of the last `m mod 4`) of the Schur complement's upper
+/// triangle, rows `4 i..4 i + 4` up to `q`, into `s`: as [`schur_tile_lanes`], four rows at
+/// once (the same operations on every entry).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn schur_strip<const W: usize>(
+    g: &[f64],
+    s: &mut [f64],
+    border: &[f64],
+    stride: usize,
+    m: usize,
+    i: usize,
+    q: usize,
+    delta: f64,
+) {
+    let st = width::<W>(stride);
+    let r0 = 4 * i;
+    let mut acc = [0.0f64; 4];
+    for row in g.chunks_exact(st) {
+        let a = row[q];
+        let b = &row[r0..r0 + 4];
+        for x in 0..4 {
+            acc[x] += a * b[x];
+        }
+    }
+    let mut v = [0.0f64; 4];
+    for x in 0..4 {
+        let r = r0 + x;
+        if r < q {
+            v[x] = border[q * m + r];
+        } else if r == q {
+            v[x] = if delta != 0.0 { border[q * m + q] + delta } else { border[q * m + q] };
+        }
+    }
+    for x in 0..4 {
+        v[x] -= acc[x];
+    }
+    for u in s[..r0 * st].chunks_exact(st) {
+        let f = u[q];
+        let a = &u[r0..r0 + 4];
+        for x in 0..4 {
+            v[x] -= a[x] * f;
+        }
+    }
+    for x in 0..4 {
+        let r = r0 + x;
+        if r <= q {
+            s[r * st + q] = v[x];
         }
     }
 }
@@ -575,7 +669,6 @@ impl<const B: usize> BlockArrowFactor<B> {
             g: vec![0.0; n_blocks * B * stride],
             s_chol: vec![0.0; border_dim * stride],
             s_inv_diag: vec![0.0; border_dim],
-            gtg: vec![0.0; stride * stride],
             spectral: None,
             ready: false,
             diagnostics: not_factorized(),
@@ -735,50 +828,45 @@ impl<const B: usize> BlockArrowFactor<B> {
         if m == 0 {
             return Some(pivots);
         }
-        if INLINE {
-            gram_tiles_lanes::<W>(&self.g, st, m, &mut self.gtg);
-        } else {
-            gram_tiles::<W>(&self.g, st, m, &mut self.gtg);
-        }
-        // Upper triangle of S = A + delta I - G^T G (the tiles hold G^T G at [r][c], r >= c).
+        // S = A + delta I - G^T G = U^T U, U upper, by block rows of 4: the tiles of a block row
+        // (every earlier pivot row applied to them in registers), then its own pivots one at a
+        // time, each updating the rest of the block row along contiguous rows.
         let s = &mut self.s_chol[..m * st];
         let border = &h.border[..m * m];
-        let gtg = &self.gtg[..st * st];
-        for (r, s_row) in s.chunks_exact_mut(st).enumerate() {
-            // Rows c >= r of A and of the tiles, read at column r (iterators: no bounds checks).
-            let below = border.chunks_exact(m).zip(gtg.chunks_exact(st)).skip(r);
-            for (v, (a_row, g_row)) in s_row[r..m].iter_mut().zip(below) {
-                *v = a_row[r] - g_row[r];
+        let full = m / 4;
+        for i in 0..m.div_ceil(4) {
+            for j in i..full {
+                if INLINE {
+                    schur_tile_lanes::<W>(&self.g, s, border, st, m, i, j, delta);
+                } else {
+                    schur_tile::<W>(&self.g, s, border, st, m, i, j, delta);
+                }
             }
-        }
-        if delta != 0.0 {
-            for r in 0..m {
-                s[r * st + r] = (border[r * m + r] + delta) - gtg[r * st + r];
+            for q in 4 * full..m {
+                schur_strip::<W>(&self.g, s, border, st, m, i, q, delta);
             }
-        }
-        // S = U^T U, right-looking on the upper triangle: every update runs along a contiguous
-        // row, so it vectorises.
-        for c in 0..m {
-            let d = s[c * st + c];
-            if !(d > 0.0 && d.is_finite()) {
-                return None;
-            }
-            fold_pivot(&mut pivots, d);
-            let root = d.sqrt();
-            let inv = 1.0 / root;
-            self.s_inv_diag[c] = inv;
-            s[c * st + c] = root;
-            for v in s[c * st + c + 1..c * st + m].iter_mut() {
-                *v *= inv;
-            }
-            let (top, bottom) = s.split_at_mut((c + 1) * st);
-            let pivot = &top[c * st..c * st + m];
-            for (i, row) in bottom.chunks_exact_mut(st).enumerate() {
-                let r = c + 1 + i;
-                let f = pivot[r];
-                let (dst, src) = (&mut row[r..m], &pivot[r..m]);
-                for (v, p) in dst.iter_mut().zip(src) {
-                    *v -= f * p;
+            for c in 4 * i..(4 * i + 4).min(m) {
+                let d = s[c * st + c];
+                if !(d > 0.0 && d.is_finite()) {
+                    return None;
+                }
+                fold_pivot(&mut pivots, d);
+                let root = d.sqrt();
+                let inv = 1.0 / root;
+                self.s_inv_diag[c] = inv;
+                s[c * st + c] = root;
+                for v in s[c * st + c + 1..c * st + m].iter_mut() {
+                    *v *= inv;
+                }
+                let (top, bottom) = s.split_at_mut((c + 1) * st);
+                let pivot = &top[c * st..c * st + m];
+                for (k, row) in bottom.chunks_exact_mut(st).take(4 * i + 3 - c).enumerate() {
+                    let r = c + 1 + k;
+                    let f = pivot[r];
+                    let (dst, src) = (&mut row[r..m], &pivot[r..m]);
+                    for (v, p) in dst.iter_mut().zip(src) {
+                        *v -= f * p;
+                    }
                 }
             }
         }
