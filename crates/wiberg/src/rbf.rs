@@ -344,8 +344,10 @@ const RANK_F32_CUTOFF: f32 = 16.0;
 /// every sorted centre `a`, `sums[a]` approximates the full scan's row sum
 /// `w_a + sum_b w_b exp(-(x_a - x_b)^2 / s^2)` ([`scan_row_sum_1d`]). Pairs are visited once
 /// (the kernel matrix is symmetric), eight lanes at a time in `f32` through [`exp_neg_f32`]
-/// (4 lanes to a register and a degree-6 polynomial, where the full scan takes 2 lanes and
-/// degree 13), terms whose exponent exceeds [`RANK_F32_CUTOFF`] left out.
+/// (8 lanes to a register with AVX2, 4 without, and a degree-6 polynomial, where the full scan
+/// takes 2 lanes and degree 13), terms whose exponent exceeds [`RANK_F32_CUTOFF`] left out
+/// ([`rank_1d_f32_pass`]; both compilations give the same bits, so the bound below holds
+/// for either).
 ///
 /// Returns the bound: `|scan row sum - sums[a]| <= bound.of(sums[a], 0)` for every `a`. The
 /// coordinates are recentred on the median centre before their conversion, so the exponents
@@ -404,7 +406,70 @@ fn rank_1d_f32(
     wts[n..].fill(0.0);
     sums.fill(0.0);
     // (`terms` is written before it is read.)
-    let inv = inv_s2 as f32;
+    rank_1d_f32_pass(xs, coords, wts, sums, terms, inv_s2 as f32, reach);
+    for (o, &s) in sums_out.iter_mut().zip(sums.iter()) {
+        *o = f64::from(s);
+    }
+    Some(RankBound::new(eps, eps, cut_abs))
+}
+
+/// The pairs loop of [`rank_1d_f32`]: for every sorted point `a`, its window's terms in
+/// `terms`, added to the later points' `sums` and, in eight partial sums, to its own.
+///
+/// On x86-64 CPUs with AVX2 the same loop runs compiled for it, eight lanes to a register
+/// instead of four (detected at run time; the binaries target baseline x86-64). It is
+/// elementwise but for the eight partial sums, which are an array of eight `f32` either way,
+/// each lane adding its own terms in the same order; with no fused multiply-adds (Rust does
+/// not contract, and only AVX2 is enabled) every operation is the same IEEE one, so the sums
+/// are the same bits and [`rank_1d_f32`]'s bound is the same argument.
+#[allow(unsafe_code)]
+fn rank_1d_f32_pass(
+    xs: &[f64],
+    coords: &[f32],
+    wts: &[f32],
+    sums: &mut [f32],
+    terms: &mut [f32],
+    inv: f32,
+    reach: f64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: `rank_1d_f32_pass_avx2` is safe code whose only requirement is the target
+        // feature it was compiled with, AVX2, which this CPU has (checked just above).
+        unsafe { rank_1d_f32_pass_avx2(xs, coords, wts, sums, terms, inv, reach) };
+        return;
+    }
+    rank_1d_f32_pass_lanes(xs, coords, wts, sums, terms, inv, reach);
+}
+
+/// [`rank_1d_f32_pass`] compiled with AVX2 (the loop is inlined into it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rank_1d_f32_pass_avx2(
+    xs: &[f64],
+    coords: &[f32],
+    wts: &[f32],
+    sums: &mut [f32],
+    terms: &mut [f32],
+    inv: f32,
+    reach: f64,
+) {
+    rank_1d_f32_pass_lanes(xs, coords, wts, sums, terms, inv, reach);
+}
+
+/// The loop of [`rank_1d_f32_pass`], inlined into each of its compilations.
+#[inline(always)]
+fn rank_1d_f32_pass_lanes(
+    xs: &[f64],
+    coords: &[f32],
+    wts: &[f32],
+    sums: &mut [f32],
+    terms: &mut [f32],
+    inv: f32,
+    reach: f64,
+) {
+    const LANES: usize = EXP_BATCH;
+    let n = xs.len();
     let mut hi = 0;
     for a in 0..n {
         let xa = xs[a];
@@ -437,15 +502,15 @@ fn rank_1d_f32(
             }
         }
         // Halves first, then pairs: the order of a vector register's own reduction (another
-        // order made the compiler shuffle the lanes in the loop above).
+        // order made the compiler shuffle the lanes in the loop above). Passing the partial
+        // sums through `black_box` (a hint, not needed for correctness) keeps them one vector
+        // of eight in that loop: seeing this reduction, the compiler split them into four
+        // pairs, four times the instructions (callgrind).
+        let lanes = std::hint::black_box(lanes);
         let half: [f32; 4] = std::array::from_fn(|j| lanes[j] + lanes[j + 4]);
         let row = (half[0] + half[2]) + (half[1] + half[3]);
         sums[a] += wa + row;
     }
-    for (o, &s) in sums_out.iter_mut().zip(sums.iter()) {
-        *o = f64::from(s);
-    }
-    Some(RankBound::new(eps, eps, cut_abs))
 }
 
 /// Smallest Taylor order `p` whose truncation bound per unit weight is below
@@ -2660,6 +2725,65 @@ mod tests {
         // Few seeds stay candidates: the path answers nearly always (it declines only when
         // more than a quarter of the seeds are within the bound of the best).
         assert!(answered >= 190, "answered {answered} of 200");
+    }
+
+    #[test]
+    fn single_precision_1d_ranking_is_the_same_bits_whichever_compilation_runs() {
+        // `rank_1d_f32` takes the AVX2 compilation of its pass where the CPU has it; the
+        // baseline one must give the same sums bit for bit (checked on both sides where AVX2
+        // is there; elsewhere both run the baseline), and so the same candidates, seed and
+        // value. Narrow and wide kernels, duplicated points (ties), zero weights.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut compared = 0;
+        for case in 0..600 {
+            let n = rng.random_range(2..=180);
+            let mut pts: Vec<f64> = (0..n)
+                .map(|_| match rng.random_range(0..3) {
+                    0 => rng.random_range(-2.0..2.0),
+                    1 => f64::from(rng.random_range(-20i32..20)) * 0.5,
+                    _ => rng.random_range(-60.0..60.0),
+                })
+                .collect();
+            // Exact duplicates: equal row sums, ties broken by index.
+            for i in 0..n / 5 {
+                pts[n - 1 - i] = pts[i];
+            }
+            let weights: Option<Vec<f64>> = (case % 3 != 0)
+                .then(|| (0..n).map(|i| if i % 7 == 3 { 0.0 } else { rng.random_range(0.05..3.0) }).collect());
+            let sigma = [0.05, 0.3, 1.0, 3.0, 8.0, 30.0, 200.0][case % 7] * rng.random_range(0.8..1.25);
+            let (e, w) = mixture(&pts, &weights, sigma);
+            let (xs, wts) = sorted_1d(&e, &w);
+            let inv_s2 = 1.0 / (sigma * sigma);
+            let mut approx = vec![0.0; n];
+            let Some(_) = rank_1d_f32(&xs, &wts, inv_s2, &mut approx, &mut Vec::new()) else {
+                continue;
+            };
+            // The baseline compilation on the buffers `rank_1d_f32` prepares.
+            let stride = n.next_multiple_of(EXP_BATCH) + EXP_BATCH;
+            let origin = xs[n / 2];
+            let mut coords = vec![1e30f32; stride];
+            for (c, &x) in coords.iter_mut().zip(&xs) {
+                *c = (x - origin) as f32;
+            }
+            let mut singles = vec![0.0f32; stride];
+            for (s, &wk) in singles.iter_mut().zip(&wts) {
+                *s = wk as f32;
+            }
+            let (mut sums, mut terms) = (vec![0.0f32; stride], vec![0.0f32; stride]);
+            let reach = (f64::from(RANK_F32_CUTOFF) * (1.0 + 1e-6) / inv_s2).sqrt();
+            rank_1d_f32_pass_lanes(&xs, &coords, &singles, &mut sums, &mut terms, inv_s2 as f32, reach);
+            let baseline: Vec<u64> = sums[..n].iter().map(|&v| f64::from(v).to_bits()).collect();
+            let chosen: Vec<u64> = approx.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(baseline, chosen, "case {case}: n {n}, sigma {sigma}");
+            // And the seed and value are the full scan's.
+            if let Some(pick) = e.lowest_at_centers_1d(&pts, &w, false) {
+                let full = full_lowest(&e, &pts, &w).unwrap();
+                assert_eq!((pick.0, pick.1.to_bits()), (full.0, full.1.to_bits()), "case {case}");
+            }
+            compared += 1;
+        }
+        assert!(compared >= 400, "compared {compared} of 600");
     }
 
     #[test]
