@@ -474,13 +474,15 @@ fn schur_tile<const W: usize>(
     j: usize,
     delta: f64,
 ) {
-    schur_tile_lanes::<W>(g, s, border, stride, m, i, j, delta);
+    schur_tile_lanes::<W, 1>(g, s, border, stride, m, i, j, delta);
 }
 
-/// The loop of [`schur_tile`], inlined into each of its compilations.
+/// The loop of [`schur_tile`], inlined into each of its compilations: `N` adjacent tiles of
+/// the block row at once, columns `4 j..4 (j + N)` (the AVX2 compilation takes two, eight
+/// registers, so that each broadcast of a row of `G` or `U` serves eight columns).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn schur_tile_lanes<const W: usize>(
+fn schur_tile_lanes<const W: usize, const N: usize>(
     g: &[f64],
     s: &mut [f64],
     border: &[f64],
@@ -495,47 +497,58 @@ fn schur_tile_lanes<const W: usize>(
     // A's part first, from its lower triangle (A_qr, q >= r), with delta on the diagonal, so
     // that the tile is then one uniform subtraction (branches on the accumulated tile would
     // take it out of the vector registers).
-    let mut t = [[0.0f64; 4]; 4];
-    for y in 0..4 {
-        let q = q0 + y;
-        let a_row = &border[q * m + r0..q * m + r0 + 4];
-        for x in 0..4 {
-            if i < j || x < y {
-                t[x][y] = a_row[x];
-            } else if x == y {
-                t[x][y] = if delta != 0.0 { a_row[x] + delta } else { a_row[x] };
+    let mut t = [[[0.0f64; 4]; N]; 4];
+    for n in 0..N {
+        for y in 0..4 {
+            let q = q0 + 4 * n + y;
+            let a_row = &border[q * m + r0..q * m + r0 + 4];
+            for x in 0..4 {
+                let r = r0 + x;
+                if r < q {
+                    t[x][n][y] = a_row[x];
+                } else if r == q {
+                    t[x][n][y] = if delta != 0.0 { a_row[x] + delta } else { a_row[x] };
+                }
             }
         }
     }
-    let mut acc = [[0.0f64; 4]; 4];
+    let mut acc = [[[0.0f64; 4]; N]; 4];
     for row in g.chunks_exact(st) {
         let a = &row[r0..r0 + 4];
-        let b = &row[q0..q0 + 4];
+        let b = &row[q0..q0 + 4 * N];
         for x in 0..4 {
-            for y in 0..4 {
-                acc[x][y] += a[x] * b[y];
+            for n in 0..N {
+                for y in 0..4 {
+                    acc[x][n][y] += a[x] * b[4 * n + y];
+                }
             }
         }
     }
     for x in 0..4 {
-        for y in 0..4 {
-            t[x][y] -= acc[x][y];
+        for n in 0..N {
+            for y in 0..4 {
+                t[x][n][y] -= acc[x][n][y];
+            }
         }
     }
     let (done, rest) = s.split_at_mut(r0 * st);
     for u in done.chunks_exact(st) {
         let a = &u[r0..r0 + 4];
-        let b = &u[q0..q0 + 4];
+        let b = &u[q0..q0 + 4 * N];
         for x in 0..4 {
-            for y in 0..4 {
-                t[x][y] -= a[x] * b[y];
+            for n in 0..N {
+                for y in 0..4 {
+                    t[x][n][y] -= a[x] * b[4 * n + y];
+                }
             }
         }
     }
     // Unconditional stores of whole tile rows keep the tile in vector registers.
     for (x, t_row) in t.iter().enumerate() {
-        let start = x * st + q0;
-        rest[start..start + 4].copy_from_slice(t_row);
+        for (n, tile_row) in t_row.iter().enumerate() {
+            let start = x * st + q0 + 4 * n;
+            rest[start..start + 4].copy_from_slice(tile_row);
+        }
     }
 }
 
@@ -835,10 +848,17 @@ impl<const B: usize> BlockArrowFactor<B> {
         let border = &h.border[..m * m];
         let full = m / 4;
         for i in 0..m.div_ceil(4) {
-            for j in i..full {
-                if INLINE {
-                    schur_tile_lanes::<W>(&self.g, s, border, st, m, i, j, delta);
-                } else {
+            if INLINE {
+                let mut j = i;
+                while j + 2 <= full {
+                    schur_tile_lanes::<W, 2>(&self.g, s, border, st, m, i, j, delta);
+                    j += 2;
+                }
+                if j < full {
+                    schur_tile_lanes::<W, 1>(&self.g, s, border, st, m, i, j, delta);
+                }
+            } else {
+                for j in i..full {
                     schur_tile::<W>(&self.g, s, border, st, m, i, j, delta);
                 }
             }
