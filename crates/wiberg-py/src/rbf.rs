@@ -5,8 +5,8 @@ use crate::arrays::{gather, read_array, read_dl_dy, shape_str, to_numpy, Arr};
 use crate::solution::{Solution, Solved};
 use crate::{collect_batch, count_arg, par_map, parse_damping, stop_name, value_error};
 use pyo3::prelude::*;
-use std::borrow::Cow;
 use pyo3::types::PyDict;
+use std::borrow::Cow;
 use wiberg::{ArgminLayer, LbfgsConfig, Minimizer, RbfMixture, Start, WibergError};
 
 /// A batch of RBF argmin problems and their solutions.
