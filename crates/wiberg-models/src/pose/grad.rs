@@ -24,7 +24,16 @@ use super::model::{
 use super::params::{
     offset, PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PARAMS, N_PCA, SIGMA_SCALE,
 };
+use std::cell::Cell;
+use wiberg::damped::BlockArrowFactor;
 use wiberg::{Damping, WibergError};
+
+thread_local! {
+    /// The factors of the forward pass's final solves (index `m * N_ROT + ti`), kept for the
+    /// backward solves: per thread, so that they are allocated once and not per frame
+    /// (callers may build a workspace per frame).
+    static KEPT_FACTORS: Cell<Vec<BlockArrowFactor<3>>> = const { Cell::new(Vec::new()) };
+}
 
 /// `model` with every solve damped by `lambda` instead (same parameters).
 ///
@@ -122,7 +131,10 @@ pub fn normalised_loss_and_grad(
     damping: Damping,
     ws: &mut Workspace,
 ) -> wiberg::Result<(f64, Vec<f64>)> {
-    let (loss, grad) = loss_impl(model, params, nf, gt, damping, ws, None, true)?;
+    // Taken out of the thread's storage for the call (a call that fails just drops them).
+    let mut kept = KEPT_FACTORS.take();
+    let (loss, grad) = loss_impl(model, params, nf, gt, damping, ws, None, Some(&mut kept))?;
+    KEPT_FACTORS.set(kept);
     Ok((loss, grad.unwrap_or_default()))
 }
 
@@ -160,7 +172,7 @@ pub fn frozen_weights_loss(
     }
     // The parameters are only read by the backward pass.
     let dummy = PoseParams { values: Vec::new(), avg_cameras: [[[0.0; 3]; 3]; N_CAMERAS], epoch: 0 };
-    Ok(loss_impl(model, &dummy, nf, gt, model.forward_damping(), ws, Some(frozen), false)?.0)
+    Ok(loss_impl(model, &dummy, nf, gt, model.forward_damping(), ws, Some(frozen), None)?.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -172,14 +184,32 @@ fn loss_impl(
     damping: Damping,
     ws: &mut Workspace,
     frozen: Option<&[PairWeights]>,
-    want_grad: bool,
+    kept: Option<&mut Vec<BlockArrowFactor<3>>>,
 ) -> wiberg::Result<(f64, Option<Vec<f64>>)> {
+    // The gradient is wanted when there is storage for the forward factors. A model's final
+    // forward factors are kept (swapped out, not copied) when its backward solves would
+    // re-assemble and refactorise exactly those matrices (same damping, same fixed part);
+    // the backward then only solves with them.
+    let want_grad = kept.is_some();
+    let mut no_factors = Vec::new();
+    let kept = kept.unwrap_or(&mut no_factors);
+    let keep: [bool; N_MODELS] =
+        std::array::from_fn(|m| want_grad && frozen.is_none() && model.kept_factor_serves(m, damping));
+    if keep.iter().any(|k| *k) && kept.len() < N_MODELS * N_ROT {
+        kept.resize_with(N_MODELS * N_ROT, || BlockArrowFactor::new(NA, N_JOINTS));
+    }
     // ---------- forward, keeping every solve ----------
     let mut solved: Vec<Solved> = Vec::with_capacity(N_MODELS * N_ROT);
     for m in 0..N_MODELS {
         for ti in 0..N_ROT {
             let sol = match frozen {
-                None => model.solve_rotation(m, ti, nf, ws)?,
+                None => {
+                    let sol = model.solve_rotation(m, ti, nf, ws)?;
+                    if keep[m] {
+                        ws.swap_factor(&mut kept[m * N_ROT + ti]);
+                    }
+                    sol
+                }
                 Some(fw) => {
                     ws.weights = fw[m * N_ROT + ti];
                     ws.reg_weight = if model.variant == Variant::Huber { model.models[m].kappa } else { 1.0 };
@@ -434,7 +464,12 @@ fn loss_impl(
             ws.weights = s.weights;
             ws.reg_weight = s.reg_weight;
             let mut u_solve = v;
-            back_model.adjoint(m, ti, nf, ws, damping, &mut u_solve)?;
+            if keep[m] {
+                // `keep` implies the model's own damping: `back_model` is `model`.
+                model.adjoint_kept(m, ti, nf, ws, &kept[k], &mut u_solve)?;
+            } else {
+                back_model.adjoint(m, ti, nf, ws, damping, &mut u_solve)?;
+            }
             // The library's rows take `(N + s I)^-1 v` itself; the fixed part's rows below are
             // chained here with its negation.
             let mut u = u_solve;

@@ -9,7 +9,7 @@
 use super::data::{Frame2d, Pose3d};
 use super::params::{PoseParams, E_SCALE, G, MU_SCALE, N_BASIS, N_CAMERAS, N_JOINTS, N_MODELS, N_PCA, SIGMA_SCALE};
 use crate::error::{Error, Result};
-use wiberg::damped::{BlockArrow, BlockArrowFactor};
+use wiberg::damped::{BlockArrow, BlockArrowFactor, DampedFactor};
 use wiberg::least_squares::{FixedQuadratic, PseudoHuber, RobustRows, StructuredIrls};
 use wiberg::{Damping, WibergError};
 
@@ -295,9 +295,17 @@ impl Workspace {
         self.irls.rhs()
     }
 
-    /// Factorisation of the last solve's damped `N` (or of the last backward system).
+    /// Factorisation of the last solve's damped `N` (or of the last backward system); after
+    /// [`Workspace::swap_factor`], whatever was swapped in, until the next solve.
     pub fn factor(&self) -> &BlockArrowFactor<3> {
         self.irls.factor()
+    }
+
+    /// Exchanges the last solve's factorisation with `kept`, without copying it (see
+    /// [`StructuredIrls::swap_factor`]): keeps it for [`PoseModel::adjoint_kept`].
+    /// [`Workspace::factor`] then holds `kept`'s previous content until the next solve.
+    pub fn swap_factor(&mut self, kept: &mut BlockArrowFactor<3>) {
+        self.irls.swap_factor(kept);
     }
 
     /// The robust rows of the last problem filled (see [`Workspace`]; group
@@ -611,6 +619,43 @@ impl PoseModel {
         ws.irls.adjoint(fixed, &ws.rows, &weights, damping, v)
     }
 
+    /// The backward solve of [`PoseModel::adjoint`] with `kept`, the factor of the last solve
+    /// of [`PoseModel::solve_rotation`] of model `m`, rotation `ti` (kept by
+    /// [`Workspace::swap_factor`], with the row weights that solve left in `ws`): the same
+    /// result bit for bit when [`PoseModel::kept_factor_serves`] holds, without re-assembling
+    /// and refactorising. On return `ws.rows()` holds the problem's 2-D rows.
+    pub fn adjoint_kept(
+        &self,
+        m: usize,
+        ti: usize,
+        nf: &NormFrame,
+        ws: &mut Workspace,
+        kept: &BlockArrowFactor<3>,
+        v: &mut [f64; NX],
+    ) -> wiberg::Result<()> {
+        self.fill_rows(m, ti, nf, &mut ws.rows)?;
+        kept.solve_in_place(v)
+    }
+
+    /// Whether the factor of model `m`'s last [`PoseModel::solve_rotation`] solve is the one
+    /// [`PoseModel::adjoint`] with `damping` and the weights that solve leaves in the workspace
+    /// would build: the same damping and the same fixed part (so [`PoseModel::adjoint_kept`]
+    /// may replace it).
+    pub fn kept_factor_serves(&self, m: usize, damping: Damping) -> bool {
+        let mc = &self.models[m];
+        let (reweights, reg_weight) = self.irls_plan(m);
+        let last = if reweights > 0 { &mc.reweighted } else { &mc.first };
+        damping == self.forward_damping() && self.fixed_part(m, reg_weight).is_ok_and(|f| std::ptr::eq(f, last))
+    }
+
+    /// The IRLS of model `m`: the number of reweights and the regulariser weight recorded.
+    fn irls_plan(&self, m: usize) -> (usize, f64) {
+        match self.variant {
+            Variant::Huber => (IRLS_STEPS, self.models[m].kappa),
+            Variant::L2 => (0, 1.0),
+        }
+    }
+
     /// Solves model `m` at rotation index `ti`: the IRLS (or the single L2 solve), by the
     /// library's [`StructuredIrls`]. On return `ws` holds the final solve's equations,
     /// factorisation and weights.
@@ -623,10 +668,7 @@ impl PoseModel {
     ) -> wiberg::Result<RotationSolve> {
         let mc = &self.models[m];
         self.fill_rows(m, ti, nf, &mut ws.rows)?;
-        let (reweights, reg_weight) = match self.variant {
-            Variant::Huber => (IRLS_STEPS, mc.kappa),
-            Variant::L2 => (0, 1.0),
-        };
+        let (reweights, reg_weight) = self.irls_plan(m);
         let y = ws.irls.solve(&mc.first, &mc.reweighted, &ws.rows, &mc.loss, reweights, self.forward_damping())?;
         let mut x = [0.0; NX];
         x.copy_from_slice(y);

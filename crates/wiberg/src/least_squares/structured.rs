@@ -596,6 +596,16 @@ impl<const B: usize> StructuredIrls<B> {
         self.factor.solve_in_place(v)
     }
 
+    /// Exchanges the factorisation of the last solve with `kept`, without copying it: keeps a
+    /// solve's factor for a later backward solve. `kept.solve_in_place(v)` then computes what
+    /// [`StructuredIrls::adjoint`] would with that solve's rows, weights, fixed part and
+    /// damping, without re-assembling and refactorising. Afterwards
+    /// [`StructuredIrls::factor`] holds `kept`'s previous content (any factor, or none) until
+    /// the next solve overwrites it; a `kept` of other dimensions is resized then.
+    pub fn swap_factor(&mut self, kept: &mut BlockArrowFactor<B>) {
+        std::mem::swap(&mut self.factor, kept);
+    }
+
     /// The solution of the last solve.
     pub fn y(&self) -> &[f64] {
         &self.y
