@@ -24,16 +24,17 @@
 //! * [`optim`]: SGD, ASGD and Adam; [`batch`]: deterministic parallel batches;
 //!   [`gradcheck`]: finite-difference checks.
 #![deny(missing_docs)]
-// Three functions may use `unsafe`, each to call safe code compiled for AVX2 after the CPU was
-// found to have it: the n-D seed ranking (`RbfMixture::rank_pass`, 34 % of a fusion training
-// epoch, half as long eight lanes to a register instead of four), the 1-D single-precision seed
-// ranking (`rbf::rank_1d_f32_pass`, 22 % fewer instructions for a narrow RANSAC sample's seed
-// choice) and the block-arrow factorisation and solve (`damped::block_arrow::run_kernel`, 36 %
-// fewer instructions for the pose model's factorisation). Their results are the same bits.
-// Nothing else.
+// One function may use `unsafe`: `avx2::run_kernel`, which calls safe code compiled for AVX2
+// after the CPU was found to have it (the results are the same bits). Its kernels: the n-D
+// seed ranking (`rbf::RankPass`, 34 % of a fusion training epoch, half as long eight lanes to
+// a register instead of four), the 1-D single-precision seed ranking (`rbf::Rank1dF32Pass`,
+// 22 % fewer instructions for a narrow RANSAC sample's seed choice) and the block-arrow
+// factorisation and solve (`damped::block_arrow`, 36 % fewer instructions for the pose
+// model's factorisation). Nothing else.
 #![deny(unsafe_code)]
 
 pub mod autodiff;
+mod avx2;
 pub mod batch;
 pub mod damped;
 pub mod derivative;

@@ -1,6 +1,7 @@
 //! [`RbfMixture`]: the paper's energy family, `E(y) = -sum_k a_k exp(-|y - c_k|^2 / s_k^2)`,
 //! with analytic derivatives (the fast path of the experiments).
 
+use crate::avx2::{run_kernel, Kernel};
 use crate::energy::Energy;
 use crate::error::WibergError;
 use crate::fastexp;
@@ -97,7 +98,7 @@ fn exp_neg_f32(x: f32) -> f32 {
 const RANK_NEAR: f64 = 64.0;
 
 /// Adds `weight exp(-min(r inv_s2, 36.8))` to each sum, `r` the squared distances in order:
-/// the inner loop of [`RbfMixture::rank_pass`], branch-free. (A term past the cut-off, which
+/// the inner loop of [`RbfMixture::rank_pass_lanes`], branch-free. (A term past the cut-off, which
 /// the scan leaves out, adds `1.1e-16` of its weight here: within the bound's allowance.)
 #[inline(always)]
 fn rank_terms(sums: &mut [f32], dist2: impl Iterator<Item = f32>, inv_s2: f32, weight: f32) {
@@ -346,7 +347,7 @@ const RANK_F32_CUTOFF: f32 = 16.0;
 /// (the kernel matrix is symmetric), eight lanes at a time in `f32` through [`exp_neg_f32`]
 /// (8 lanes to a register with AVX2, 4 without, and a degree-6 polynomial, where the full scan
 /// takes 2 lanes and degree 13), terms whose exponent exceeds [`RANK_F32_CUTOFF`] left out
-/// ([`rank_1d_f32_pass`]; both compilations give the same bits, so the bound below holds
+/// ([`Rank1dF32Pass`]; both compilations give the same bits, so the bound below holds
 /// for either).
 ///
 /// Returns the bound: `|scan row sum - sums[a]| <= bound.of(sums[a], 0)` for every `a`. The
@@ -406,7 +407,7 @@ fn rank_1d_f32(
     wts[n..].fill(0.0);
     sums.fill(0.0);
     // (`terms` is written before it is read.)
-    rank_1d_f32_pass(xs, coords, wts, sums, terms, inv_s2 as f32, reach);
+    run_kernel(Rank1dF32Pass { xs, coords, wts, sums, terms, inv: inv_s2 as f32, reach });
     for (o, &s) in sums_out.iter_mut().zip(sums.iter()) {
         *o = f64::from(s);
     }
@@ -416,48 +417,53 @@ fn rank_1d_f32(
 /// The pairs loop of [`rank_1d_f32`]: for every sorted point `a`, its window's terms in
 /// `terms`, added to the later points' `sums` and, in eight partial sums, to its own.
 ///
-/// On x86-64 CPUs with AVX2 the same loop runs compiled for it, eight lanes to a register
-/// instead of four (detected at run time; the binaries target baseline x86-64). It is
-/// elementwise but for the eight partial sums, which are an array of eight `f32` either way,
-/// each lane adding its own terms in the same order; with no fused multiply-adds (Rust does
-/// not contract, and only AVX2 is enabled) every operation is the same IEEE one, so the sums
-/// are the same bits and [`rank_1d_f32`]'s bound is the same argument.
-#[allow(unsafe_code)]
-fn rank_1d_f32_pass(
-    xs: &[f64],
-    coords: &[f32],
-    wts: &[f32],
-    sums: &mut [f32],
-    terms: &mut [f32],
+/// Run by [`run_kernel`]: on x86-64 CPUs with AVX2 the same loop runs compiled for it, eight
+/// lanes to a register instead of four. It is elementwise but for the eight partial sums,
+/// which are an array of eight `f32` either way, each lane adding its own terms in the same
+/// order; every operation is the same IEEE one, so the sums are the same bits and
+/// [`rank_1d_f32`]'s bound is the same argument.
+struct Rank1dF32Pass<'a> {
+    xs: &'a [f64],
+    coords: &'a [f32],
+    wts: &'a [f32],
+    sums: &'a mut [f32],
+    terms: &'a mut [f32],
     inv: f32,
     reach: f64,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `rank_1d_f32_pass_avx2` is safe code whose only requirement is the target
-        // feature it was compiled with, AVX2, which this CPU has (checked just above).
-        unsafe { rank_1d_f32_pass_avx2(xs, coords, wts, sums, terms, inv, reach) };
-        return;
+}
+
+impl Kernel for Rank1dF32Pass<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<const INLINE: bool>(self) {
+        let Rank1dF32Pass { xs, coords, wts, sums, terms, inv, reach } = self;
+        rank_1d_f32_pass_lanes(xs, coords, wts, sums, terms, inv, reach);
     }
-    rank_1d_f32_pass_lanes(xs, coords, wts, sums, terms, inv, reach);
 }
 
-/// [`rank_1d_f32_pass`] compiled with AVX2 (the loop is inlined into it).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rank_1d_f32_pass_avx2(
-    xs: &[f64],
-    coords: &[f32],
-    wts: &[f32],
-    sums: &mut [f32],
-    terms: &mut [f32],
-    inv: f32,
-    reach: f64,
-) {
-    rank_1d_f32_pass_lanes(xs, coords, wts, sums, terms, inv, reach);
+/// The n-D ranking pass of [`RbfMixture::rank_centers`] ([`RbfMixture::rank_pass_lanes`]),
+/// run by [`run_kernel`].
+struct RankPass<'a> {
+    mixture: &'a RbfMixture,
+    kernels: &'a [[f64; 3]],
+    firsts: &'a [f64],
+    coords: &'a [f32],
+    near: &'a mut [f32],
+    far: &'a mut [f32],
+    dist2: &'a mut [f32],
+    is_far: &'a [bool],
 }
 
-/// The loop of [`rank_1d_f32_pass`], inlined into each of its compilations.
+impl Kernel for RankPass<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<const INLINE: bool>(self) {
+        let RankPass { mixture, kernels, firsts, coords, near, far, dist2, is_far } = self;
+        mixture.rank_pass_lanes(kernels, firsts, coords, near, far, dist2, is_far);
+    }
+}
+
+/// The loop of [`Rank1dF32Pass`], inlined into each of its compilations.
 #[inline(always)]
 fn rank_1d_f32_pass_lanes(
     xs: &[f64],
@@ -1581,7 +1587,7 @@ impl RbfMixture {
                 let bound = RankBound::new(eps_near, eps_far, 4e-16 * weight_total);
                 // The sorted first coordinates (double precision) give each kernel the scan's
                 // window.
-                self.rank_pass(kernels, firsts, coords, near, far, dist2, is_far);
+                run_kernel(RankPass { mixture: self, kernels, firsts, coords, near, far, dist2, is_far });
                 Some(bound)
             })
         })
@@ -1590,52 +1596,9 @@ impl RbfMixture {
     /// The loop of [`RbfMixture::rank_centers`]: kernels outside, the points of each kernel's
     /// window inside, as plain loops over equal-length slices (the compiler vectorises them,
     /// four lanes to a register), with the coordinate loop written out for 1 to 3 dimensions
-    /// (beyond, the squared distances go through `dist2` first).
-    ///
-    /// On x86-64 CPUs with AVX2 the same loop runs compiled for it, eight lanes to a register
-    /// (detected at run time; the binaries target baseline x86-64). Every lane does the same
-    /// IEEE operations in the same order either way (no fused multiply-adds: Rust does not
-    /// contract, and only AVX2 is enabled), so the sums are the same bits.
-    #[allow(clippy::too_many_arguments)]
-    #[allow(unsafe_code)]
-    fn rank_pass(
-        &self,
-        kernels: &[[f64; 3]],
-        firsts: &[f64],
-        coords: &[f32],
-        near: &mut [f32],
-        far: &mut [f32],
-        dist2: &mut [f32],
-        is_far: &[bool],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: `rank_pass_avx2` is safe code whose only requirement is the target
-            // feature it was compiled with, AVX2, which this CPU has (checked just above).
-            unsafe { self.rank_pass_avx2(kernels, firsts, coords, near, far, dist2, is_far) };
-            return;
-        }
-        self.rank_pass_lanes(kernels, firsts, coords, near, far, dist2, is_far);
-    }
-
-    /// [`RbfMixture::rank_pass`] compiled with AVX2 (the loop is inlined into it).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    fn rank_pass_avx2(
-        &self,
-        kernels: &[[f64; 3]],
-        firsts: &[f64],
-        coords: &[f32],
-        near: &mut [f32],
-        far: &mut [f32],
-        dist2: &mut [f32],
-        is_far: &[bool],
-    ) {
-        self.rank_pass_lanes(kernels, firsts, coords, near, far, dist2, is_far);
-    }
-
-    /// The loop of [`RbfMixture::rank_pass`], inlined into each of its compilations.
+    /// (beyond, the squared distances go through `dist2` first). Run by [`run_kernel`]
+    /// ([`RankPass`]): on x86-64 CPUs with AVX2 the same loop runs compiled for it, eight lanes
+    /// to a register, with the same bits.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn rank_pass_lanes(
@@ -2343,7 +2306,7 @@ mod tests {
 
     #[test]
     fn rank_pass_sums_are_the_same_bits_whichever_compilation_runs() {
-        // `rank_pass` takes the AVX2 compilation where the CPU has it; the baseline one must
+        // `run_kernel` takes the AVX2 compilation where the CPU has it; the baseline one must
         // give the same bits (checked here on both sides where AVX2 is there; elsewhere both
         // calls run the baseline).
         for (seed, dim) in (0..12).map(|s| (s, 1 + (s as usize) % 4)) {
@@ -2365,7 +2328,9 @@ mod tests {
                 if lanes {
                     e.rank_pass_lanes(&kernels, &firsts, &coords, &mut near, &mut far, &mut dist2, &is_far);
                 } else {
-                    e.rank_pass(&kernels, &firsts, &coords, &mut near, &mut far, &mut dist2, &is_far);
+                    let (near, far, dist2) = (&mut near[..], &mut far[..], &mut dist2[..]);
+                    let (kernels, firsts, coords, is_far) = (&kernels[..], &firsts[..], &coords[..], &is_far[..]);
+                    run_kernel(RankPass { mixture: &e, kernels, firsts, coords, near, far, dist2, is_far });
                 }
                 near.iter().chain(&far).map(|v| v.to_bits()).collect::<Vec<u32>>()
             };

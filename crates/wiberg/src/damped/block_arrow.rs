@@ -100,6 +100,7 @@
 // The small dense kernels index rows and columns as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
+use crate::avx2::{run_kernel, Kernel};
 use crate::damped::DampedFactor;
 use crate::error::WibergError;
 use crate::{Damping, Diagnostics, LinearSolver, Result};
@@ -604,41 +605,6 @@ fn schur_strip<const W: usize>(
             s[r * st + q] = v[x];
         }
     }
-}
-
-/// A hot loop of the fast path, compiled twice: for baseline x86-64 (or whatever the target
-/// is) and, on x86-64, for AVX2 (see [`run_kernel`]). `run` must be `#[inline(always)]` with
-/// every loop it calls inlined as well, so that the AVX2 compilation covers them.
-trait Kernel {
-    /// What the kernel returns.
-    type Output;
-    /// The kernel's work (the `INLINE` flag: whether out-of-line helpers are to be inlined,
-    /// set in the AVX2 compilation).
-    fn run<const INLINE: bool>(self) -> Self::Output;
-}
-
-/// Runs `kernel`, compiled for AVX2 on x86-64 CPUs that have it (detected at run time; the
-/// binaries target baseline x86-64), four lanes to a register instead of two (the pose
-/// model's factorisation took 36 % fewer instructions, its solves 31 %). Every lane does the
-/// same IEEE operations in the same order either way (no fused multiply-adds: Rust does not
-/// contract, and only AVX2 is enabled), so the results are the same bits.
-#[allow(unsafe_code)]
-#[inline(always)]
-fn run_kernel<K: Kernel>(kernel: K) -> K::Output {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `run_kernel_avx2` is safe code whose only requirement is the target feature
-        // it was compiled with, AVX2, which this CPU has (checked just above).
-        return unsafe { run_kernel_avx2(kernel) };
-    }
-    kernel.run::<false>()
-}
-
-/// [`run_kernel`]'s AVX2 compilation (the kernel is inlined into it).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn run_kernel_avx2<K: Kernel>(kernel: K) -> K::Output {
-    kernel.run::<true>()
 }
 
 /// The block Cholesky factorisation of `h + delta I` into `factor`.
