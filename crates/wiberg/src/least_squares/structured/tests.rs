@@ -270,6 +270,29 @@ fn pseudo_huber_weight_is_twice_the_derivative_of_its_energy() {
     assert_eq!(SquaredLoss.energy(&[3.0, 4.0]), 12.5);
 }
 
+/// Central differences of `f` in row `r`'s target, block coefficients and border coefficients
+/// (the last empty when the row has no border part), steps of `h`.
+fn row_differences(
+    rows: &RobustRows<2>,
+    r: usize,
+    h: f64,
+    mut f: impl FnMut(&RobustRows<2>) -> f64,
+) -> (f64, [f64; 2], Vec<f64>) {
+    let mut diff = |perturb: &dyn Fn(&mut RobustRows<2>, f64)| {
+        let (mut plus, mut minus) = (rows.clone(), rows.clone());
+        perturb(&mut plus, h);
+        perturb(&mut minus, -h);
+        (f(&plus) - f(&minus)) / (2.0 * h)
+    };
+    let target = diff(&|x, d| x.rows[r].target += d);
+    let coeffs = [0, 1].map(|c| diff(&|x, d| x.rows[r].coeffs[c] += d));
+    let border = match rows.border_rows.iter().find(|&&(row, _)| row == r) {
+        Some(&(_, at)) => (0..M).map(|c| diff(&|x, d| x.border[at + c] += d)).collect(),
+        None => Vec::new(),
+    };
+    (target, coeffs, border)
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 48,
@@ -300,27 +323,15 @@ proptest::proptest! {
         let mut fd = |rows: &RobustRows<2>, fixed: &FixedQuadratic<2>, w: &[f64]| {
             solver.solve_with_weights(fixed, rows, w, Damping::Implicit).unwrap()[i]
         };
-        // Target.
-        let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-        plus.rows[r].target += h;
-        minus.rows[r].target -= h;
-        let d = (fd(&plus, &p.fixed, &weights) - fd(&minus, &p.fixed, &weights)) / (2.0 * h);
-        proptest::prop_assert!((d - g.target).abs() < 1e-6 * (1.0 + d.abs()), "target: {d} vs {}", g.target);
-        // Block coefficients.
+        // Target, block and border coefficients.
+        let (d_target, d_coeffs, d_border) = row_differences(&p.rows, r, h, |rows| fd(rows, &p.fixed, &weights));
+        proptest::prop_assert!((d_target - g.target).abs() < 1e-6 * (1.0 + d_target.abs()), "target: {d_target} vs {}", g.target);
         for c in 0..2 {
-            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-            plus.rows[r].coeffs[c] += h;
-            minus.rows[r].coeffs[c] -= h;
-            let d = (fd(&plus, &p.fixed, &weights) - fd(&minus, &p.fixed, &weights)) / (2.0 * h);
+            let d = d_coeffs[c];
             proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
         }
-        // Border coefficients.
-        for c in 0..border.len() {
-            let at = p.rows.border_rows.iter().find(|&&(row, _)| row == r).unwrap().1;
-            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-            plus.border[at + c] += h;
-            minus.border[at + c] -= h;
-            let d = (fd(&plus, &p.fixed, &weights) - fd(&minus, &p.fixed, &weights)) / (2.0 * h);
+        proptest::prop_assert_eq!(d_border.len(), border.len());
+        for (c, &d) in d_border.iter().enumerate() {
             proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
         }
         // The group's weight: both rows' terms.
@@ -372,28 +383,18 @@ proptest::proptest! {
         let g = p.rows.row_gradient(r, weights[r / 2], gamma, &y, &u, &mut border).unwrap();
         let h = 1e-6;
         let mut solver = StructuredIrls::<2>::new(M, K);
-        let mut l = |rows: &RobustRows<2>| {
+        let l = |rows: &RobustRows<2>| {
             let y = solver.solve_with_weights(&p.fixed, rows, &weights, Damping::Implicit).unwrap().to_vec();
             y[i] + gamma * rows.residual(r, &y)
         };
-        let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-        plus.rows[r].target += h;
-        minus.rows[r].target -= h;
-        let d = (l(&plus) - l(&minus)) / (2.0 * h);
-        proptest::prop_assert!((d - g.target).abs() < 1e-6 * (1.0 + d.abs()), "target: {d} vs {}", g.target);
+        let (d_target, d_coeffs, d_border) = row_differences(&p.rows, r, h, l);
+        proptest::prop_assert!((d_target - g.target).abs() < 1e-6 * (1.0 + d_target.abs()), "target: {d_target} vs {}", g.target);
         for c in 0..2 {
-            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-            plus.rows[r].coeffs[c] += h;
-            minus.rows[r].coeffs[c] -= h;
-            let d = (l(&plus) - l(&minus)) / (2.0 * h);
+            let d = d_coeffs[c];
             proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
         }
-        for c in 0..border.len() {
-            let at = p.rows.border_rows.iter().find(|&&(row, _)| row == r).unwrap().1;
-            let (mut plus, mut minus) = (p.rows.clone(), p.rows.clone());
-            plus.border[at + c] += h;
-            minus.border[at + c] -= h;
-            let d = (l(&plus) - l(&minus)) / (2.0 * h);
+        proptest::prop_assert_eq!(d_border.len(), border.len());
+        for (c, &d) in d_border.iter().enumerate() {
             proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
         }
     }
