@@ -215,7 +215,19 @@ impl Solved for LstsqBatch {
         Ok(d)
     }
 
-    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn inputs(&self) -> Vec<&'static str> {
+        let mut names = vec!["A", "b"];
+        if self.weights.is_some() {
+            names.push("weights");
+        }
+        if self.delta.is_some() {
+            names.push("delta");
+        }
+        names
+    }
+
+    /// Every gradient is formed (they share the work), those named in `wrt` returned.
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>, wrt: &[&str]) -> PyResult<Bound<'py, PyDict>> {
         let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let per_sample = py.detach(|| {
@@ -223,13 +235,23 @@ impl Solved for LstsqBatch {
         })?;
         let grads = collect_batch(per_sample, self.batch.is_some())?;
         let out = PyDict::new(py);
-        out.set_item("A", to_numpy(py, gather(&grads, self.a_batched(), self.a.data.len(), |g| &g.0), &self.a.shape)?)?;
-        out.set_item("b", to_numpy(py, gather(&grads, self.b_batched(), self.b.data.len(), |g| &g.1), &self.b.shape)?)?;
-        if let Some(w) = &self.weights {
+        if wrt.contains(&"A") {
+            out.set_item(
+                "A",
+                to_numpy(py, gather(&grads, self.a_batched(), self.a.data.len(), |g| &g.0), &self.a.shape)?,
+            )?;
+        }
+        if wrt.contains(&"b") {
+            out.set_item(
+                "b",
+                to_numpy(py, gather(&grads, self.b_batched(), self.b.data.len(), |g| &g.1), &self.b.shape)?,
+            )?;
+        }
+        if let Some(w) = self.weights.as_ref().filter(|_| wrt.contains(&"weights")) {
             let gw = gather(&grads, self.weights_batched(), w.data.len(), |g| &g.2);
             out.set_item("weights", to_numpy(py, gw, &w.shape)?)?;
         }
-        if let Some(d) = &self.delta {
+        if let Some(d) = self.delta.as_ref().filter(|_| wrt.contains(&"delta")) {
             let gd = gather(&grads, self.delta_batched(), d.data.len(), |g| &g.3);
             out.set_item("delta", to_numpy(py, gd, &d.shape)?)?;
         }

@@ -90,21 +90,25 @@ impl RbfBatch {
         RbfMixture::new(self.n, centers.to_vec(), width_index, weight_index, p)
     }
 
-    /// Solves every sample (GIL released by the caller).
+    /// Solves every sample (GIL released by the caller). With a batch of centres, each
+    /// sample's mixture is built where it is solved, while its arrays are in cache.
     fn solve(&mut self) -> PyResult<()> {
         let kn = self.k * self.n;
-        let mixtures: Vec<Result<RbfMixture, WibergError>> = if self.centers_batched() {
-            par_map(self.threads, self.count(), |b| self.build_mixture(sample(&self.centers, true, kn, b)))?
-        } else {
-            vec![self.build_mixture(&self.centers.data)]
-        };
-        self.mixtures = collect_batch(mixtures, self.batch.is_some())?;
         let this = &*self;
-        let results = par_map(self.threads, self.count(), |b| {
-            let e = this.mixture(b);
-            this.layer.forward(e, &this.params(b), Start::Seeds(e.centers()))
-        })?;
-        self.solutions = collect_batch(results, self.batch.is_some())?;
+        let solve_one = |e: &RbfMixture, b: usize| this.layer.forward(e, &this.params(b), Start::Seeds(e.centers()));
+        if self.centers_batched() {
+            let results = par_map(self.threads, self.count(), |b| {
+                let e = this.build_mixture(sample(&this.centers, true, kn, b))?;
+                let sol = solve_one(&e, b)?;
+                Ok((e, sol))
+            })?;
+            (self.mixtures, self.solutions) = collect_batch(results, true)?.into_iter().unzip();
+        } else {
+            let e = collect_batch(vec![self.build_mixture(&self.centers.data)], false)?.remove(0);
+            let results = par_map(self.threads, self.count(), |b| solve_one(&e, b))?;
+            self.solutions = collect_batch(results, self.batch.is_some())?;
+            self.mixtures = vec![e];
+        }
         Ok(())
     }
 }
@@ -158,21 +162,35 @@ impl Solved for RbfBatch {
         Ok(d)
     }
 
-    /// `dl/d(sigma, weights, centers)` from `dl/dy`.
-    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn inputs(&self) -> Vec<&'static str> {
+        let mut names = vec!["sigma"];
+        if self.weights.is_some() {
+            names.push("weights");
+        }
+        names.push("centers");
+        names
+    }
+
+    /// `dl/d(sigma, weights, centers)` from `dl/dy`, those named in `wrt`: the centres'
+    /// gradient (another pass over the kernels per sample) only when asked for.
+    fn vjp<'py>(&self, py: Python<'py>, dl_dy: &Bound<'py, PyAny>, wrt: &[&str]) -> PyResult<Bound<'py, PyDict>> {
         let v = read_dl_dy(dl_dy, self.batch, self.n)?;
         let n = self.n;
         let kn = self.k * self.n;
+        let wants_centers = wrt.contains(&"centers");
         let per_sample = py.detach(|| {
             par_map(self.threads, self.count(), |b| {
                 let e = self.mixture(b);
                 let w = self.params(b);
                 let sol = &self.solutions[b];
                 let back = self.layer.backward(e, &w, sol, &v.data[b * n..(b + 1) * n])?;
-                let mut dc = vec![0.0; kn];
-                e.centers_vjp(sol.linearization_point(), &w, &back.u, &mut dc);
-                if !dc.iter().all(|x| x.is_finite()) {
-                    return Err(WibergError::NonFinite { what: "gradient dl/dcenters".into() });
+                let mut dc = Vec::new();
+                if wants_centers {
+                    dc.resize(kn, 0.0);
+                    e.centers_vjp(sol.linearization_point(), &w, &back.u, &mut dc);
+                    if !dc.iter().all(|x| x.is_finite()) {
+                        return Err(WibergError::NonFinite { what: "gradient dl/dcenters".into() });
+                    }
                 }
                 Ok((back.grad_w, dc))
             })
@@ -180,14 +198,18 @@ impl Solved for RbfBatch {
         let grads = collect_batch(per_sample, self.batch.is_some())?;
         let ps = self.num_sigma();
         let out = PyDict::new(py);
-        let g_sigma = gather(&grads, self.sigma_batched(), self.sigma.data.len(), |g| &g.0[..ps]);
-        out.set_item("sigma", to_numpy(py, g_sigma, &self.sigma.shape)?)?;
-        if let Some(wts) = &self.weights {
+        if wrt.contains(&"sigma") {
+            let g_sigma = gather(&grads, self.sigma_batched(), self.sigma.data.len(), |g| &g.0[..ps]);
+            out.set_item("sigma", to_numpy(py, g_sigma, &self.sigma.shape)?)?;
+        }
+        if let Some(wts) = self.weights.as_ref().filter(|_| wrt.contains(&"weights")) {
             let g_w = gather(&grads, self.weights_batched(), wts.data.len(), |g| &g.0[ps..]);
             out.set_item("weights", to_numpy(py, g_w, &wts.shape)?)?;
         }
-        let g_c = gather(&grads, self.centers_batched(), self.centers.data.len(), |g| &g.1);
-        out.set_item("centers", to_numpy(py, g_c, &self.centers.shape)?)?;
+        if wants_centers {
+            let g_c = gather(&grads, self.centers_batched(), self.centers.data.len(), |g| &g.1);
+            out.set_item("centers", to_numpy(py, g_c, &self.centers.shape)?)?;
+        }
         Ok(out)
     }
 

@@ -292,6 +292,39 @@ def test_robust_least_squares_derivatives(rng):
         assert abs(g["weights"][i] - fd) <= 1e-6 * (1 + abs(fd))
 
 
+def test_vjp_wrt_returns_the_named_gradients_with_the_same_bits(rng):
+    xs = np.stack([ransac_sample(rng)[0] for _ in range(6)])[:, :, None]
+    sol = wiberg.rbf_argmin(xs, np.full((6, 110), 2.5), np.ones(110))
+    v = rng.normal(size=(6, 1))
+    full = sol.vjp(v)
+    assert set(full) == {"sigma", "weights", "centers"}
+    for wrt in ["sigma", ["centers"], ("weights", "sigma"), []]:
+        part = sol.vjp(v, wrt=wrt)
+        names = {wrt} if isinstance(wrt, str) else set(wrt)
+        assert set(part) == names
+        for name in names:
+            np.testing.assert_array_equal(part[name], full[name])
+    A = rng.normal(size=(6, 2))
+    b = rng.normal(size=6)
+    ls = wiberg.robust_lstsq(A, b, delta=0.4)
+    v2 = np.array([1.0, -2.0])
+    full = ls.vjp(v2)
+    part = ls.vjp(v2, wrt=["delta", "A"])
+    assert set(part) == {"delta", "A"}
+    np.testing.assert_array_equal(part["delta"], full["delta"])
+    np.testing.assert_array_equal(part["A"], full["A"])
+
+
+def test_vjp_wrt_rejects_names_that_are_not_inputs():
+    s = wiberg.rbf_argmin(np.array([0.0, 0.2]), 1.0)
+    for wrt, match in [("weights", "not an input"), (["sigma", "A"], "not an input"), (3, "wrt must be")]:
+        with pytest.raises(ValueError, match=match):
+            s.vjp(np.ones(1), wrt=wrt)
+    ls = wiberg.robust_lstsq(np.eye(2), np.ones(2))
+    with pytest.raises(ValueError, match="inputs: A, b"):
+        ls.vjp(np.ones(2), wrt="delta")
+
+
 # ---------------------------------------------------------------- threads, pickling
 
 

@@ -93,6 +93,10 @@ def test_torch_jax_and_numpy_give_the_same_numbers(rng):
         np.testing.assert_array_equal(ct.grad.numpy(), g["centers"])
         np.testing.assert_array_equal(st.grad.numpy(), g["sigma"])
         np.testing.assert_array_equal(wt_.grad.numpy(), g["weights"])
+        # Only sigma needs a gradient: the layer asks the solution for that one alone.
+        st1 = torch.tensor(sig, requires_grad=True)
+        (wt.rbf_argmin(torch.tensor(c), st1, torch.tensor(w), damping=damping) @ torch.tensor(v)).backward()
+        np.testing.assert_array_equal(st1.grad.numpy(), g["sigma"])
 
         def loss(c_, s_, w_):
             return wj.rbf_argmin(c_, s_, w_, damping=damping) @ jnp.array(v)

@@ -11,7 +11,8 @@ and ``wiberg.pose`` holds the Tome et al. 2018 pose model.
   damping="trust-region", lam=0.1, threads=0)``: damped (pseudo-Huber when ``delta`` is
   given) least squares.
 
-Both return a ``Solution`` with ``.y``, ``.report`` and ``.vjp(dl_dy)``. Bad inputs raise
+Both return a ``Solution`` with ``.y``, ``.report`` and ``.vjp(dl_dy, wrt=None)`` (the
+gradients of every input given, or of those named in ``wrt``). Bad inputs raise
 ``ValueError``; failed solves raise ``WibergError`` or a subclass (``SingularHessianError``,
 ``NonFiniteError``, ``NotConvergedError``).
 """

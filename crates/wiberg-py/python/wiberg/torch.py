@@ -25,8 +25,14 @@ def _numpy(x, name):
     return x.detach().numpy()
 
 
-def _grad(ctx, i, grads, key):
-    return torch.from_numpy(grads[key]) if ctx.needs_input_grad[i] else None
+def _vjp(ctx, dl_dy, names):
+    """The gradients of the inputs that need one (``needs_input_grad``), by name: the solution's
+    ``vjp`` is asked for those only, so that it skips the others' work."""
+    wanted = [name for name, needed in zip(names, ctx.needs_input_grad) if needed]
+    if not wanted:
+        return [None] * len(names)
+    grads = ctx.solution.vjp(dl_dy.detach().to(torch.float64).cpu().numpy(), wrt=wanted)
+    return [torch.from_numpy(grads[name]) if name in grads else None for name in names]
 
 
 class _RbfArgmin(torch.autograd.Function):
@@ -40,15 +46,7 @@ class _RbfArgmin(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dl_dy):
-        if not any(ctx.needs_input_grad[:3]):
-            return None, None, None, None
-        grads = ctx.solution.vjp(dl_dy.detach().to(torch.float64).cpu().numpy())
-        return (
-            _grad(ctx, 0, grads, "centers"),
-            _grad(ctx, 1, grads, "sigma"),
-            _grad(ctx, 2, grads, "weights") if "weights" in grads else None,
-            None,
-        )
+        return (*_vjp(ctx, dl_dy, ("centers", "sigma", "weights")), None)
 
 
 class _RobustLstsq(torch.autograd.Function):
@@ -66,16 +64,7 @@ class _RobustLstsq(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dl_dy):
-        if not any(ctx.needs_input_grad[:4]):
-            return None, None, None, None, None
-        grads = ctx.solution.vjp(dl_dy.detach().to(torch.float64).cpu().numpy())
-        return (
-            _grad(ctx, 0, grads, "A"),
-            _grad(ctx, 1, grads, "b"),
-            _grad(ctx, 2, grads, "weights") if "weights" in grads else None,
-            _grad(ctx, 3, grads, "delta") if "delta" in grads else None,
-            None,
-        )
+        return (*_vjp(ctx, dl_dy, ("A", "b", "weights", "delta")), None)
 
 
 def rbf_argmin(
