@@ -981,8 +981,10 @@ pub struct ValueGradCurvature {
 /// (the RANSAC energy), whose value and derivatives evaluate their kernels four at a time
 /// through a batched exponential within 0.52 ulp of `exp` (and within 1 ulp of `f64::exp`),
 /// with value, gradient, curvature and mixed derivative available from one pass
-/// ([`RbfMixture::value_grad_curvature`]). Their results can therefore differ in the last
-/// bits from those of the same kernels given through a weight map.
+/// ([`RbfMixture::value_grad_curvature`]). These sums take only the kernels within
+/// `sqrt(36.8) |s|` of `y`, in the order of their centres (a kernel further away weighs less
+/// than `1.1e-16` of its weight). Their results can therefore differ in the last bits from
+/// those of the same kernels given through a weight map.
 ///
 /// ```
 /// use wiberg::{Energy, RbfMixture};
