@@ -1946,7 +1946,11 @@ impl RbfMixture {
     fn window_1d(&self, y: f64, inv_s2: f64) -> std::ops::Range<usize> {
         let xs = &self.sorted_1d;
         let radius = (SEED_SCAN_CUTOFF / inv_s2).sqrt();
-        if !(y.is_finite() && radius.is_finite()) {
+        let (Some(&first), Some(&last)) = (xs.first(), xs.last()) else {
+            return 0..0;
+        };
+        // (Wide kernels, as the learned RANSAC widths: every kernel, without a search.)
+        if !(y.is_finite() && radius.is_finite()) || (first >= y - radius && last <= y + radius) {
             return 0..xs.len();
         }
         let lo = xs.partition_point(|&c| c < y - radius);
