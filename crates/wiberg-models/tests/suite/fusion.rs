@@ -178,6 +178,17 @@ fn image_size_comes_from_the_first_image_without_meta_txt() {
     assert!(err.contains(&broken.display().to_string()) && err.contains("meta.txt"), "{err}");
 }
 
+/// The layer of the finite-difference checks: implicit derivative, L-BFGS run to a gradient
+/// of 1e-12 and the polish step, so that the forward map is smooth enough to difference.
+fn converged_implicit_layer() -> ArgminLayer {
+    ArgminLayer {
+        minimizer: Minimizer::Lbfgs(LbfgsConfig { grad_tol: 1e-12, ..Default::default() }),
+        polish: true,
+        damping: Damping::Implicit,
+        ..Default::default()
+    }
+}
+
 /// Central finite differences of the whole forward pass (seeds, L-BFGS, undamped Newton
 /// polish) against the implicit derivative, for widths and weights, on real generated frames.
 #[test]
@@ -185,50 +196,44 @@ fn fusion_loss_gradient_matches_finite_differences() {
     let data = small(10, 2, 60.0, 5);
     let layout = ParamLayout { trackers: 10, bins: 4 };
     let frames = build_frames(&data, &layout).unwrap();
-    let layer = ArgminLayer {
-        minimizer: Minimizer::Lbfgs(LbfgsConfig { grad_tol: 1e-12, ..Default::default() }),
-        polish: true,
-        damping: Damping::Implicit,
-        ..Default::default()
-    };
+    let layer = converged_implicit_layer();
     // Parameters away from the symmetric start: every tracker its own width and weights.
     let mut w = layout.initial(0.3);
     for (i, v) in w.iter_mut().enumerate() {
         *v *= 1.0 + 0.3 * ((i as f64) * 1.7).sin();
     }
+    let loss = LossKind::Corner;
     let mut checked = 0;
     for frame in frames.iter().filter(|f| f.len() >= 6).step_by(7).take(4) {
-        for loss in [LossKind::Corner] {
-            let (_, grad) = loss_and_grad(frame, &w, &layer, loss).unwrap();
-            let mut params: Vec<usize> = Vec::new();
-            for k in 0..frame.len() {
-                let t = frame.trackers[k] as usize;
-                params.push(layout.width(t));
-                params.push(layout.weight(t, frame.bins[k] as usize));
-            }
-            params.sort();
-            params.dedup();
-            let scale = grad.iter().map(|g| g.abs()).fold(0.0, f64::max);
-            for &j in &params {
-                let h = 1e-6 * w[j];
-                let (mut wp, mut wm) = (w.clone(), w.clone());
-                wp[j] += h;
-                wm[j] -= h;
-                let lp = loss_and_grad(frame, &wp, &layer, loss).unwrap().0;
-                let lm = loss_and_grad(frame, &wm, &layer, loss).unwrap().0;
-                let fd = (lp - lm) / (2.0 * h);
-                assert!(
-                    (fd - grad[j]).abs() <= 1e-5 * scale + 1e-9,
-                    "frame {} param {j}: analytic {} vs finite differences {fd}",
-                    frame.index,
-                    grad[j]
-                );
-                checked += 1;
-            }
-            // Parameters of trackers without a box in this frame get no gradient.
-            let untouched = (0..w.len()).filter(|j| !params.contains(j));
-            assert!(untouched.into_iter().all(|j| grad[j] == 0.0));
+        let (_, grad) = loss_and_grad(frame, &w, &layer, loss).unwrap();
+        let mut params: Vec<usize> = Vec::new();
+        for k in 0..frame.len() {
+            let t = frame.trackers[k] as usize;
+            params.push(layout.width(t));
+            params.push(layout.weight(t, frame.bins[k] as usize));
         }
+        params.sort();
+        params.dedup();
+        let scale = grad.iter().map(|g| g.abs()).fold(0.0, f64::max);
+        for &j in &params {
+            let h = 1e-6 * w[j];
+            let (mut wp, mut wm) = (w.clone(), w.clone());
+            wp[j] += h;
+            wm[j] -= h;
+            let lp = loss_and_grad(frame, &wp, &layer, loss).unwrap().0;
+            let lm = loss_and_grad(frame, &wm, &layer, loss).unwrap().0;
+            let fd = (lp - lm) / (2.0 * h);
+            assert!(
+                (fd - grad[j]).abs() <= 1e-5 * scale + 1e-9,
+                "frame {} param {j}: analytic {} vs finite differences {fd}",
+                frame.index,
+                grad[j]
+            );
+            checked += 1;
+        }
+        // Parameters of trackers without a box in this frame get no gradient.
+        let untouched = (0..w.len()).filter(|j| !params.contains(j));
+        assert!(untouched.into_iter().all(|j| grad[j] == 0.0));
     }
     assert!(checked >= 20, "only {checked} parameters checked");
 }
@@ -240,12 +245,7 @@ fn iou_loss_gradient_matches_finite_differences() {
     let data = small(10, 2, 60.0, 6);
     let layout = ParamLayout { trackers: 10, bins: 4 };
     let frames = build_frames(&data, &layout).unwrap();
-    let layer = ArgminLayer {
-        minimizer: Minimizer::Lbfgs(LbfgsConfig { grad_tol: 1e-12, ..Default::default() }),
-        polish: true,
-        damping: Damping::Implicit,
-        ..Default::default()
-    };
+    let layer = converged_implicit_layer();
     let mut w = layout.initial(0.3);
     for (i, v) in w.iter_mut().enumerate() {
         *v *= 1.0 + 0.3 * ((i as f64) * 1.3).cos();
