@@ -11,7 +11,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use wiberg::Damping;
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::model::{build_frames, layer_with, loss_and_grad, LossKind, ParamLayout};
@@ -20,15 +19,12 @@ use wiberg_models::pose::grad::frame_loss_and_grad;
 use wiberg_models::pose::model::{PoseModel, Variant, Workspace};
 use wiberg_models::pose::params::PoseParams;
 
-fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    dir.join("avg_cameras__cams.npy").exists().then_some(dir)
-}
+#[allow(dead_code)] // the tests' `tome_dir`
+#[path = "../tests/support/tome_dir.rs"]
+mod tome;
 
 fn pose(c: &mut Criterion) {
-    let Some(dir) = tome_dir() else {
+    let Some(dir) = tome::find_tome_dir() else {
         eprintln!("note: the Tome et al. parameters are not there; set WIBERG_TOME2018_DIR to run the pose benches");
         return;
     };

@@ -1,26 +1,13 @@
 //! Helpers shared by the integration tests.
 
+#[path = "../support/tome_dir.rs"]
+mod tome;
+pub(crate) use tome::tome_dir;
+
 use ndarray::{ArrayD, IxDyn};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wiberg_models::pose::generate::{sample_dataset, DatasetConfig, Generator, SPLITS};
 use wiberg_models::pose::params::{N_CAMERAS, N_JOINTS};
-
-/// The Tome et al. parameter directory (`$WIBERG_TOME2018_DIR`, else
-/// `../shared/data/tome2018` beside the repository), or `None` (with a note) when absent
-/// outside CI.
-pub fn tome_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WIBERG_TOME2018_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tome2018"));
-    if dir.join("avg_cameras__cams.npy").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the Tome et al. 2018 parameters are not at {}", dir.display());
-    }
-    eprintln!("note: {} not found; set WIBERG_TOME2018_DIR to run this test", dir.display());
-    None
-}
 
 /// Writes `bytes` to `path` (for the crate's writers, which take the caller's writer).
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
