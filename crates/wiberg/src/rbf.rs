@@ -2878,6 +2878,56 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
 
+        /// The windowed shared-width sums ([`RbfMixture::window_1d`]: the kernels within the
+        /// cut-off, in the centres' order) against the general loop over every kernel (weight
+        /// map at 1, `f64::exp`): equal up to rounding (a few ulps of the terms' magnitudes)
+        /// plus the kernels left out, each below `exp(-36.8)` times its term's largest factor.
+        #[test]
+        fn windowed_1d_sums_equal_the_full_sums(
+            (xs, _) in sample_1d(),
+            log_sigma in -1.0..2.0f64,
+            y_offset in -60.0..60.0f64,
+            on_a_center in any::<bool>(),
+        ) {
+            let n = xs.len();
+            let s = 10f64.powf(log_sigma);
+            let y = if on_a_center { xs[n / 2] } else { y_offset };
+            let fast = RbfMixture::shared_width(1, xs.clone()).unwrap();
+            let general = RbfMixture::new(1, xs.clone(), vec![0; n], Some(vec![1; n]), 2).unwrap();
+            let (wf, wg) = ([s], [s, 1.0]);
+            let inv_s2 = 1.0 / (s * s);
+            // Magnitudes of the value, gradient, curvature and mixed sums' terms, and the
+            // largest factor a left-out kernel's term can carry besides its exponential.
+            let (mut mag, mut cut) = ([0.0f64; 4], [0.0f64; 4]);
+            let tail = (-SEED_SCAN_CUTOFF).exp();
+            for &c in &xs {
+                let d: f64 = y - c;
+                let x = d * d * inv_s2;
+                let e = (-x).exp();
+                let t = [1.0, 2.0 * inv_s2 * d.abs(), 2.0 * inv_s2 * (1.0 + 2.0 * x), 4.0 * inv_s2 / s * d.abs() * (x + 1.0)];
+                for k in 0..4 {
+                    mag[k] += e * t[k];
+                    if x > SEED_SCAN_CUTOFF * (1.0 - 1e-9) {
+                        cut[k] += tail * t[k];
+                    }
+                }
+            }
+            let tol = |k: usize| 16.0 * f64::EPSILON * mag[k] + cut[k];
+            let (mut ga, mut gb) = ([0.0], [0.0]);
+            let ea = fast.gradient(&[y], &wf, &mut ga);
+            let eb = general.gradient(&[y], &wg, &mut gb);
+            prop_assert!((ea - eb).abs() <= tol(0), "value {ea} {eb}");
+            prop_assert!((ga[0] - gb[0]).abs() <= tol(1), "gradient {} {}", ga[0], gb[0]);
+            let (mut ha, mut hb) = (DMatrix::zeros(1, 1), DMatrix::zeros(1, 1));
+            fast.hessian(&[y], &wf, &mut ha);
+            general.hessian(&[y], &wg, &mut hb);
+            prop_assert!((ha[(0, 0)] - hb[(0, 0)]).abs() <= tol(2), "curvature {ha} {hb}");
+            let (mut ma, mut mb) = ([0.0], [0.0; 2]);
+            fast.mixed_vjp(&[y], &wf, &[1.0], &mut ma);
+            general.mixed_vjp(&[y], &wg, &[1.0], &mut mb);
+            prop_assert!((ma[0] - mb[0]).abs() <= tol(3), "mixed {} {}", ma[0], mb[0]);
+        }
+
         /// Forced onto the pruned path (whatever the cost estimate says), the chosen seed and
         /// its value are the full scan's, bit for bit; the ranking's bound holds.
         #[test]
