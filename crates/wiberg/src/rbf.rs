@@ -2497,6 +2497,34 @@ mod tests {
         }
     }
 
+    /// For a 1-D unit-weight mixture of width `s` at `y`: the sums of the magnitudes of the
+    /// value, gradient, curvature and mixed sums' terms, and of the left-out kernels' bounds
+    /// (kernels past the cut-off: `exp(-36.8)` times their term's factor besides the
+    /// exponential).
+    fn term_magnitudes_1d(centers: &[f64], y: f64, s: f64) -> ([f64; 4], [f64; 4]) {
+        let inv_s2 = 1.0 / (s * s);
+        let tail = (-SEED_SCAN_CUTOFF).exp();
+        let (mut mag, mut cut) = ([0.0f64; 4], [0.0f64; 4]);
+        for &c in centers {
+            let d: f64 = y - c;
+            let x = d * d * inv_s2;
+            let e = (-x).exp();
+            let t = [
+                1.0,
+                2.0 * inv_s2 * d.abs(),
+                2.0 * inv_s2 * (1.0 + 2.0 * x),
+                4.0 * inv_s2 / s.abs() * d.abs() * (x + 1.0),
+            ];
+            for k in 0..4 {
+                mag[k] += e * t[k];
+                if x > SEED_SCAN_CUTOFF * (1.0 - 1e-9) {
+                    cut[k] += tail * t[k];
+                }
+            }
+        }
+        (mag, cut)
+    }
+
     #[test]
     fn shared_1d_path_agrees_with_the_general_loop() {
         // The shared-width 1-D path (batched exponential within 0.52 ulp, four partial sums)
@@ -2511,18 +2539,7 @@ mod tests {
             .unwrap();
         for (y, s) in [(0.3, 1.0), (-12.7, 4.5), (33.0, -20.0), (5.0, 300.0)] {
             let (wf, wg) = ([s], [s, 1.0]);
-            let inv_s2 = 1.0 / (s * s);
-            // Magnitudes: sums of |term| of the value, gradient, curvature and mixed sums.
-            let mut mag = [0.0; 4];
-            for &c in &centers {
-                let d: f64 = y - c;
-                let x = d * d * inv_s2;
-                let e = (-x).exp();
-                mag[0] += e;
-                mag[1] += 2.0 * inv_s2 * e * d.abs();
-                mag[2] += 2.0 * inv_s2 * e * (1.0 + 2.0 * x);
-                mag[3] += 4.0 * inv_s2 / s.abs() * e * d.abs() * (x + 1.0);
-            }
+            let (mag, _) = term_magnitudes_1d(&centers, y, s);
             let tol = |k: usize| 16.0 * f64::EPSILON * 0.5 * mag[k];
             let (mut ga, mut gb) = ([0.0], [0.0]);
             let ea = fast.gradient(&[y], &wf, &mut ga);
@@ -2895,23 +2912,7 @@ mod tests {
             let fast = RbfMixture::shared_width(1, xs.clone()).unwrap();
             let general = RbfMixture::new(1, xs.clone(), vec![0; n], Some(vec![1; n]), 2).unwrap();
             let (wf, wg) = ([s], [s, 1.0]);
-            let inv_s2 = 1.0 / (s * s);
-            // Magnitudes of the value, gradient, curvature and mixed sums' terms, and the
-            // largest factor a left-out kernel's term can carry besides its exponential.
-            let (mut mag, mut cut) = ([0.0f64; 4], [0.0f64; 4]);
-            let tail = (-SEED_SCAN_CUTOFF).exp();
-            for &c in &xs {
-                let d: f64 = y - c;
-                let x = d * d * inv_s2;
-                let e = (-x).exp();
-                let t = [1.0, 2.0 * inv_s2 * d.abs(), 2.0 * inv_s2 * (1.0 + 2.0 * x), 4.0 * inv_s2 / s * d.abs() * (x + 1.0)];
-                for k in 0..4 {
-                    mag[k] += e * t[k];
-                    if x > SEED_SCAN_CUTOFF * (1.0 - 1e-9) {
-                        cut[k] += tail * t[k];
-                    }
-                }
-            }
+            let (mag, cut) = term_magnitudes_1d(&xs, y, s);
             let tol = |k: usize| 16.0 * f64::EPSILON * mag[k] + cut[k];
             let (mut ga, mut gb) = ([0.0], [0.0]);
             let ea = fast.gradient(&[y], &wf, &mut ga);
