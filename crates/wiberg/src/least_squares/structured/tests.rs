@@ -293,6 +293,29 @@ fn row_differences(
     (target, coeffs, border)
 }
 
+/// [`row_differences`] against a row's gradient `g` and its border part `border`: each within
+/// `1e-6 (1 + |difference|)`.
+fn check_row_differences(
+    (d_target, d_coeffs, d_border): (f64, [f64; 2], Vec<f64>),
+    g: &RowGradient<2>,
+    border: &[f64],
+) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+    proptest::prop_assert!(
+        (d_target - g.target).abs() < 1e-6 * (1.0 + d_target.abs()),
+        "target: {d_target} vs {}",
+        g.target
+    );
+    for c in 0..2 {
+        let d = d_coeffs[c];
+        proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
+    }
+    proptest::prop_assert_eq!(d_border.len(), border.len());
+    for (c, &d) in d_border.iter().enumerate() {
+        proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
+    }
+    Ok(())
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 48,
@@ -324,16 +347,8 @@ proptest::proptest! {
             solver.solve_with_weights(fixed, rows, w, Damping::Implicit).unwrap()[i]
         };
         // Target, block and border coefficients.
-        let (d_target, d_coeffs, d_border) = row_differences(&p.rows, r, h, |rows| fd(rows, &p.fixed, &weights));
-        proptest::prop_assert!((d_target - g.target).abs() < 1e-6 * (1.0 + d_target.abs()), "target: {d_target} vs {}", g.target);
-        for c in 0..2 {
-            let d = d_coeffs[c];
-            proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
-        }
-        proptest::prop_assert_eq!(d_border.len(), border.len());
-        for (c, &d) in d_border.iter().enumerate() {
-            proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
-        }
+        let differences = row_differences(&p.rows, r, h, |rows| fd(rows, &p.fixed, &weights));
+        check_row_differences(differences, &g, &border)?;
         // The group's weight: both rows' terms.
         let grp = r / 2;
         let dw: f64 = p.rows.group(grp).map(|k| {
@@ -387,15 +402,6 @@ proptest::proptest! {
             let y = solver.solve_with_weights(&p.fixed, rows, &weights, Damping::Implicit).unwrap().to_vec();
             y[i] + gamma * rows.residual(r, &y)
         };
-        let (d_target, d_coeffs, d_border) = row_differences(&p.rows, r, h, l);
-        proptest::prop_assert!((d_target - g.target).abs() < 1e-6 * (1.0 + d_target.abs()), "target: {d_target} vs {}", g.target);
-        for c in 0..2 {
-            let d = d_coeffs[c];
-            proptest::prop_assert!((d - g.coeffs[c]).abs() < 1e-6 * (1.0 + d.abs()), "coeff {c}: {d} vs {}", g.coeffs[c]);
-        }
-        proptest::prop_assert_eq!(d_border.len(), border.len());
-        for (c, &d) in d_border.iter().enumerate() {
-            proptest::prop_assert!((d - border[c]).abs() < 1e-6 * (1.0 + d.abs()), "border {c}: {d} vs {}", border[c]);
-        }
+        check_row_differences(row_differences(&p.rows, r, h, l), &g, &border)?;
     }
 }
