@@ -6,14 +6,13 @@
 use anyhow::Result;
 use indicatif::ProgressBar;
 use wiberg::{ArgminLayer, Damping};
-use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::model::{build_frames, layer_with, Frame, LossKind, ParamLayout};
-use wiberg_models::fusion::vot::Dataset;
 
 use super::train::{train_from, SplitKind, TrainConfig, TrainOutcome, TrainState};
 use super::vot::write_dataset;
 use super::{run_train, TrainArgs, TrainReport};
 use crate::common::OptimizerKind;
+use crate::test_support::small_dataset;
 
 /// Trains the parameters from `init` on `frames[train]` with the given layer (its damping is the
 /// derivative being tested). Frames without trackers must not be in `train`.
@@ -31,15 +30,11 @@ fn train(
     Ok(state.into_outcome())
 }
 
-fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
-    generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
-}
-
 #[test]
 fn trained_fusion_beats_median_fusion_on_held_out_frames() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    write_dataset(&data_dir, &small(72, 6, 150.0, 11)).unwrap();
+    write_dataset(&data_dir, &small_dataset(72, 6, 150.0, 11)).unwrap();
     let mut args = TrainArgs::new(data_dir, dir.path().join("run"));
     args.epochs = 4;
     args.batch = 64;
@@ -69,7 +64,7 @@ fn trained_fusion_beats_median_fusion_on_held_out_frames() {
 fn training_is_identical_for_one_and_two_threads() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    write_dataset(&data_dir, &small(12, 2, 80.0, 4)).unwrap();
+    write_dataset(&data_dir, &small_dataset(12, 2, 80.0, 4)).unwrap();
     let run = |threads: usize| {
         let mut args = TrainArgs::new(data_dir.clone(), dir.path().join(format!("run{threads}")));
         args.epochs = 2;
@@ -89,7 +84,7 @@ fn training_is_identical_for_one_and_two_threads() {
 /// the parameters and log of an uninterrupted training.
 #[test]
 fn a_saved_training_state_continues_bit_identically() {
-    let data = small(12, 2, 80.0, 8);
+    let data = small_dataset(12, 2, 80.0, 8);
     let layout = ParamLayout { trackers: 12, bins: 4 };
     let frames = build_frames(&data, &layout).unwrap();
     let train_idx: Vec<usize> =

@@ -9,9 +9,8 @@
 //! (`tests/suite/adversarial.rs`).
 
 use crate::common;
+use crate::common::{npy_bytes, pose_arrays, write_pose_dir};
 
-use ndarray::{Array3, Array4};
-use ndarray_npy::WriteNpyExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
@@ -387,23 +386,6 @@ fn fusion_numeric_arguments() {
 }
 
 // ---------------------------------------------------------------- pose
-
-fn npy_bytes<A: WriteNpyExt>(a: &A) -> Vec<u8> {
-    let mut b = Vec::new();
-    a.write_npy(&mut b).unwrap();
-    b
-}
-
-fn pose_arrays(frames: usize) -> (Array4<f64>, Array3<f64>) {
-    let d2 = Array4::from_shape_fn((frames, 4, 17, 2), |(f, c, j, a)| 500.0 + (f + c * 7 + j * 3 + a) as f64);
-    let d3 = Array3::from_shape_fn((frames, 17, 3), |(f, j, a)| 100.0 * (f + j + a) as f64);
-    (d2, d3)
-}
-
-fn write_pose_dir(dir: &Path, name: &str, b2: &[u8], b3: &[u8]) {
-    std::fs::write(dir.join(format!("{name}__joint_2d.npy")), b2).unwrap();
-    std::fs::write(dir.join(format!("{name}__joint_3d.npy")), b3).unwrap();
-}
 
 #[test]
 fn pose_commands_bad_data_and_numeric_arguments() {

@@ -6,17 +6,9 @@ use std::process::Command;
 // One copy of the helpers that the crate's unit tests share with these tests.
 #[path = "../../src/test_support.rs"]
 mod test_support;
-pub(crate) use test_support::tome_dir;
-
-/// Writes `bytes` to `path` (for the models crate's writers, which take the caller's writer).
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
-/// Writes a fusion data set in the VOT layout under `root`.
-pub fn write_vot(root: &Path, data: &wiberg_models::fusion::vot::Dataset) {
-    wiberg_models::fusion::vot::write_dataset_with(root, data, write_file).unwrap();
-}
+pub(crate) use test_support::{
+    npy_bytes, pose_arrays, small_dataset, tome_dir, write_image, write_pose_dir, write_vot,
+};
 
 /// A pose data set (training/, testing/, index.json) in `out`, written by the binary's
 /// `wiberg pose generate` from the PPCA files in `tome`, with the exact H36M joints.

@@ -2,25 +2,9 @@
 //! losses' gradients are tested in `wiberg-models`; training through the crate's own
 //! functions in `src/fusion/tests.rs`.)
 
-use std::path::Path;
-use wiberg_models::fusion::generate::{generate, GenerateConfig};
-use wiberg_models::fusion::vot::{result_path, Dataset};
+use wiberg_models::fusion::vot::result_path;
 
-use crate::common::write_vot;
-
-fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
-    generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
-}
-
-/// A real image file of `size` pixels (PNG or JPEG by the extension), written with plotters'
-/// bitmap encoder.
-fn write_image(path: &Path, size: (u32, u32)) {
-    use plotters::prelude::*;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).unwrap();
-    root.present().unwrap();
-}
+use crate::common::{small_dataset, write_image, write_vot};
 
 /// `fusion train` on a data set with one missing result file: the warning names tracker,
 /// sequence and file, `training.json` lists it, the tracker's row notes its missing frames and
@@ -30,7 +14,7 @@ fn write_image(path: &Path, size: (u32, u32)) {
 fn fusion_train_reports_a_missing_result_file() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let data = small(5, 3, 40.0, 9);
+    let data = small_dataset(5, 3, 40.0, 9);
     write_vot(&data_dir, &data);
     let (tracker, seq) = (&data.trackers[0], &data.sequences[2].name);
     let missing = result_path(&data_dir, tracker, seq);

@@ -6,9 +6,9 @@
 //! binary, and its numeric arguments: the CLI's `adversarial_cli` tests.)
 
 use crate::common;
+use crate::common::{npy_bytes, pose_arrays, write_pose_dir};
 
 use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
-use ndarray_npy::WriteNpyExt;
 use std::path::Path;
 use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
@@ -112,23 +112,6 @@ fn vot_empty_truncated_and_missing_files() {
 }
 
 // ---------------------------------------------------------------- pose (npy)
-
-fn npy_bytes<A: WriteNpyExt>(a: &A) -> Vec<u8> {
-    let mut b = Vec::new();
-    a.write_npy(&mut b).unwrap();
-    b
-}
-
-fn pose_arrays(frames: usize) -> (Array4<f64>, Array3<f64>) {
-    let d2 = Array4::from_shape_fn((frames, 4, 17, 2), |(f, c, j, a)| 500.0 + (f + c * 7 + j * 3 + a) as f64);
-    let d3 = Array3::from_shape_fn((frames, 17, 3), |(f, j, a)| 100.0 * (f + j + a) as f64);
-    (d2, d3)
-}
-
-fn write_pose_dir(dir: &Path, name: &str, b2: &[u8], b3: &[u8]) {
-    std::fs::write(dir.join(format!("{name}__joint_2d.npy")), b2).unwrap();
-    std::fs::write(dir.join(format!("{name}__joint_3d.npy")), b3).unwrap();
-}
 
 /// `load_dir` on a directory holding the sequence `Walk_1` made of `b2` and `b3`.
 fn load_err(b2: &[u8], b3: &[u8]) -> String {

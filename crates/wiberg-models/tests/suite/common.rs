@@ -3,21 +3,14 @@
 #[path = "../support/tome_dir.rs"]
 mod tome;
 pub(crate) use tome::tome_dir;
+#[path = "../support/fixtures.rs"]
+mod fixtures;
+pub(crate) use fixtures::{npy_bytes, pose_arrays, small_dataset, write_file, write_image, write_pose_dir, write_vot};
 
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 use wiberg_models::pose::generate::{sample_dataset, DatasetConfig, Generator, SPLITS};
 use wiberg_models::pose::params::{N_CAMERAS, N_JOINTS};
-
-/// Writes `bytes` to `path` (for the crate's writers, which take the caller's writer).
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
-/// Writes a fusion data set in the VOT layout under `root`.
-pub fn write_vot(root: &Path, data: &wiberg_models::fusion::vot::Dataset) {
-    wiberg_models::fusion::vot::write_dataset_with(root, data, write_file).unwrap();
-}
 
 fn write_npy(path: &Path, shape: &[usize], data: Vec<f64>) {
     let a = ArrayD::from_shape_vec(IxDyn(shape), data).unwrap();

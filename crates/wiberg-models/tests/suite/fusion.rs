@@ -4,20 +4,15 @@
 
 use std::path::Path;
 use wiberg::{ArgminLayer, Damping, LbfgsConfig, Minimizer};
-use wiberg_models::fusion::generate::{generate, GenerateConfig};
 use wiberg_models::fusion::model::{build_frames, loss_and_grad, LossKind, ParamLayout};
 use wiberg_models::fusion::vot::{read_dataset, result_path, Dataset};
 
-use crate::common::write_vot;
-
-fn small(trackers: usize, sequences: usize, mean_frames: f64, seed: u64) -> Dataset {
-    generate(&GenerateConfig { sequences, trackers, seed, mean_frames }, || {}).0
-}
+use crate::common::{small_dataset, write_image, write_vot};
 
 #[test]
 fn reader_round_trips_the_generator() {
     let dir = tempfile::tempdir().unwrap();
-    let data = small(9, 3, 60.0, 1);
+    let data = small_dataset(9, 3, 60.0, 1);
     write_vot(dir.path(), &data);
     let (back, report) = read_dataset(dir.path()).unwrap();
     assert!(report.skipped_trackers.is_empty() && report.sequences_without_size.is_empty());
@@ -28,7 +23,7 @@ fn reader_round_trips_the_generator() {
 }
 
 fn write_small(dir: &Path) -> Dataset {
-    let data = small(4, 2, 50.0, 2);
+    let data = small_dataset(4, 2, 50.0, 2);
     write_vot(dir, &data);
     data
 }
@@ -133,23 +128,13 @@ fn a_tracker_without_any_result_file_is_left_out() {
     assert!(report.missing_results.is_empty(), "a tracker left out is not also listed per sequence");
 }
 
-/// A real image file of `size` pixels (PNG or JPEG by the extension), written with plotters'
-/// bitmap encoder.
-fn write_image(path: &Path, size: (u32, u32)) {
-    use plotters::prelude::*;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).unwrap();
-    root.present().unwrap();
-}
-
 /// Without `meta.txt` the image size is read from the header of the sequence's first image
 /// (JPEG or PNG, in `color/` or in the sequence folder); with neither the sequence is listed
 /// as without size; an unreadable first image is an error naming it.
 #[test]
 fn image_size_comes_from_the_first_image_without_meta_txt() {
     let dir = tempfile::tempdir().unwrap();
-    let data = small(3, 4, 30.0, 12);
+    let data = small_dataset(3, 4, 30.0, 12);
     write_vot(dir.path(), &data);
     let name = |s: usize| data.sequences[s].name.clone();
     let seq_dir = |s: usize| dir.path().join("sequences").join(name(s));
@@ -193,7 +178,7 @@ fn converged_implicit_layer() -> ArgminLayer {
 /// polish) against the implicit derivative, for widths and weights, on real generated frames.
 #[test]
 fn fusion_loss_gradient_matches_finite_differences() {
-    let data = small(10, 2, 60.0, 5);
+    let data = small_dataset(10, 2, 60.0, 5);
     let layout = ParamLayout { trackers: 10, bins: 4 };
     let frames = build_frames(&data, &layout).unwrap();
     let layer = converged_implicit_layer();
@@ -242,7 +227,7 @@ fn fusion_loss_gradient_matches_finite_differences() {
 /// looser, but it catches sign and chaining errors through both corners' argmin layers.
 #[test]
 fn iou_loss_gradient_matches_finite_differences() {
-    let data = small(10, 2, 60.0, 6);
+    let data = small_dataset(10, 2, 60.0, 6);
     let layout = ParamLayout { trackers: 10, bins: 4 };
     let frames = build_frames(&data, &layout).unwrap();
     let layer = converged_implicit_layer();
