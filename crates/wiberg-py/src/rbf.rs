@@ -104,7 +104,7 @@ impl RbfBatch {
             })?;
             (self.mixtures, self.solutions) = collect_batch(results, true)?.into_iter().unzip();
         } else {
-            let e = collect_batch(vec![self.build_mixture(&self.centers.data)], false)?.remove(0);
+            let e = self.build_mixture(&self.centers.data).map_err(|err| crate::to_py_err(&err, ""))?;
             let results = par_map(self.threads, self.count(), |b| solve_one(&e, b))?;
             self.solutions = collect_batch(results, self.batch.is_some())?;
             self.mixtures = vec![e];
